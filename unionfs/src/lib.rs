@@ -1,0 +1,3 @@
+//! unionfs: a userspace union filesystem on FUSE, with aufs/OCI whiteouts.
+
+pub mod whiteout;
