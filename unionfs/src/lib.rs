@@ -1,3 +1,29 @@
 //! unionfs: a userspace union filesystem on FUSE, with aufs/OCI whiteouts.
+//!
+//! Data flows one way: [`cli`] -> [`config`] -> [`mount`] -> [`fuse`] (the FUSE adapter) ->
+//! [`fs`] (the protocol-free core) -> [`branch`] (resolution rules) and [`copyup`] -> the
+//! branches on disk, reached only through [`sys`] and `*at()` calls beneath each branch root.
 
+pub mod branch;
+pub mod cli;
+pub mod config;
+pub mod copyup;
+pub mod error;
+pub mod fs;
+pub mod fuse;
+pub mod handle;
+pub mod inode;
+pub mod mount;
+pub mod sys;
 pub mod whiteout;
+
+/// Logs through `tracing`, filtered by `RUST_LOG` (default: warnings), to stderr.
+pub fn init_logging(with_ansi: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(with_ansi)
+        .try_init();
+}

@@ -1,0 +1,312 @@
+//! Copy-up: before the first change to something that lives only in a lower branch, copy it
+//! (data, holes, owner, mode, xattrs, times) and its parent directories to the writable branch.
+//! Each object is built under the branch's work directory and renamed into place, so a crash,
+//! a kill or ENOSPC never leaves a half-copied file visible.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, RenameFlags};
+use nix::sys::stat::{FileStat, Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Uid, Whence};
+
+use crate::error::{Context, Error, Result};
+use crate::fs::{split, Found, Union};
+use crate::sys;
+
+impl Union {
+    /// Makes sure `rel` lives in a writable branch (its own when it is already writable) and
+    /// returns its new resolution.
+    pub(crate) fn copy_up(&self, rel: &Path, found: &Found) -> Result<Found> {
+        let target = self.change_target(found)?;
+        self.copy_up_to(rel, found, target)
+    }
+
+    /// Copies `rel` up into writable branch `target` (at or above where it shows now).
+    pub(crate) fn copy_up_to(&self, rel: &Path, found: &Found, target: usize) -> Result<Found> {
+        if found.top() == target {
+            return Ok(found.clone());
+        }
+        let _guard = self.copy_lock.lock();
+        // Another thread may have copied it while we waited.
+        let cur = self
+            .resolve(rel)?
+            .ok_or_else(|| Error::new(libc::ENOENT, format!("{rel:?} vanished before copy-up")))?;
+        if cur.top() == target {
+            return Ok(cur);
+        }
+        let (parent, _) = split(rel);
+        self.ensure_dirs_locked(target, parent)?;
+        if cur.is_dir() {
+            self.ensure_dirs_locked(target, rel)?;
+        } else {
+            self.copy_object(target, rel, &cur)?;
+        }
+        self.resolve(rel)?
+            .ok_or_else(|| Error::new(libc::EIO, format!("{rel:?} lost in copy-up")))
+    }
+
+    /// Makes directory `dir_rel` and its parents exist in branch `target`, each copied from the
+    /// merged view with its own owner, mode, xattrs and times.
+    pub(crate) fn ensure_dirs(&self, target: usize, dir_rel: &Path) -> Result<()> {
+        if self.branches.get(target).dir(dir_rel).is_ok() {
+            return Ok(());
+        }
+        let _guard = self.copy_lock.lock();
+        self.ensure_dirs_locked(target, dir_rel)
+    }
+
+    fn ensure_dirs_locked(&self, target: usize, dir_rel: &Path) -> Result<()> {
+        let branch = self.branches.get(target);
+        if branch.dir(dir_rel).is_ok() {
+            return Ok(());
+        }
+        let mut prefix = PathBuf::new();
+        for comp in dir_rel.iter() {
+            prefix.push(comp);
+            match branch.dir(&prefix) {
+                Ok(_) => continue,
+                Err(Errno::ENOENT) => {}
+                Err(e) => {
+                    return Err(e).ctx(|| {
+                        format!("open {prefix:?} in branch {}", branch.path.display())
+                    })
+                }
+            }
+            let found = self
+                .resolve(&prefix)?
+                .ok_or_else(|| Error::new(libc::ENOENT, format!("{prefix:?} vanished during copy-up")))?;
+            if !found.is_dir() {
+                return Err(Error::new(libc::ENOTDIR, format!("{prefix:?} is not a directory")));
+            }
+            self.copy_object(target, &prefix, &found)?;
+        }
+        Ok(())
+    }
+
+    /// Copies one object (file, symlink, special file, or a directory without its contents) of
+    /// `found` into branch `target` at `rel`, through the work directory.
+    fn copy_object(&self, target: usize, rel: &Path, found: &Found) -> Result<()> {
+        let src_branch = self.branches.get(found.top());
+        let dst_branch = self.branches.get(target);
+        let (parent, name) = split(rel);
+        let src_dir = src_branch
+            .dir(parent)
+            .ctx(|| format!("open {parent:?} in branch {}", src_branch.path.display()))?;
+        let work = self.work_dir(target)?;
+        let tmp = self.tmp_name();
+        let result = (|| -> Result<()> {
+            build_copy(work, &tmp, &src_dir, name, &found.st)
+                .ctx(|| format!("copy {rel:?} from branch {} up to branch {}", src_branch.path.display(), dst_branch.path.display()))?;
+            let dst_dir = dst_branch
+                .dir(parent)
+                .ctx(|| format!("open {parent:?} in branch {}", dst_branch.path.display()))?;
+            nix::fcntl::renameat2(work, &tmp, &dst_dir, name, RenameFlags::RENAME_NOREPLACE)
+                .ctx(|| format!("rename copy of {rel:?} into place"))?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            let _ = remove_path_at(work.as_fd(), &tmp);
+            return Err(e);
+        }
+        let dst_dir = dst_branch.dir(parent).ctx(|| format!("open {parent:?}"))?;
+        if let Some(st) = crate::branch::stat_at(&dst_dir, name)? {
+            let ino = self.inos.ino(found.st.st_dev, found.st.st_ino);
+            self.inos.record_copy(st.st_dev, st.st_ino, ino);
+        }
+        Ok(())
+    }
+}
+
+/// Builds the copy of `src_dir/name` as `work/tmp`: the object, then owner, mode, xattrs and
+/// times (in that order: chown clears setuid bits and file capabilities).
+fn build_copy(work: &OwnedFd, tmp: &Path, src_dir: &OwnedFd, name: &OsStr, st: &FileStat) -> Result<()> {
+    let fmt = st.st_mode & libc::S_IFMT;
+    match fmt {
+        libc::S_IFREG => {
+            let src = sys::open_beneath(src_dir.as_fd(), name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW, Mode::empty())
+                .ctx(|| "open source")?;
+            let dst = nix::fcntl::openat(
+                work,
+                tmp,
+                OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o600),
+            )
+            .ctx(|| "create copy")?;
+            copy_data(&src, &dst, st.st_size as u64)?;
+        }
+        libc::S_IFDIR => {
+            nix::sys::stat::mkdirat(work, tmp, Mode::from_bits_truncate(0o700)).ctx(|| "mkdir copy")?;
+        }
+        libc::S_IFLNK => {
+            let target = nix::fcntl::readlinkat(src_dir, name).ctx(|| "readlink source")?;
+            nix::unistd::symlinkat(target.as_os_str(), work, tmp).ctx(|| "symlink copy")?;
+        }
+        _ => {
+            let kind = SFlag::from_bits_truncate(fmt);
+            nix::sys::stat::mknodat(work, tmp, kind, Mode::from_bits_truncate(0o600), st.st_rdev)
+                .ctx(|| "mknod copy")?;
+        }
+    }
+    copy_metadata(work, tmp, src_dir, name, st)
+}
+
+/// Owner, mode, xattrs and times of `src_dir/name` onto `dir/dst`.
+pub(crate) fn copy_metadata(dir: &OwnedFd, dst: &Path, src_dir: &OwnedFd, name: &OsStr, st: &FileStat) -> Result<()> {
+    let is_link = st.st_mode & libc::S_IFMT == libc::S_IFLNK;
+    nix::unistd::fchownat(
+        dir,
+        dst,
+        Some(Uid::from_raw(st.st_uid)),
+        Some(Gid::from_raw(st.st_gid)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .ctx(|| "chown copy")?;
+    if !is_link {
+        nix::sys::stat::fchmodat(
+            dir,
+            dst,
+            Mode::from_bits_truncate(st.st_mode & 0o7777),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        )
+        .ctx(|| "chmod copy")?;
+    }
+    copy_xattrs(src_dir.as_fd(), name, dir.as_fd(), dst.as_os_str())?;
+    let atime = TimeSpec::new(st.st_atime, st.st_atime_nsec);
+    let mtime = TimeSpec::new(st.st_mtime, st.st_mtime_nsec);
+    nix::sys::stat::utimensat(dir, dst, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
+        .ctx(|| "set times of copy")?;
+    Ok(())
+}
+
+/// xattrs that describe a lower layer to overlayfs, not the file: never copied.
+fn is_layer_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+}
+
+fn copy_xattrs(src_dir: BorrowedFd<'_>, name: &OsStr, dst_dir: BorrowedFd<'_>, dst: &OsStr) -> Result<()> {
+    let list = match sys::listxattr_at(src_dir, name) {
+        Ok(l) => l,
+        Err(Errno::ENOTSUP) => return Ok(()),
+        Err(e) => return Err(e).ctx(|| "list xattrs of source"),
+    };
+    for attr in list.split(|b| *b == 0).filter(|a| !a.is_empty()) {
+        if is_layer_xattr(attr) {
+            continue;
+        }
+        let attr = OsStr::from_bytes(attr);
+        let value = match sys::getxattr_at(src_dir, name, attr) {
+            Ok(v) => v,
+            Err(Errno::ENODATA) => continue,
+            Err(e) => return Err(e).ctx(|| format!("read xattr {attr:?}")),
+        };
+        match sys::setxattr_at(dst_dir, dst, attr, &value, 0) {
+            Ok(()) => {}
+            // The upper filesystem cannot hold this xattr (or not on this file type): the copy
+            // is still the best the branch can store.
+            Err(Errno::ENOTSUP | Errno::EPERM) => {}
+            Err(e) => return Err(e).ctx(|| format!("write xattr {attr:?}")),
+        }
+    }
+    Ok(())
+}
+
+/// Copies `size` bytes, keeping holes: FICLONE when the filesystem shares extents, else
+/// `copy_file_range` over the data segments that SEEK_DATA/SEEK_HOLE report, else read/write.
+pub(crate) fn copy_data(src: &OwnedFd, dst: &OwnedFd, size: u64) -> Result<()> {
+    if size == 0 {
+        return Ok(());
+    }
+    if sys::ficlone(dst.as_fd(), src.as_fd()).is_ok() {
+        return Ok(());
+    }
+    let size = size as i64;
+    let mut pos: i64 = 0;
+    while pos < size {
+        let data = match nix::unistd::lseek(src, pos, Whence::SeekData) {
+            Ok(d) => d,
+            Err(Errno::ENXIO) => break, // only a hole remains
+            Err(Errno::EINVAL) => pos,  // no SEEK_DATA here: everything is data
+            Err(e) => return Err(e).ctx(|| "seek data"),
+        };
+        let hole = match nix::unistd::lseek(src, data, Whence::SeekHole) {
+            Ok(h) => h.min(size),
+            Err(_) => size,
+        };
+        copy_range(src, dst, data, hole - data)?;
+        pos = hole;
+    }
+    nix::unistd::ftruncate(dst, size).ctx(|| "set size of copy")?;
+    Ok(())
+}
+
+fn copy_range(src: &OwnedFd, dst: &OwnedFd, start: i64, len: i64) -> Result<()> {
+    let mut off_in = start;
+    let mut off_out = start;
+    let end = start + len;
+    while off_in < end {
+        let want = (end - off_in).min(1 << 30) as usize;
+        match nix::fcntl::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
+            Ok(0) => break, // source shrank under us
+            Ok(_) => {}
+            Err(Errno::EXDEV | Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {
+                return copy_range_rw(src, dst, off_in, end - off_in);
+            }
+            Err(e) => return Err(e).ctx(|| "copy_file_range"),
+        }
+    }
+    Ok(())
+}
+
+fn copy_range_rw(src: &OwnedFd, dst: &OwnedFd, start: i64, len: i64) -> Result<()> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = start;
+    let end = start + len;
+    while off < end {
+        let want = ((end - off) as usize).min(buf.len());
+        let n = nix::sys::uio::pread(src, &mut buf[..want], off).ctx(|| "read source")?;
+        if n == 0 {
+            break;
+        }
+        let mut done = 0;
+        while done < n {
+            done += nix::sys::uio::pwrite(dst, &buf[done..n], off + done as i64).ctx(|| "write copy")?;
+        }
+        off += n as i64;
+    }
+    Ok(())
+}
+
+/// Removes `path` (a file or a whole tree) below `dir`, never following symlinks.
+pub(crate) fn remove_path_at(dir: BorrowedFd<'_>, path: &Path) -> Result<()> {
+    match nix::unistd::unlinkat(dir, path, nix::unistd::UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => return Ok(()),
+        Err(Errno::EISDIR) => {}
+        Err(e) => return Err(e).ctx(|| format!("unlink {path:?}")),
+    }
+    let sub = sys::open_beneath(dir, path.as_os_str(), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
+        .ctx(|| format!("open {path:?}"))?;
+    let mut d = nix::dir::Dir::from_fd(sub).ctx(|| format!("read {path:?}"))?;
+    let names: Vec<OsString> = d
+        .iter()
+        .filter_map(|e| e.ok())
+        .map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_os_string())
+        .filter(|n| n != "." && n != "..")
+        .collect();
+    for n in names {
+        remove_path_at(d.as_fd(), Path::new(&n))?;
+    }
+    match nix::unistd::unlinkat(dir, path, nix::unistd::UnlinkatFlags::RemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(e).ctx(|| format!("rmdir {path:?}")),
+    }
+}
+
+/// `remove_path_at` for an entry of an open `Dir`.
+pub(crate) fn remove_tree_at(dir: &nix::dir::Dir, name: &OsStr) -> Result<()> {
+    remove_path_at(dir.as_fd(), Path::new(name))
+}

@@ -1,0 +1,104 @@
+//! setattr: chmod, chown, truncate and utimens, each after a copy-up.
+
+use std::os::fd::AsFd;
+use std::time::SystemTime;
+
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{Mode, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Uid};
+
+use crate::error::{Context, Error, Result};
+use crate::fs::{split, Attr, Union};
+use crate::handle::Handle;
+
+/// A time to set: a given instant, now, or left alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetTime {
+    Omit,
+    Now,
+    At(SystemTime),
+}
+
+impl SetTime {
+    fn timespec(self) -> TimeSpec {
+        match self {
+            SetTime::Omit => TimeSpec::UTIME_OMIT,
+            SetTime::Now => TimeSpec::UTIME_NOW,
+            SetTime::At(t) => match t.duration_since(SystemTime::UNIX_EPOCH) {
+                Ok(d) => TimeSpec::new(d.as_secs() as i64, d.subsec_nanos() as i64),
+                Err(e) => {
+                    let d = e.duration();
+                    TimeSpec::new(-(d.as_secs() as i64), 0)
+                }
+            },
+        }
+    }
+}
+
+/// What a setattr call asks to change.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+}
+
+impl Union {
+    pub fn setattr(&self, node: u64, fh: Option<u64>, set: SetAttr) -> Result<Attr> {
+        let (path, found) = self.node(node)?;
+        let found = self.copy_up(&path, &found)?;
+        let branch = self.branches.get(found.top());
+        let (parent, name) = split(&path);
+        let dir = branch.dir(parent).ctx(|| format!("open {parent:?}"))?;
+        let is_link = found.st.st_mode & libc::S_IFMT == libc::S_IFLNK;
+        if set.uid.is_some() || set.gid.is_some() {
+            nix::unistd::fchownat(
+                &dir,
+                name,
+                set.uid.map(Uid::from_raw),
+                set.gid.map(Gid::from_raw),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .ctx(|| format!("chown {path:?}"))?;
+        }
+        if let Some(mode) = set.mode {
+            if !is_link {
+                nix::sys::stat::fchmodat(
+                    &dir,
+                    name,
+                    Mode::from_bits_truncate(mode & 0o7777),
+                    nix::sys::stat::FchmodatFlags::FollowSymlink,
+                )
+                .ctx(|| format!("chmod {path:?}"))?;
+            }
+        }
+        if let Some(size) = set.size {
+            if found.is_dir() {
+                return Err(Error::errno(libc::EISDIR));
+            }
+            let handle = fh.and_then(|fh| self.handles.get(fh, node).ok());
+            match handle.as_deref() {
+                Some(Handle::File(f)) if f.branch == found.top() => {
+                    nix::unistd::ftruncate(&f.file, size as i64).ctx(|| format!("truncate {path:?}"))?
+                }
+                _ => {
+                    let fd = branch
+                        .open_file(&path, OFlag::O_WRONLY, Mode::empty())
+                        .ctx(|| format!("open {path:?} to truncate"))?;
+                    nix::unistd::ftruncate(fd.as_fd(), size as i64).ctx(|| format!("truncate {path:?}"))?;
+                }
+            }
+        }
+        if set.atime.is_some() || set.mtime.is_some() {
+            let a = set.atime.unwrap_or(SetTime::Omit).timespec();
+            let m = set.mtime.unwrap_or(SetTime::Omit).timespec();
+            nix::sys::stat::utimensat(&dir, name, &a, &m, UtimensatFlags::NoFollowSymlink)
+                .ctx(|| format!("set times of {path:?}"))?;
+        }
+        self.getattr(node, None)
+    }
+}

@@ -1,0 +1,146 @@
+//! Directories: the merged listing (opendir/readdir), mkdir and rmdir.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::Mode;
+
+use crate::branch::merge::{merge_entries, MergedEntry, RawEntry};
+use crate::error::{Context, Error, Result};
+use crate::fs::{child_path, Caller, Entry, Found, Union};
+use crate::handle::{DirEntry, DirHandle, Handle};
+use crate::sys;
+use crate::whiteout;
+
+/// One entry handed to readdir: its offset cookie and what the kernel needs.
+pub type ReaddirEntry = (u64, DirEntry);
+
+impl Union {
+    /// The merged listing of directory `rel` (without `.` and `..`).
+    pub(crate) fn merged_listing(&self, rel: &Path, found: &Found) -> Result<Vec<MergedEntry>> {
+        let mut per_branch = Vec::with_capacity(found.layers.branches.len());
+        for &b in &found.layers.branches {
+            let branch = self.branches.get(b);
+            let fd = match sys::open_beneath(branch.root.as_fd(), rel.as_os_str(), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => continue,
+                Err(e) => return Err(e).ctx(|| format!("open {rel:?} in branch {}", branch.path.display())),
+            };
+            let mut dir = nix::dir::Dir::from_fd(fd).ctx(|| format!("read {rel:?}"))?;
+            let dir_fd = nix::unistd::dup(dir.as_fd()).ctx(|| "dup")?;
+            let mut raw = Vec::new();
+            for e in dir.iter() {
+                let e = e.ctx(|| format!("readdir {rel:?} in branch {}", branch.path.display()))?;
+                let name = OsStr::from_bytes(e.file_name().to_bytes()).to_os_string();
+                let dtype = match e.file_type() {
+                    Some(t) => dtype_of(t),
+                    None => libc::DT_UNKNOWN,
+                };
+                // Only character devices can be overlay whiteouts; stat just those.
+                let overlay_whiteout = !branch.writable()
+                    && (dtype == libc::DT_CHR || dtype == libc::DT_UNKNOWN)
+                    && nix::sys::stat::fstatat(&dir_fd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+                        .map(|st| whiteout::is_overlay_whiteout(st.st_mode, st.st_rdev))
+                        .unwrap_or(false);
+                raw.push(RawEntry {
+                    name,
+                    dtype,
+                    ino: self.inos.ino(branch.dev, e.ino()),
+                    overlay_whiteout,
+                });
+            }
+            per_branch.push((b, raw));
+        }
+        Ok(merge_entries(&per_branch))
+    }
+
+    pub fn opendir(&self, node: u64) -> Result<u64> {
+        self.dir_node(node)?;
+        Ok(self.handles.insert(Handle::Dir(DirHandle {
+            node,
+            entries: parking_lot::Mutex::new(None),
+        })))
+    }
+
+    /// Entries from `offset` on. The listing is taken when read from offset 0 (rewinddir
+    /// refreshes it) and kept for the following calls.
+    pub fn readdir(&self, node: u64, fh: u64, offset: u64) -> Result<Arc<Vec<DirEntry>>> {
+        let h = self.handles.get(fh, node)?;
+        let Handle::Dir(d) = &*h else {
+            return Err(Error::errno(libc::ENOTDIR));
+        };
+        let mut cached = d.entries.lock();
+        if offset == 0 || cached.is_none() {
+            let (path, found) = self.dir_node(node)?;
+            let self_ino = node;
+            let mut out = vec![
+                DirEntry {
+                    name: OsString::from("."),
+                    ino: self_ino,
+                    dtype: libc::DT_DIR,
+                },
+                DirEntry {
+                    name: OsString::from(".."),
+                    ino: self.inodes.parent_of(node),
+                    dtype: libc::DT_DIR,
+                },
+            ];
+            out.extend(self.merged_listing(&path, &found)?.into_iter().map(|e| DirEntry {
+                name: e.name,
+                ino: e.ino,
+                dtype: e.dtype,
+            }));
+            *cached = Some(Arc::new(out));
+        }
+        Ok(Arc::clone(cached.as_ref().expect("filled above")))
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.handles.remove(fh);
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, caller: Caller) -> Result<Entry> {
+        let (ppath, pfound) = self.prepare_create(parent, name)?;
+        let t = self.create_target(&pfound)?;
+        self.ensure_dirs(t, &ppath)?;
+        let dir = self.branches.get(t).dir(&ppath).ctx(|| format!("open {ppath:?}"))?;
+        sys::as_caller(caller.uid, caller.gid, || {
+            nix::sys::stat::mkdirat(&dir, name, Mode::from_bits_truncate(mode & 0o7777))
+        })
+        .ctx(|| format!("mkdir {:?}", child_path(&ppath, name)))?;
+        self.after_create(t, &ppath, &pfound, name, true)?;
+        self.entry_at(parent, t, &child_path(&ppath, name))
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
+        self.remove(parent, name, true)
+    }
+
+    pub fn fsyncdir(&self, node: u64) -> Result<()> {
+        let (path, found) = self.dir_node(node)?;
+        let b = self.branches.get(found.top());
+        if !b.writable() {
+            return Ok(());
+        }
+        let fd = sys::open_beneath(b.root.as_fd(), path.as_os_str(), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
+            .ctx(|| format!("open {path:?}"))?;
+        nix::unistd::fsync(&fd).ctx(|| format!("fsync {path:?}"))
+    }
+}
+
+fn dtype_of(t: nix::dir::Type) -> u8 {
+    use nix::dir::Type::*;
+    match t {
+        Fifo => libc::DT_FIFO,
+        CharacterDevice => libc::DT_CHR,
+        Directory => libc::DT_DIR,
+        BlockDevice => libc::DT_BLK,
+        File => libc::DT_REG,
+        Symlink => libc::DT_LNK,
+        Socket => libc::DT_SOCK,
+    }
+}

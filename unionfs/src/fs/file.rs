@@ -1,0 +1,152 @@
+//! Open files: open (copying up before the first write), create, read, write, fsync,
+//! fallocate, lseek, release.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::os::fd::AsFd;
+
+use nix::fcntl::{FallocateFlags, OFlag};
+use nix::sys::stat::Mode;
+use nix::unistd::Whence;
+
+use crate::error::{Context, Error, Result};
+use crate::fs::{child_path, Caller, Entry, Union};
+use crate::handle::{FileHandle, Handle};
+use crate::sys;
+
+/// Open flags passed on to the branch file; the rest are the kernel's business (O_CREAT and
+/// O_EXCL were handled by create, O_NOATIME needs ownership the daemon does not check, and
+/// O_DIRECT is not supported by every branch filesystem).
+fn branch_flags(flags: i32) -> OFlag {
+    let keep = libc::O_ACCMODE | libc::O_APPEND | libc::O_TRUNC | libc::O_SYNC | libc::O_DSYNC;
+    OFlag::from_bits_truncate(flags & keep) | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC
+}
+
+fn wants_write(flags: i32) -> bool {
+    flags & libc::O_ACCMODE != libc::O_RDONLY || flags & libc::O_TRUNC != 0
+}
+
+impl Union {
+    pub fn open(&self, node: u64, flags: i32) -> Result<u64> {
+        let (path, mut found) = self.node(node)?;
+        if found.is_dir() {
+            return Err(Error::errno(libc::EISDIR));
+        }
+        if wants_write(flags) {
+            found = self.copy_up(&path, &found)?;
+        }
+        let branch = self.branches.get(found.top());
+        let fd = branch
+            .open_file(&path, branch_flags(flags), Mode::empty())
+            .ctx(|| format!("open {path:?} in branch {}", branch.path.display()))?;
+        Ok(self.handles.insert(Handle::File(FileHandle {
+            node,
+            file: File::from(fd),
+            branch: found.top(),
+        })))
+    }
+
+    pub fn create(&self, parent: u64, name: &OsStr, mode: u32, flags: i32, caller: Caller) -> Result<(Entry, u64)> {
+        let (ppath, pfound) = match self.prepare_create(parent, name) {
+            Ok(p) => p,
+            // Raced with another creator: without O_EXCL, open what is there.
+            Err(e) if e.is(libc::EEXIST) && flags & libc::O_EXCL == 0 => {
+                let entry = self.lookup(parent, name)?;
+                let fh = self.open(entry.node, flags & !libc::O_CREAT)?;
+                return Ok((entry, fh));
+            }
+            Err(e) => return Err(e),
+        };
+        let t = self.create_target(&pfound)?;
+        self.ensure_dirs(t, &ppath)?;
+        let branch = self.branches.get(t);
+        let dir = branch.dir(&ppath).ctx(|| format!("open {ppath:?}"))?;
+        let rel = child_path(&ppath, name);
+        let oflags = branch_flags(flags) | OFlag::O_CREAT | OFlag::O_EXCL;
+        let fd = sys::as_caller(caller.uid, caller.gid, || {
+            sys::open_beneath(dir.as_fd(), name, oflags, Mode::from_bits_truncate(mode & 0o7777))
+        })
+        .ctx(|| format!("create {rel:?} in branch {}", branch.path.display()))?;
+        self.after_create(t, &ppath, &pfound, name, false)?;
+        let entry = self.entry_at(parent, t, &rel)?;
+        let fh = self.handles.insert(Handle::File(FileHandle {
+            node: entry.node,
+            file: File::from(fd),
+            branch: t,
+        }));
+        Ok((entry, fh))
+    }
+
+    fn with_file<T>(&self, node: u64, fh: u64, f: impl FnOnce(&FileHandle) -> Result<T>) -> Result<T> {
+        let h = self.handles.file(fh, node)?;
+        match &*h {
+            Handle::File(file) => f(file),
+            Handle::Dir(_) => Err(Error::errno(libc::EISDIR)),
+        }
+    }
+
+    pub fn read(&self, node: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>> {
+        self.with_file(node, fh, |h| {
+            let mut buf = vec![0u8; size as usize];
+            let mut done = 0;
+            while done < buf.len() {
+                let n = nix::sys::uio::pread(&h.file, &mut buf[done..], offset as i64 + done as i64)
+                    .ctx(|| "read")?;
+                if n == 0 {
+                    break;
+                }
+                done += n;
+            }
+            buf.truncate(done);
+            Ok(buf)
+        })
+    }
+
+    pub fn write(&self, node: u64, fh: u64, offset: u64, data: &[u8]) -> Result<usize> {
+        self.with_file(node, fh, |h| {
+            let mut done = 0;
+            while done < data.len() {
+                let n = nix::sys::uio::pwrite(&h.file, &data[done..], offset as i64 + done as i64)
+                    .ctx(|| "write")?;
+                if n == 0 {
+                    return Err(Error::errno(libc::ENOSPC));
+                }
+                done += n;
+            }
+            Ok(done)
+        })
+    }
+
+    pub fn fsync(&self, node: u64, fh: u64, datasync: bool) -> Result<()> {
+        self.with_file(node, fh, |h| {
+            if datasync {
+                nix::unistd::fdatasync(&h.file).ctx(|| "fdatasync")
+            } else {
+                nix::unistd::fsync(&h.file).ctx(|| "fsync")
+            }
+        })
+    }
+
+    pub fn fallocate(&self, node: u64, fh: u64, offset: u64, length: u64, mode: i32) -> Result<()> {
+        self.with_file(node, fh, |h| {
+            nix::fcntl::fallocate(&h.file, FallocateFlags::from_bits_truncate(mode), offset as i64, length as i64)
+                .ctx(|| "fallocate")
+        })
+    }
+
+    pub fn lseek(&self, node: u64, fh: u64, offset: i64, whence: i32) -> Result<i64> {
+        let whence = match whence {
+            libc::SEEK_SET => Whence::SeekSet,
+            libc::SEEK_CUR => Whence::SeekCur,
+            libc::SEEK_END => Whence::SeekEnd,
+            libc::SEEK_DATA => Whence::SeekData,
+            libc::SEEK_HOLE => Whence::SeekHole,
+            _ => return Err(Error::errno(libc::EINVAL)),
+        };
+        self.with_file(node, fh, |h| nix::unistd::lseek(h.file.as_fd(), offset, whence).ctx(|| "lseek"))
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.handles.remove(fh);
+    }
+}

@@ -1,0 +1,380 @@
+//! The protocol-free union core: one `Union` value serving every operation, one file per family
+//! of operations. Nothing here knows FUSE; `crate::fuse` adapts requests to these calls.
+
+pub mod attr;
+mod dir;
+mod file;
+mod lookup;
+mod namespace;
+mod xattr;
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::{FileStat, Mode};
+use parking_lot::Mutex;
+
+use crate::branch::resolve::{self, Layers, Presence};
+use crate::branch::{stat_at, BranchSet, WORK_DIR};
+use crate::config::Config;
+use crate::error::{Context, Error, Result};
+use crate::handle::HandleTable;
+use crate::inode::{InoMap, InodeTable};
+
+
+pub use dir::ReaddirEntry;
+
+/// Who asks: the FUSE request's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+}
+
+impl Caller {
+    pub const ROOT: Caller = Caller {
+        uid: 0,
+        gid: 0,
+        pid: 0,
+    };
+}
+
+/// A resolved name: the branches that make it up and the stat of the top one.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub layers: Layers,
+    pub st: FileStat,
+}
+
+impl Found {
+    pub fn top(&self) -> usize {
+        self.layers.top()
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.layers.is_dir()
+    }
+}
+
+/// Attributes as the union shows them: the top branch's stat with the union's inode number.
+#[derive(Debug, Clone, Copy)]
+pub struct Attr {
+    pub ino: u64,
+    pub st: FileStat,
+}
+
+/// A name the kernel now knows: its node id and attributes.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    pub node: u64,
+    pub attr: Attr,
+}
+
+/// The union filesystem.
+#[derive(Debug)]
+pub struct Union {
+    pub(crate) branches: BranchSet,
+    pub(crate) inodes: InodeTable,
+    pub(crate) handles: HandleTable,
+    pub(crate) inos: InoMap,
+    root_layers: Layers,
+    read_only: bool,
+    /// Per branch: the copy-up work directory of a writable branch.
+    pub(crate) work: Vec<Option<OwnedFd>>,
+    /// Serialises copy-ups, so concurrent first writers copy a file once.
+    pub(crate) copy_lock: Mutex<()>,
+    tmp_seq: AtomicU64,
+}
+
+impl Union {
+    pub fn new(cfg: &Config) -> Result<Union> {
+        let branches = BranchSet::open(&cfg.branches)?;
+        let root_layers = resolve::root_layers(branches.len(), |b| {
+            branches.get(b).is_opaque(&branches.get(b).root).unwrap_or(false)
+        });
+        let read_only = cfg.read_only || !branches.any_writable();
+        let mut work = Vec::new();
+        for b in &branches.list {
+            if b.writable() && !read_only {
+                let fd = match (&cfg.workdir, b.index == first_rw(&branches)) {
+                    (Some(w), true) => open_workdir_at(w)?,
+                    _ => open_work_in_branch(b)?,
+                };
+                work.push(Some(fd));
+            } else {
+                work.push(None);
+            }
+        }
+        let top = &branches.get(0).root;
+        let st = nix::sys::stat::fstat(top).ctx(|| "stat top branch root")?;
+        let inos = InoMap::default();
+        // The first device seen keeps its own inode numbers: the top branch's.
+        inos.ino(st.st_dev, st.st_ino);
+        Ok(Union {
+            branches,
+            inodes: InodeTable::new(),
+            handles: HandleTable::default(),
+            inos,
+            root_layers,
+            read_only,
+            work,
+            copy_lock: Mutex::new(()),
+            tmp_seq: AtomicU64::new(0),
+        })
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Resolves a merged path (relative, empty for the root) through every branch.
+    pub fn resolve(&self, rel: &Path) -> Result<Option<Found>> {
+        let mut cur = self.root_found()?;
+        let mut cur_path = PathBuf::new();
+        for comp in rel.iter() {
+            if !cur.is_dir() {
+                return Err(Error::errno(libc::ENOTDIR));
+            }
+            match self.resolve_child(&cur_path, &cur.layers, comp)? {
+                Some(f) => cur = f,
+                None => return Ok(None),
+            }
+            cur_path.push(comp);
+        }
+        Ok(Some(cur))
+    }
+
+    fn root_found(&self) -> Result<Found> {
+        let top = self.root_layers.top();
+        let st = nix::sys::stat::fstat(&self.branches.get(top).root).ctx(|| "stat branch root")?;
+        Ok(Found {
+            layers: self.root_layers.clone(),
+            st,
+        })
+    }
+
+    /// Resolves `name` in the directory `parent_rel` made of `parent` branches.
+    pub fn resolve_child(&self, parent_rel: &Path, parent: &Layers, name: &OsStr) -> Result<Option<Found>> {
+        if crate::whiteout::is_reserved(name) {
+            return Ok(None);
+        }
+        let mut stats: Vec<(usize, FileStat)> = Vec::new();
+        let mut failure: Option<Error> = None;
+        let layers = resolve::resolve_child(&parent.branches, |b| {
+            if failure.is_some() {
+                return resolve::Probe {
+                    whiteout: true,
+                    ..Default::default()
+                };
+            }
+            let branch = self.branches.get(b);
+            let dir = match branch.dir(parent_rel) {
+                Ok(d) => d,
+                // The parent is not a plain directory in this branch (raced away): nothing here.
+                Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR | nix::errno::Errno::ELOOP) => {
+                    return resolve::Probe::default()
+                }
+                Err(e) => {
+                    failure = Some(Error::new(
+                        e as i32,
+                        format!("open {parent_rel:?} in branch {}", branch.path.display()),
+                    ));
+                    return resolve::Probe::default();
+                }
+            };
+            match branch.probe(&dir, name) {
+                Ok((p, st)) => {
+                    if let Some(st) = st {
+                        stats.push((b, st));
+                    }
+                    p
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    resolve::Probe::default()
+                }
+            }
+        });
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        Ok(layers.map(|layers| {
+            let top = layers.top();
+            let st = stats
+                .into_iter()
+                .find(|(b, _)| *b == top)
+                .map(|(_, st)| st)
+                .expect("a branch with the entry was probed with its stat");
+            Found { layers, st }
+        }))
+    }
+
+    /// The path and resolution of a node; ENOENT when it no longer has a name in the union.
+    pub fn node(&self, id: u64) -> Result<(PathBuf, Found)> {
+        let path = self
+            .inodes
+            .path(id)
+            .ok_or_else(|| Error::new(libc::ENOENT, format!("node {id} has no name")))?;
+        let found = self
+            .resolve(&path)?
+            .ok_or_else(|| Error::new(libc::ENOENT, format!("{path:?} is gone")))?;
+        Ok((path, found))
+    }
+
+    /// The node's directory: its path and layers, or ENOTDIR.
+    pub fn dir_node(&self, id: u64) -> Result<(PathBuf, Found)> {
+        let (p, f) = self.node(id)?;
+        if !f.is_dir() {
+            return Err(Error::errno(libc::ENOTDIR));
+        }
+        Ok((p, f))
+    }
+
+    pub fn attr_of(&self, st: &FileStat) -> Attr {
+        Attr {
+            ino: self.inos.ino(st.st_dev, st.st_ino),
+            st: *st,
+        }
+    }
+
+    /// Registers a kernel lookup of `parent/name` and returns its entry.
+    pub fn entry_for(&self, parent: u64, name: &OsStr, found: &Found) -> Entry {
+        let attr = self.attr_of(&found.st);
+        self.inodes.lookup(parent, name, attr.ino);
+        Entry {
+            node: attr.ino,
+            attr,
+        }
+    }
+
+    /// Re-stat one branch entry and register it (after a create).
+    pub(crate) fn entry_at(&self, parent: u64, branch: usize, rel: &Path) -> Result<Entry> {
+        let (dir_rel, name) = split(rel);
+        let dir = self.branches.get(branch).dir(dir_rel).ctx(|| format!("open {dir_rel:?}"))?;
+        let st = stat_at(&dir, name)?.ok_or_else(|| Error::new(libc::ENOENT, format!("{rel:?} vanished")))?;
+        let kind = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+            Presence::Dir
+        } else {
+            Presence::NonDir
+        };
+        let found = Found {
+            layers: Layers {
+                kind,
+                branches: vec![branch],
+            },
+            st,
+        };
+        Ok(self.entry_for(parent, name, &found))
+    }
+
+    pub(crate) fn ensure_writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(Error::errno(libc::EROFS));
+        }
+        Ok(())
+    }
+
+    /// The branch where a change to `found` happens: its own branch when writable, else the
+    /// topmost writable branch above it (where it will be copied up).
+    pub(crate) fn change_target(&self, found: &Found) -> Result<usize> {
+        self.ensure_writable()?;
+        let top = found.top();
+        if self.branches.get(top).writable() {
+            return Ok(top);
+        }
+        self.branches
+            .topmost_rw_at_or_above(top)
+            .ok_or_else(|| Error::errno(libc::EROFS))
+    }
+
+    /// The branch where a new name in `parent` goes (aufs `create=tdp`): the topmost writable
+    /// branch holding the parent directory, else the topmost writable branch above the parent
+    /// (its directories are copied up there).
+    pub(crate) fn create_target(&self, parent: &Found) -> Result<usize> {
+        self.ensure_writable()?;
+        if let Some(b) = parent.layers.branches.iter().copied().find(|b| self.branches.get(*b).writable()) {
+            return Ok(b);
+        }
+        self.branches
+            .topmost_rw_at_or_above(parent.top())
+            .ok_or_else(|| Error::errno(libc::EROFS))
+    }
+
+    pub(crate) fn work_dir(&self, branch: usize) -> Result<&OwnedFd> {
+        self.work[branch]
+            .as_ref()
+            .ok_or_else(|| Error::new(libc::EROFS, format!("branch {branch} has no work directory")))
+    }
+
+    /// A fresh temporary name inside a work directory.
+    pub(crate) fn tmp_name(&self) -> PathBuf {
+        let n = self.tmp_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        PathBuf::from(format!("tmp.{}.{n}", std::process::id()))
+    }
+}
+
+fn first_rw(b: &BranchSet) -> usize {
+    b.list.iter().position(|b| b.writable()).unwrap_or(usize::MAX)
+}
+
+/// Opens (creating if needed) `.wh..wh.work` in a writable branch, emptied of what an earlier,
+/// interrupted daemon left there.
+fn open_work_in_branch(b: &crate::branch::Branch) -> Result<OwnedFd> {
+    match nix::sys::stat::mkdirat(b.root.as_fd(), WORK_DIR, Mode::from_bits_truncate(0o700)) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+        Err(e) => return Err(e).ctx(|| format!("create {WORK_DIR} in branch {}", b.path.display())),
+    }
+    let fd = b
+        .dir(Path::new(WORK_DIR))
+        .ctx(|| format!("open {WORK_DIR} in branch {}", b.path.display()))?;
+    let full = crate::sys::open_beneath(b.root.as_fd(), OsStr::new(WORK_DIR), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
+        .ctx(|| format!("open {WORK_DIR} in branch {}", b.path.display()))?;
+    clean_dir(full)?;
+    Ok(fd)
+}
+
+fn open_workdir_at(w: &Path) -> Result<OwnedFd> {
+    let fd = nix::fcntl::open(w, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .ctx(|| format!("open workdir {}", w.display()))?;
+    let path = nix::fcntl::open(w, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .ctx(|| format!("open workdir {}", w.display()))?;
+    clean_dir(fd)?;
+    Ok(path)
+}
+
+/// Removes leftovers (`tmp.*`) of interrupted copy-ups; they were never visible.
+fn clean_dir(dir: OwnedFd) -> Result<()> {
+    let mut d = nix::dir::Dir::from_fd(dir).ctx(|| "read work directory")?;
+    let names: Vec<std::ffi::CString> = d
+        .iter()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_owned())
+        .filter(|n| n.to_bytes().starts_with(b"tmp."))
+        .collect();
+    for n in names {
+        let name = OsStr::new(std::str::from_utf8(n.to_bytes()).unwrap_or(""));
+        if name.is_empty() {
+            continue;
+        }
+        crate::copyup::remove_tree_at(&d, name).ctx(|| format!("clean work directory entry {name:?}"))?;
+    }
+    Ok(())
+}
+
+/// Splits a merged path into (parent, name); the root has an empty name.
+pub(crate) fn split(rel: &Path) -> (&Path, &OsStr) {
+    match (rel.parent(), rel.file_name()) {
+        (Some(p), Some(n)) => (p, n),
+        _ => (Path::new(""), OsStr::new("")),
+    }
+}
+
+/// `parent_path/name`, refusing names the union reserves for itself.
+pub(crate) fn child_path(parent: &Path, name: &OsStr) -> PathBuf {
+    parent.join(name)
+}
+

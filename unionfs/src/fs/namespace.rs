@@ -1,0 +1,316 @@
+//! Names: create-family helpers, unlink/rmdir with whiteouts, symlink, mknod, link, rename.
+
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, RenameFlags};
+use nix::sys::stat::{Mode, SFlag};
+use nix::unistd::UnlinkatFlags;
+
+use crate::error::{Context, Error, Result};
+use crate::fs::{child_path, split, Caller, Entry, Found, Union};
+use crate::sys;
+use crate::whiteout::{self, EntryKind, OPAQUE_MARKER};
+
+/// Longest name a branch filesystem takes (NAME_MAX).
+const NAME_MAX: usize = 255;
+
+impl Union {
+    /// Checks shared by every call that makes a new name: not reserved, not too long, the parent
+    /// is a directory, the name is free, the union is writable.
+    pub(crate) fn prepare_create(&self, parent: u64, name: &OsStr) -> Result<(PathBuf, Found)> {
+        check_new_name(name)?;
+        let (ppath, pfound) = self.dir_node(parent)?;
+        if self.resolve_child(&ppath, &pfound.layers, name)?.is_some() {
+            return Err(Error::errno(libc::EEXIST));
+        }
+        self.ensure_writable()?;
+        Ok((ppath, pfound))
+    }
+
+    /// After a new name was made in branch `t`: drop its whiteout there, and make a new
+    /// directory opaque when lower branches still hold that name (so old content stays gone).
+    pub(crate) fn after_create(&self, t: usize, ppath: &Path, pfound: &Found, name: &OsStr, is_dir: bool) -> Result<()> {
+        let dir = self.branches.get(t).dir(ppath).ctx(|| format!("open {ppath:?}"))?;
+        remove_whiteout(&dir, name)?;
+        if is_dir {
+            if let Some(f) = self.resolve_child(ppath, &pfound.layers, name)? {
+                if f.layers.branches.len() > 1 {
+                    self.make_opaque(t, &child_path(ppath, name))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `.wh.NAME` into directory `ppath` of branch `t` (its parents copied up first).
+    pub(crate) fn make_whiteout(&self, t: usize, ppath: &Path, name: &OsStr) -> Result<()> {
+        self.ensure_dirs(t, ppath)?;
+        let dir = self.branches.get(t).dir(ppath).ctx(|| format!("open {ppath:?}"))?;
+        let wh = whiteout::whiteout_name(name);
+        create_marker(&dir, &wh).ctx(|| format!("create whiteout {:?}", child_path(ppath, &wh)))
+    }
+
+    /// Writes `.wh..wh..opq` into directory `rel` of branch `t`.
+    pub(crate) fn make_opaque(&self, t: usize, rel: &Path) -> Result<()> {
+        let dir = self.branches.get(t).dir(rel).ctx(|| format!("open {rel:?}"))?;
+        create_marker(&dir, OsStr::new(OPAQUE_MARKER)).ctx(|| format!("make {rel:?} opaque"))
+    }
+
+    pub fn unlink(&self, parent: u64, name: &OsStr) -> Result<()> {
+        self.remove(parent, name, false)
+    }
+
+    /// unlink and rmdir: remove the name from the writable branch holding it, then whiteout the
+    /// name when a lower branch still shows it.
+    pub(crate) fn remove(&self, parent: u64, name: &OsStr, want_dir: bool) -> Result<()> {
+        let (ppath, pfound) = self.dir_node(parent)?;
+        let found = self
+            .resolve_child(&ppath, &pfound.layers, name)?
+            .ok_or_else(|| Error::errno(libc::ENOENT))?;
+        match (want_dir, found.is_dir()) {
+            (true, false) => return Err(Error::errno(libc::ENOTDIR)),
+            (false, true) => return Err(Error::errno(libc::EISDIR)),
+            _ => {}
+        }
+        self.ensure_writable()?;
+        let rel = child_path(&ppath, name);
+        if want_dir && !self.merged_listing(&rel, &found)?.is_empty() {
+            return Err(Error::errno(libc::ENOTEMPTY));
+        }
+        let t = self.change_target(&found)?;
+        if found.top() == t {
+            let dir = self.branches.get(t).dir(&ppath).ctx(|| format!("open {ppath:?}"))?;
+            if want_dir {
+                clear_markers(&dir, name).ctx(|| format!("clear whiteouts in {rel:?}"))?;
+            }
+            let flag = if want_dir { UnlinkatFlags::RemoveDir } else { UnlinkatFlags::NoRemoveDir };
+            nix::unistd::unlinkat(&dir, name, flag).ctx(|| format!("remove {rel:?}"))?;
+        }
+        if self.resolve_child(&ppath, &pfound.layers, name)?.is_some() {
+            self.make_whiteout(t, &ppath, name)?;
+        }
+        self.inodes.remove_name(parent, name);
+        Ok(())
+    }
+
+    pub fn symlink(&self, parent: u64, name: &OsStr, target: &Path, caller: Caller) -> Result<Entry> {
+        let (ppath, pfound) = self.prepare_create(parent, name)?;
+        let t = self.create_target(&pfound)?;
+        self.ensure_dirs(t, &ppath)?;
+        let dir = self.branches.get(t).dir(&ppath).ctx(|| format!("open {ppath:?}"))?;
+        sys::as_caller(caller.uid, caller.gid, || nix::unistd::symlinkat(target, &dir, name))
+            .ctx(|| format!("symlink {:?}", child_path(&ppath, name)))?;
+        self.after_create(t, &ppath, &pfound, name, false)?;
+        self.entry_at(parent, t, &child_path(&ppath, name))
+    }
+
+    pub fn mknod(&self, parent: u64, name: &OsStr, mode: u32, rdev: u64, caller: Caller) -> Result<Entry> {
+        let (ppath, pfound) = self.prepare_create(parent, name)?;
+        let t = self.create_target(&pfound)?;
+        self.ensure_dirs(t, &ppath)?;
+        let dir = self.branches.get(t).dir(&ppath).ctx(|| format!("open {ppath:?}"))?;
+        let kind = SFlag::from_bits_truncate(mode & libc::S_IFMT);
+        let perm = Mode::from_bits_truncate(mode & 0o7777);
+        sys::as_caller(caller.uid, caller.gid, || nix::sys::stat::mknodat(&dir, name, kind, perm, rdev))
+            .ctx(|| format!("mknod {:?}", child_path(&ppath, name)))?;
+        self.after_create(t, &ppath, &pfound, name, false)?;
+        self.entry_at(parent, t, &child_path(&ppath, name))
+    }
+
+    /// A hard link: the source is copied up (if needed), then linked inside its writable branch,
+    /// so both names are one file there.
+    pub fn link(&self, node: u64, newparent: u64, newname: &OsStr) -> Result<Entry> {
+        let (path, found) = self.node(node)?;
+        if found.is_dir() {
+            return Err(Error::errno(libc::EPERM));
+        }
+        let (ppath, pfound) = self.prepare_create(newparent, newname)?;
+        let found = self.copy_up(&path, &found)?;
+        let t = found.top();
+        self.ensure_dirs(t, &ppath)?;
+        let (spath, sname) = split(&path);
+        let branch = self.branches.get(t);
+        let sdir = branch.dir(spath).ctx(|| format!("open {spath:?}"))?;
+        let ddir = branch.dir(&ppath).ctx(|| format!("open {ppath:?}"))?;
+        nix::unistd::linkat(&sdir, sname, &ddir, newname, AtFlags::empty())
+            .ctx(|| format!("link {path:?} to {:?}", child_path(&ppath, newname)))?;
+        self.after_create(t, &ppath, &pfound, newname, false)?;
+        self.entry_at(newparent, t, &child_path(&ppath, newname))
+    }
+
+    pub fn rename(&self, parent: u64, name: &OsStr, newparent: u64, newname: &OsStr, flags: u32) -> Result<()> {
+        check_new_name(newname)?;
+        let noreplace = flags & libc::RENAME_NOREPLACE != 0;
+        let exchange = flags & libc::RENAME_EXCHANGE != 0;
+        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 || (noreplace && exchange) {
+            return Err(Error::errno(libc::EINVAL));
+        }
+        let (sp, spf) = self.dir_node(parent)?;
+        let src = self
+            .resolve_child(&sp, &spf.layers, name)?
+            .ok_or_else(|| Error::errno(libc::ENOENT))?;
+        let (dp, dpf) = self.dir_node(newparent)?;
+        let dst = self.resolve_child(&dp, &dpf.layers, newname)?;
+        let src_rel = child_path(&sp, name);
+        let dst_rel = child_path(&dp, newname);
+        if src_rel == dst_rel {
+            return Ok(());
+        }
+        if dst_rel.starts_with(&src_rel) {
+            return Err(Error::errno(libc::EINVAL));
+        }
+        if exchange && dst.is_none() {
+            return Err(Error::errno(libc::ENOENT));
+        }
+        if let Some(d) = &dst {
+            if noreplace {
+                return Err(Error::errno(libc::EEXIST));
+            }
+            if !exchange {
+                match (src.is_dir(), d.is_dir()) {
+                    (true, false) => return Err(Error::errno(libc::ENOTDIR)),
+                    (false, true) => return Err(Error::errno(libc::EISDIR)),
+                    (true, true) if !self.merged_listing(&dst_rel, d)?.is_empty() => {
+                        return Err(Error::errno(libc::ENOTEMPTY))
+                    }
+                    _ => {}
+                }
+                // Two names of one file: POSIX says do nothing.
+                if !src.is_dir() && self.attr_of(&src.st).ino == self.attr_of(&d.st).ino {
+                    return Ok(());
+                }
+            }
+        }
+        self.ensure_writable()?;
+        // Both names must end in one writable branch, at or above wherever they show now.
+        let mut t = self.change_target(&src)?;
+        if let Some(d) = &dst {
+            if d.top() < t {
+                t = self
+                    .branches
+                    .topmost_rw_at_or_above(d.top())
+                    .ok_or_else(|| Error::errno(libc::EROFS))?;
+            }
+        }
+        self.materialize(&src_rel, &src, t)?;
+        if exchange {
+            if let Some(d) = &dst {
+                self.materialize(&dst_rel, d, t)?;
+            }
+        }
+        self.ensure_dirs(t, &dp)?;
+        let branch = self.branches.get(t);
+        let sdir = branch.dir(&sp).ctx(|| format!("open {sp:?}"))?;
+        let ddir = branch.dir(&dp).ctx(|| format!("open {dp:?}"))?;
+        if !exchange {
+            if let Some(d) = &dst {
+                if d.is_dir() && d.top() == t {
+                    // The target directory is empty in the union, but may hold whiteouts here.
+                    clear_markers(&ddir, newname).ctx(|| format!("clear whiteouts in {dst_rel:?}"))?;
+                }
+            }
+        }
+        let rflags = if noreplace {
+            RenameFlags::RENAME_NOREPLACE
+        } else if exchange {
+            RenameFlags::RENAME_EXCHANGE
+        } else {
+            RenameFlags::empty()
+        };
+        nix::fcntl::renameat2(&sdir, name, &ddir, newname, rflags)
+            .ctx(|| format!("rename {src_rel:?} to {dst_rel:?} in branch {}", branch.path.display()))?;
+        if !exchange {
+            remove_whiteout(&ddir, newname)?;
+            if src.is_dir() {
+                if let Some(f) = self.resolve_child(&dp, &dpf.layers, newname)? {
+                    if f.layers.branches.len() > 1 {
+                        self.make_opaque(t, &dst_rel)?;
+                    }
+                }
+            }
+            if self.resolve_child(&sp, &spf.layers, name)?.is_some() {
+                self.make_whiteout(t, &sp, name)?;
+            }
+            self.inodes.rename((parent, name), (newparent, newname));
+        } else {
+            self.inodes.exchange((parent, name), (newparent, newname));
+        }
+        Ok(())
+    }
+
+    /// Makes `rel` live wholly in branch `t`: a non-directory is copied up; a directory merged
+    /// from several branches has its whole visible tree copied up and is then made opaque, so it
+    /// can move as one directory of one branch (our answer to overlayfs' EXDEV).
+    fn materialize(&self, rel: &Path, found: &Found, t: usize) -> Result<()> {
+        let found = if found.top() == t {
+            found.clone()
+        } else {
+            self.copy_up_to(rel, found, t)?
+        };
+        if !found.is_dir() || found.layers.branches == [t] {
+            return Ok(());
+        }
+        for e in self.merged_listing(rel, &found)? {
+            let child_rel = rel.join(&e.name);
+            let Some(child) = self.resolve(&child_rel)? else {
+                continue;
+            };
+            if child.is_dir() || child.top() != t {
+                self.materialize(&child_rel, &child, t)?;
+            }
+        }
+        self.make_opaque(t, rel)
+    }
+}
+
+/// Names that may not be made through the mount: `.wh.*` (EPERM, as aufs), and over-long ones.
+fn check_new_name(name: &OsStr) -> Result<()> {
+    if whiteout::is_reserved(name) {
+        return Err(Error::new(libc::EPERM, format!("{name:?}: names starting with .wh. are reserved")));
+    }
+    if name.as_bytes().len() > NAME_MAX {
+        return Err(Error::errno(libc::ENAMETOOLONG));
+    }
+    Ok(())
+}
+
+/// Creates an empty marker file (whiteout or opaque marker), owned by the daemon.
+fn create_marker(dir: &OwnedFd, name: &OsStr) -> nix::Result<()> {
+    nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map(drop)
+}
+
+/// Drops `.wh.NAME` from a branch directory, if there.
+fn remove_whiteout(dir: &OwnedFd, name: &OsStr) -> Result<bool> {
+    let wh = whiteout::whiteout_name(name);
+    match nix::unistd::unlinkat(dir, wh.as_os_str(), UnlinkatFlags::NoRemoveDir) {
+        Ok(()) => Ok(true),
+        Err(Errno::ENOENT) | Err(Errno::ENAMETOOLONG) => Ok(false),
+        Err(e) => Err(e).ctx(|| format!("remove whiteout {wh:?}")),
+    }
+}
+
+/// Empties a directory that the union shows as empty: only whiteouts and markers remain in it.
+fn clear_markers(parent: &OwnedFd, name: &OsStr) -> Result<()> {
+    let fd = sys::open_beneath(parent.as_fd(), name, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())?;
+    let mut d = nix::dir::Dir::from_fd(fd)?;
+    let names: Vec<std::ffi::OsString> = d
+        .iter()
+        .filter_map(|e| e.ok())
+        .map(|e| OsStr::from_bytes(e.file_name().to_bytes()).to_os_string())
+        .filter(|n| !matches!(whiteout::classify(n), EntryKind::Plain))
+        .collect();
+    for n in names {
+        crate::copyup::remove_path_at(d.as_fd(), Path::new(&n))?;
+    }
+    Ok(())
+}

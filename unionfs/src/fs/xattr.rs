@@ -1,0 +1,64 @@
+//! Extended attributes: read from the branch that shows the file, written after a copy-up.
+//! overlayfs' own attributes of lower layers are not shown.
+
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+
+use crate::error::{Context, Error, Result};
+use crate::fs::{split, Union};
+use crate::sys;
+
+fn is_layer_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+}
+
+impl Union {
+    pub fn getxattr(&self, node: u64, attr: &OsStr) -> Result<Vec<u8>> {
+        if is_layer_xattr(attr.as_bytes()) {
+            return Err(Error::errno(libc::ENODATA));
+        }
+        let (path, found) = self.node(node)?;
+        let (parent, name) = split(&path);
+        let dir = self.branches.get(found.top()).dir(parent).ctx(|| format!("open {parent:?}"))?;
+        Ok(sys::getxattr_at(dir.as_fd(), name, attr)?)
+    }
+
+    /// The NUL-separated list of names.
+    pub fn listxattr(&self, node: u64) -> Result<Vec<u8>> {
+        let (path, found) = self.node(node)?;
+        let (parent, name) = split(&path);
+        let dir = self.branches.get(found.top()).dir(parent).ctx(|| format!("open {parent:?}"))?;
+        let raw = sys::listxattr_at(dir.as_fd(), name)?;
+        let mut out = Vec::with_capacity(raw.len());
+        for n in raw.split(|b| *b == 0).filter(|n| !n.is_empty() && !is_layer_xattr(n)) {
+            out.extend_from_slice(n);
+            out.push(0);
+        }
+        Ok(out)
+    }
+
+    pub fn setxattr(&self, node: u64, attr: &OsStr, value: &[u8], flags: i32) -> Result<()> {
+        if is_layer_xattr(attr.as_bytes()) {
+            return Err(Error::errno(libc::EPERM));
+        }
+        let (path, found) = self.node(node)?;
+        let found = self.copy_up(&path, &found)?;
+        let (parent, name) = split(&path);
+        let dir = self.branches.get(found.top()).dir(parent).ctx(|| format!("open {parent:?}"))?;
+        sys::setxattr_at(dir.as_fd(), name, attr, value, flags).ctx(|| format!("setxattr {attr:?} on {path:?}"))
+    }
+
+    pub fn removexattr(&self, node: u64, attr: &OsStr) -> Result<()> {
+        if is_layer_xattr(attr.as_bytes()) {
+            return Err(Error::errno(libc::ENODATA));
+        }
+        let (path, found) = self.node(node)?;
+        // Nothing to remove means no copy-up either.
+        self.getxattr(node, attr)?;
+        let found = self.copy_up(&path, &found)?;
+        let (parent, name) = split(&path);
+        let dir = self.branches.get(found.top()).dir(parent).ctx(|| format!("open {parent:?}"))?;
+        sys::removexattr_at(dir.as_fd(), name, attr).ctx(|| format!("removexattr {attr:?} on {path:?}"))
+    }
+}

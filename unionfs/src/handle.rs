@@ -1,0 +1,91 @@
+//! Open file and directory handles.
+
+use std::fs::File;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+
+use crate::error::{Error, Result};
+
+/// An open file: the branch file's descriptor.
+#[derive(Debug)]
+pub struct FileHandle {
+    pub node: u64,
+    pub file: File,
+    pub branch: usize,
+}
+
+/// One entry of a directory listing as the kernel gets it.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub name: std::ffi::OsString,
+    pub ino: u64,
+    pub dtype: u8,
+}
+
+/// An open directory: its merged listing, taken at the first readdir (a snapshot, which POSIX
+/// allows for entries added or removed after opendir).
+#[derive(Debug)]
+pub struct DirHandle {
+    pub node: u64,
+    pub entries: Mutex<Option<Arc<Vec<DirEntry>>>>,
+}
+
+#[derive(Debug)]
+pub enum Handle {
+    File(FileHandle),
+    Dir(DirHandle),
+}
+
+#[derive(Debug, Default)]
+pub struct HandleTable {
+    map: DashMap<u64, Arc<Handle>>,
+    next: AtomicU64,
+}
+
+impl HandleTable {
+    pub fn insert(&self, h: Handle) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.map.insert(fh, Arc::new(h));
+        fh
+    }
+
+    /// The handle `fh`, which must belong to node `node` (a handle of another inode is refused).
+    pub fn get(&self, fh: u64, node: u64) -> Result<Arc<Handle>> {
+        let h = self
+            .map
+            .get(&fh)
+            .map(|h| Arc::clone(&h))
+            .ok_or_else(|| Error::new(libc::EBADF, format!("no handle {fh}")))?;
+        let owner = match &*h {
+            Handle::File(f) => f.node,
+            Handle::Dir(d) => d.node,
+        };
+        if owner != node {
+            return Err(Error::new(libc::EBADF, format!("handle {fh} is not of inode {node}")));
+        }
+        Ok(h)
+    }
+
+    pub fn file(&self, fh: u64, node: u64) -> Result<Arc<Handle>> {
+        let h = self.get(fh, node)?;
+        match &*h {
+            Handle::File(_) => Ok(h),
+            Handle::Dir(_) => Err(Error::errno(libc::EISDIR)),
+        }
+    }
+
+    pub fn remove(&self, fh: u64) {
+        self.map.remove(&fh);
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}

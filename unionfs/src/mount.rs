@@ -1,0 +1,180 @@
+//! Mounting: the fuser session (threads, options), the daemon that serves it in the background,
+//! and unmounting.
+
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+
+use fuser::{MountOption, Session, SessionACL};
+use nix::sys::signal::{SigSet, Signal};
+use nix::unistd::ForkResult;
+
+use crate::config::Config;
+use crate::fs::Union;
+use crate::fuse::UnionFuse;
+
+/// The fuser session settings for a config.
+pub fn session_config(cfg: &Config) -> fuser::Config {
+    let mut opts = vec![
+        MountOption::FSName(cfg.fsname.clone()),
+        MountOption::Subtype("unionfs".into()),
+        // The kernel checks permissions against the merged attributes, as on any filesystem;
+        // the daemon runs as root and must not be the one deciding.
+        MountOption::DefaultPermissions,
+    ];
+    // A container root needs its setuid binaries and device nodes, as on overlayfs.
+    opts.push(if cfg.nodev { MountOption::NoDev } else { MountOption::Dev });
+    opts.push(if cfg.nosuid { MountOption::NoSuid } else { MountOption::Suid });
+    if cfg.noexec {
+        opts.push(MountOption::NoExec);
+    }
+    opts.push(if cfg.read_only { MountOption::RO } else { MountOption::RW });
+    let mut c = fuser::Config::default();
+    c.mount_options = opts;
+    c.acl = if cfg.allow_other {
+        SessionACL::All
+    } else if cfg.allow_root {
+        SessionACL::RootAndOwner
+    } else {
+        SessionACL::Owner
+    };
+    c.n_threads = Some(cfg.threads.max(1));
+    c.clone_fd = true;
+    c
+}
+
+/// Checks that FUSE is usable before anything else is done.
+pub fn check_fuse_device() -> anyhow::Result<()> {
+    match std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse") {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "no /dev/fuse: load the fuse module (modprobe fuse), or give a container --device /dev/fuse"
+        ),
+        Err(e) => anyhow::bail!("cannot open /dev/fuse: {e}"),
+    }
+}
+
+/// Mounts the union and returns the session, ready and serving once `run` is called (the
+/// kernel's INIT has been answered when this returns).
+pub fn mount(cfg: &Config) -> anyhow::Result<Session<UnionFuse>> {
+    let union = Union::new(cfg).map_err(|e| anyhow::anyhow!("opening branches: {e}"))?;
+    let session = Session::new(UnionFuse::new(union), &cfg.mountpoint, &session_config(cfg))
+        .map_err(|e| anyhow::anyhow!("mounting {}: {e}", cfg.mountpoint.display()))?;
+    Ok(session)
+}
+
+/// Serves a mounted session until it is unmounted. SIGTERM, SIGINT and SIGHUP unmount
+/// (lazily, like `umount -l`) so the daemon never leaves a dead mount behind.
+pub fn serve(session: Session<UnionFuse>, mountpoint: &Path) -> anyhow::Result<()> {
+    let mut signals = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        signals.add(s);
+    }
+    // Blocked here, before the session threads start, so only the waiter below sees them.
+    signals.thread_block()?;
+    let mnt = mountpoint.to_path_buf();
+    std::thread::Builder::new()
+        .name("unionfs-signals".into())
+        .spawn(move || {
+            if let Ok(sig) = signals.wait() {
+                tracing::info!(?sig, "unmounting on signal");
+                let _ = unmount(&mnt, true);
+            }
+        })?;
+    session.run()?;
+    Ok(())
+}
+
+/// Runs the mount in the background: forks, the child mounts and reports back through a pipe,
+/// the parent returns once the mount serves (or with the child's error).
+pub fn daemonize(cfg: &Config, log_file: Option<&Path>) -> anyhow::Result<()> {
+    let (read_end, write_end) = nix::unistd::pipe()?;
+    match fork_process()? {
+        ForkResult::Parent { .. } => {
+            drop(write_end);
+            let mut msg = String::new();
+            std::fs::File::from(read_end).read_to_string(&mut msg)?;
+            match msg.strip_prefix("OK") {
+                Some(_) => Ok(()),
+                None if msg.is_empty() => anyhow::bail!("the unionfs daemon exited before the mount was ready"),
+                None => anyhow::bail!("{}", msg.trim_start_matches("ERR ")),
+            }
+        }
+        ForkResult::Child => {
+            drop(read_end);
+            let code = daemon_child(cfg, log_file, write_end);
+            std::process::exit(code);
+        }
+    }
+}
+
+fn daemon_child(cfg: &Config, log_file: Option<&Path>, report: OwnedFd) -> i32 {
+    let mut report = std::fs::File::from(report);
+    let _ = nix::unistd::setsid();
+    if let Err(e) = redirect_stdio(log_file) {
+        let _ = write!(report, "ERR {e}");
+        return 1;
+    }
+    crate::init_logging(false);
+    let session = match mount(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = write!(report, "ERR {e:#}");
+            return 1;
+        }
+    };
+    let _ = report.write_all(b"OK");
+    drop(report);
+    match serve(session, &cfg.mountpoint) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("serving {}: {e:#}", cfg.mountpoint.display());
+            1
+        }
+    }
+}
+
+fn redirect_stdio(log_file: Option<&Path>) -> anyhow::Result<()> {
+    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    let err = match log_file {
+        Some(p) => std::fs::OpenOptions::new().create(true).append(true).open(p)?,
+        None => null.try_clone()?,
+    };
+    nix::unistd::dup2_stdin(&null)?;
+    nix::unistd::dup2_stdout(&null)?;
+    nix::unistd::dup2_stderr(&err)?;
+    Ok(())
+}
+
+fn fork_process() -> anyhow::Result<ForkResult> {
+    crate::sys::fork()
+}
+
+/// Unmounts `mountpoint` (`lazy`: detach now, finish when no longer busy).
+pub fn unmount(mountpoint: &Path, lazy: bool) -> anyhow::Result<()> {
+    let flags = if lazy {
+        nix::mount::MntFlags::MNT_DETACH
+    } else {
+        nix::mount::MntFlags::empty()
+    };
+    match nix::mount::umount2(mountpoint, flags) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EBUSY) => anyhow::bail!(
+            "{} is busy (files open or a process inside it); close them, or use umount -l",
+            mountpoint.display()
+        ),
+        Err(nix::errno::Errno::EINVAL) => anyhow::bail!("{} is not a mountpoint", mountpoint.display()),
+        Err(nix::errno::Errno::ENOENT) => anyhow::bail!("{} does not exist", mountpoint.display()),
+        Err(nix::errno::Errno::EPERM) => {
+            // Not root: the setuid helper may unmount a FUSE mount of ours.
+            let status = std::process::Command::new("fusermount3")
+                .arg("-u")
+                .args(if lazy { vec!["-z"] } else { vec![] })
+                .arg(mountpoint)
+                .status()?;
+            anyhow::ensure!(status.success(), "fusermount3 -u {} failed", mountpoint.display());
+            Ok(())
+        }
+        Err(e) => anyhow::bail!("umount {}: {e}", mountpoint.display()),
+    }
+}
