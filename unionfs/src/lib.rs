@@ -20,7 +20,8 @@ pub mod whiteout;
 /// Logs through `tracing`, filtered by `RUST_LOG` (default: warnings), to stderr.
 pub fn init_logging(with_ansi: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        // fuser warns when the mount it made was already unmounted by our signal handler.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuser=error"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

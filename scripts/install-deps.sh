@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that the build, the demo and the tests need (as root).
+# Idempotent: only missing packages are fetched.
+set -euo pipefail
+packages=(
+  fuse3            # /dev/fuse helpers, mount.fuse3 for `mount -t fuse.unionfs`
+  attr             # getfattr/setfattr, used by tests to check xattrs
+  busybox-static   # the demo image's userland
+  umoci            # an independent OCI image tool, to check layer-tool against
+  iproute2         # `ip`, to check a container's network namespace
+  procps           # ps, used by the demo
+  util-linux       # unshare, mount
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "install-deps: need root to apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# The fuse module must be loaded for /dev/fuse to work.
+if [ ! -e /dev/fuse ]; then
+  modprobe fuse 2>/dev/null || true
+fi
