@@ -28,7 +28,7 @@ impl Union {
 
     /// Copies `rel` up into writable branch `target` (at or above where it shows now).
     pub(crate) fn copy_up_to(&self, rel: &Path, found: &Found, target: usize) -> Result<Found> {
-        if found.top() == target {
+        if found.top() == target && found.index.is_none() {
             return Ok(found.clone());
         }
         let _guard = self.copy_lock.lock();
@@ -36,7 +36,7 @@ impl Union {
         let cur = self
             .resolve(rel)?
             .ok_or_else(|| Error::new(libc::ENOENT, format!("{rel:?} vanished before copy-up")))?;
-        if cur.top() == target {
+        if cur.top() == target && cur.index.is_none() {
             return Ok(cur);
         }
         let (parent, _) = split(rel);
@@ -91,30 +91,56 @@ impl Union {
     /// Copies one object (file, symlink, special file, or a directory without its contents) of
     /// `found` into branch `target` at `rel`, through the work directory.
     fn copy_object(&self, target: usize, rel: &Path, found: &Found) -> Result<()> {
-        let src_branch = self.branches.get(found.top());
         let dst_branch = self.branches.get(target);
         let (parent, name) = split(rel);
+        let dst_dir = || {
+            dst_branch
+                .dir(parent)
+                .ctx(|| format!("open {parent:?} in branch {}", dst_branch.path.display()))
+        };
+        // Another name of this file's link group was copied up already: join it.
+        if let Some(ix) = &found.index {
+            if ix.branch == target {
+                let index = dst_branch
+                    .dir(Path::new(crate::branch::INDEX_DIR))
+                    .ctx(|| "open link index directory")?;
+                nix::unistd::linkat(&index, ix.key.as_os_str(), &dst_dir()?, name, AtFlags::empty())
+                    .ctx(|| format!("link {rel:?} to its copied-up link group"))?;
+                return Ok(());
+            }
+        }
+        let (src_b, src_parent, src_name) = self.data_location(rel, found);
+        let src_branch = self.branches.get(src_b);
         let src_dir = src_branch
-            .dir(parent)
-            .ctx(|| format!("open {parent:?} in branch {}", src_branch.path.display()))?;
+            .dir(src_parent)
+            .ctx(|| format!("open {src_parent:?} in branch {}", src_branch.path.display()))?;
         let work = self.work_dir(target)?;
         let tmp = self.tmp_name();
+        let group_key = self.in_link_group(found).then(|| Self::index_key(&found.st));
         let result = (|| -> Result<()> {
-            build_copy(work, &tmp, &src_dir, name, &found.st)
-                .ctx(|| format!("copy {rel:?} from branch {} up to branch {}", src_branch.path.display(), dst_branch.path.display()))?;
-            let dst_dir = dst_branch
-                .dir(parent)
-                .ctx(|| format!("open {parent:?} in branch {}", dst_branch.path.display()))?;
-            nix::fcntl::renameat2(work, &tmp, &dst_dir, name, RenameFlags::RENAME_NOREPLACE)
+            build_copy(work, &tmp, &src_dir, src_name, &found.st).ctx(|| {
+                format!(
+                    "copy {rel:?} from branch {} up to branch {}",
+                    src_branch.path.display(),
+                    dst_branch.path.display()
+                )
+            })?;
+            if let Some(key) = &group_key {
+                self.index_copy(target, work, &tmp, key)?;
+            }
+            let dir = dst_dir()?;
+            // A copy-up is not a change the user made: the parent keeps its times (as overlayfs).
+            let parent_st = nix::sys::stat::fstat(&dir).ctx(|| format!("stat {parent:?}"))?;
+            nix::fcntl::renameat2(work, &tmp, &dir, name, RenameFlags::RENAME_NOREPLACE)
                 .ctx(|| format!("rename copy of {rel:?} into place"))?;
+            restore_times(&dir, &parent_st).ctx(|| format!("restore times of {parent:?}"))?;
             Ok(())
         })();
         if let Err(e) = result {
             let _ = remove_path_at(work.as_fd(), &tmp);
             return Err(e);
         }
-        let dst_dir = dst_branch.dir(parent).ctx(|| format!("open {parent:?}"))?;
-        if let Some(st) = crate::branch::stat_at(&dst_dir, name)? {
+        if let Some(st) = crate::branch::stat_at(&dst_dir()?, name)? {
             let ino = self.inos.ino(found.st.st_dev, found.st.st_ino);
             self.inos.record_copy(st.st_dev, st.st_ino, ino);
         }
@@ -180,6 +206,15 @@ pub(crate) fn copy_metadata(dir: &OwnedFd, dst: &Path, src_dir: &OwnedFd, name: 
     let mtime = TimeSpec::new(st.st_mtime, st.st_mtime_nsec);
     nix::sys::stat::utimensat(dir, dst, &atime, &mtime, UtimensatFlags::NoFollowSymlink)
         .ctx(|| "set times of copy")?;
+    Ok(())
+}
+
+/// Sets a directory's atime and mtime back to what `st` recorded.
+fn restore_times(dir: &OwnedFd, st: &FileStat) -> Result<()> {
+    let atime = TimeSpec::new(st.st_atime, st.st_atime_nsec);
+    let mtime = TimeSpec::new(st.st_mtime, st.st_mtime_nsec);
+    let fd = sys::open_beneath(dir.as_fd(), OsStr::new(""), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())?;
+    nix::sys::stat::futimens(&fd, &atime, &mtime)?;
     Ok(())
 }
 
@@ -309,4 +344,61 @@ pub(crate) fn remove_path_at(dir: BorrowedFd<'_>, path: &Path) -> Result<()> {
 /// `remove_path_at` for an entry of an open `Dir`.
 pub(crate) fn remove_tree_at(dir: &nix::dir::Dir, name: &OsStr) -> Result<()> {
     remove_path_at(dir.as_fd(), Path::new(name))
+}
+
+// Hardlink groups. Names that are hardlinks of each other in a read-only branch must stay one
+// file once one of them is changed (aufs does this with pseudo-links, overlayfs with
+// `index=on`). The first copy-up of such a file also links the copy as
+// `.wh..wh.plnk/<dev>_<ino>` (the lower file's identity) in the writable branch. A lookup of
+// another name of the group finds that entry and shows it instead of the stale lower file; its
+// own copy-up is a link to the entry, not a copy. The entry lives in the branch, so this holds
+// after a remount too.
+impl Union {
+    /// The index key of a lower file.
+    pub(crate) fn index_key(st: &FileStat) -> OsString {
+        OsString::from(format!("{}_{}", st.st_dev, st.st_ino))
+    }
+
+    /// True when `found` is a lower file whose link group may be indexed.
+    fn in_link_group(&self, found: &Found) -> bool {
+        found.st.st_mode & libc::S_IFMT == libc::S_IFREG
+            && found.st.st_nlink > 1
+            && !self.branches.get(found.top()).writable()
+    }
+
+    /// Points `found` at its group's index entry, if one was made above it.
+    pub(crate) fn apply_link_index(&self, found: &mut Found) -> Result<()> {
+        if found.index.is_some() || !self.in_link_group(found) {
+            return Ok(());
+        }
+        let key = Self::index_key(&found.st);
+        for b in 0..found.top() {
+            let branch = self.branches.get(b);
+            if !branch.writable() {
+                continue;
+            }
+            let Ok(dir) = branch.dir(Path::new(crate::branch::INDEX_DIR)) else {
+                continue;
+            };
+            if let Some(st) = crate::branch::stat_at(&dir, &key)? {
+                found.st = st;
+                found.index = Some(crate::fs::IndexRef { branch: b, key });
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Links `work/tmp` (a fresh copy of a group member) into the group's index.
+    fn index_copy(&self, target: usize, work: &OwnedFd, tmp: &Path, key: &OsStr) -> Result<()> {
+        let branch = self.branches.get(target);
+        match nix::sys::stat::mkdirat(branch.root.as_fd(), crate::branch::INDEX_DIR, Mode::from_bits_truncate(0o700)) {
+            Ok(()) | Err(Errno::EEXIST) => {}
+            Err(e) => return Err(e).ctx(|| "create link index directory"),
+        }
+        let dir = branch
+            .dir(Path::new(crate::branch::INDEX_DIR))
+            .ctx(|| "open link index directory")?;
+        nix::unistd::linkat(work, tmp, &dir, key, AtFlags::empty()).ctx(|| format!("index link {key:?}"))
+    }
 }

@@ -35,14 +35,15 @@ impl Union {
         if wants_write(flags) {
             found = self.copy_up(&path, &found)?;
         }
-        let branch = self.branches.get(found.top());
+        let (b, dir, name) = self.data_location(&path, &found);
+        let branch = self.branches.get(b);
         let fd = branch
-            .open_file(&path, branch_flags(flags), Mode::empty())
+            .open_file(&dir.join(name), branch_flags(flags), Mode::empty())
             .ctx(|| format!("open {path:?} in branch {}", branch.path.display()))?;
         Ok(self.handles.insert(Handle::File(FileHandle {
             node,
             file: File::from(fd),
-            branch: found.top(),
+            branch: b,
         })))
     }
 

@@ -18,7 +18,7 @@ use nix::sys::stat::{FileStat, Mode};
 use parking_lot::Mutex;
 
 use crate::branch::resolve::{self, Layers, Presence};
-use crate::branch::{stat_at, BranchSet, WORK_DIR};
+use crate::branch::{stat_at, BranchSet, INDEX_DIR, WORK_DIR};
 use crate::config::Config;
 use crate::error::{Context, Error, Result};
 use crate::handle::HandleTable;
@@ -48,6 +48,16 @@ impl Caller {
 pub struct Found {
     pub layers: Layers,
     pub st: FileStat,
+    /// For a lower file with hardlinks, one of which was already copied up: where the copied
+    /// data lives (`st` is then that file's stat). See [`crate::copyup`], "hardlink groups".
+    pub index: Option<IndexRef>,
+}
+
+/// A link-group entry `.wh..wh.plnk/KEY` in writable branch `branch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexRef {
+    pub branch: usize,
+    pub key: std::ffi::OsString,
 }
 
 impl Found {
@@ -154,6 +164,7 @@ impl Union {
         Ok(Found {
             layers: self.root_layers.clone(),
             st,
+            index: None,
         })
     }
 
@@ -202,15 +213,34 @@ impl Union {
         if let Some(e) = failure {
             return Err(e);
         }
-        Ok(layers.map(|layers| {
-            let top = layers.top();
-            let st = stats
-                .into_iter()
-                .find(|(b, _)| *b == top)
-                .map(|(_, st)| st)
-                .expect("a branch with the entry was probed with its stat");
-            Found { layers, st }
-        }))
+        let Some(layers) = layers else {
+            return Ok(None);
+        };
+        let top = layers.top();
+        let st = stats
+            .into_iter()
+            .find(|(b, _)| *b == top)
+            .map(|(_, st)| st)
+            .expect("a branch with the entry was probed with its stat");
+        let mut found = Found {
+            layers,
+            st,
+            index: None,
+        };
+        self.apply_link_index(&mut found)?;
+        Ok(Some(found))
+    }
+
+    /// Where the data and xattrs of `path` are read from: (branch, directory, name). Usually the
+    /// top branch's entry; for a hardlink whose group was copied up, the group's index entry.
+    pub(crate) fn data_location<'a>(&self, path: &'a Path, found: &'a Found) -> (usize, &'a Path, &'a OsStr) {
+        match &found.index {
+            Some(ix) => (ix.branch, Path::new(INDEX_DIR), ix.key.as_os_str()),
+            None => {
+                let (parent, name) = split(path);
+                (found.top(), parent, name)
+            }
+        }
     }
 
     /// The path and resolution of a node; ENOENT when it no longer has a name in the union.
@@ -267,6 +297,7 @@ impl Union {
                 branches: vec![branch],
             },
             st,
+            index: None,
         };
         Ok(self.entry_for(parent, name, &found))
     }

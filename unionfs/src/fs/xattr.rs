@@ -19,16 +19,16 @@ impl Union {
             return Err(Error::errno(libc::ENODATA));
         }
         let (path, found) = self.node(node)?;
-        let (parent, name) = split(&path);
-        let dir = self.branches.get(found.top()).dir(parent).ctx(|| format!("open {parent:?}"))?;
+        let (b, parent, name) = self.data_location(&path, &found);
+        let dir = self.branches.get(b).dir(parent).ctx(|| format!("open {parent:?}"))?;
         Ok(sys::getxattr_at(dir.as_fd(), name, attr)?)
     }
 
     /// The NUL-separated list of names.
     pub fn listxattr(&self, node: u64) -> Result<Vec<u8>> {
         let (path, found) = self.node(node)?;
-        let (parent, name) = split(&path);
-        let dir = self.branches.get(found.top()).dir(parent).ctx(|| format!("open {parent:?}"))?;
+        let (b, parent, name) = self.data_location(&path, &found);
+        let dir = self.branches.get(b).dir(parent).ctx(|| format!("open {parent:?}"))?;
         let raw = sys::listxattr_at(dir.as_fd(), name)?;
         let mut out = Vec::with_capacity(raw.len());
         for n in raw.split(|b| *b == 0).filter(|n| !n.is_empty() && !is_layer_xattr(n)) {
