@@ -90,7 +90,8 @@ impl Cli {
                         "branches are given as the first argument of `mount`".into(),
                     ));
                 }
-                let config = build_config(parse_branches(&branches)?, &mountpoint, &opts, foreground)?;
+                let config =
+                    build_config(parse_branches(&branches)?, &mountpoint, &opts, foreground)?;
                 Ok(Action::Mount { config, log_file })
             }
             Some(Command::Umount { mountpoint, lazy }) => Ok(Action::Umount { mountpoint, lazy }),

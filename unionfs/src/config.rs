@@ -158,16 +158,65 @@ pub fn parse_branches(spec: &str) -> Result<Vec<BranchSpec>, ConfigError> {
 /// Options mount.fuse or the kernel understand and that need nothing from us, and options of
 /// fuse-overlayfs that containers/storage passes and that do not change our behaviour.
 const IGNORED_OPTIONS: &[&str] = &[
-    "rw", "dev", "suid", "exec", "atime", "noatime", "relatime",
-    "norelatime", "strictatime", "nodiratime", "diratime", "sync", "async", "dirsync", "auto",
-    "noauto", "user", "nouser", "users", "_netdev", "nofail", "defaults", "default_permissions",
-    "auto_unmount", "nonempty", "lazytime", "silent", "loud", "volatile", "userxattr", "noacl",
-    "squash_to_root", "static_nlink", "debug",
+    "rw",
+    "dev",
+    "suid",
+    "exec",
+    "atime",
+    "noatime",
+    "relatime",
+    "norelatime",
+    "strictatime",
+    "nodiratime",
+    "diratime",
+    "sync",
+    "async",
+    "dirsync",
+    "auto",
+    "noauto",
+    "user",
+    "nouser",
+    "users",
+    "_netdev",
+    "nofail",
+    "defaults",
+    "default_permissions",
+    "auto_unmount",
+    "nonempty",
+    "lazytime",
+    "silent",
+    "loud",
+    "volatile",
+    "userxattr",
+    "noacl",
+    "squash_to_root",
+    "static_nlink",
+    "debug",
 ];
 const IGNORED_KEYS: &[&str] = &[
-    "fsname", "subtype", "max_read", "blksize", "context", "fscontext", "defcontext",
-    "rootcontext", "comment", "fsync", "metacopy", "redirect_dir", "index", "xino", "timeout",
-    "threaded", "writeback", "uidmapping", "gidmapping", "plugins", "uid", "gid", "umask",
+    "fsname",
+    "subtype",
+    "max_read",
+    "blksize",
+    "context",
+    "fscontext",
+    "defcontext",
+    "rootcontext",
+    "comment",
+    "fsync",
+    "metacopy",
+    "redirect_dir",
+    "index",
+    "xino",
+    "timeout",
+    "threaded",
+    "writeback",
+    "uidmapping",
+    "gidmapping",
+    "plugins",
+    "uid",
+    "gid",
+    "umask",
 ];
 
 /// What the `-o` options said, before they are combined with the positional arguments.
@@ -213,15 +262,15 @@ impl MountOptions {
                 "noexec" => o.noexec = true,
                 "threads" => {
                     let v = need(value)?;
-                    let n: usize = v.parse().map_err(|_| {
-                        ConfigError::BadOption(opt.clone(), "not a number".into())
-                    })?;
+                    let n: usize = v
+                        .parse()
+                        .map_err(|_| ConfigError::BadOption(opt.clone(), "not a number".into()))?;
                     if n == 0 || n > 64 {
                         return Err(ConfigError::BadOption(opt.clone(), "use 1 to 64".into()));
                     }
                     o.threads = Some(n);
                 }
-                k if k == "fsname" => o.fsname = value,
+                "fsname" => o.fsname = value,
                 k if value.is_none() && IGNORED_OPTIONS.contains(&k) => {}
                 k if value.is_some() && IGNORED_KEYS.contains(&k) => {}
                 k if k.starts_with("x-") => {}
@@ -245,7 +294,10 @@ impl MountOptions {
         }
         let Some(lower) = &self.lowerdir else {
             if self.upperdir.is_some() {
-                return Err(ConfigError::BadOption("upperdir".into(), "needs lowerdir=".into()));
+                return Err(ConfigError::BadOption(
+                    "upperdir".into(),
+                    "needs lowerdir=".into(),
+                ));
             }
             return Ok(None);
         };
@@ -263,7 +315,10 @@ impl MountOptions {
         }
         for l in split_escaped(lower, ':') {
             if l.is_empty() {
-                return Err(ConfigError::BadBranch(lower.clone(), "empty lowerdir entry".into()));
+                return Err(ConfigError::BadBranch(
+                    lower.clone(),
+                    "empty lowerdir entry".into(),
+                ));
             }
             out.push(BranchSpec {
                 path: PathBuf::from(l),
@@ -292,7 +347,10 @@ pub fn build_config(
         let meta = std::fs::metadata(&b.path)
             .map_err(|e| ConfigError::BranchDir(b.path.clone(), describe_io(&e)))?;
         if !meta.is_dir() {
-            return Err(ConfigError::BranchDir(b.path.clone(), "not a directory".into()));
+            return Err(ConfigError::BranchDir(
+                b.path.clone(),
+                "not a directory".into(),
+            ));
         }
         let c = std::fs::canonicalize(&b.path)
             .map_err(|e| ConfigError::BranchDir(b.path.clone(), describe_io(&e)))?;
@@ -300,12 +358,18 @@ pub fn build_config(
             return Err(ConfigError::DuplicateBranch(b.path.clone()));
         }
         canon.push(c.clone());
-        resolved.push(BranchSpec { path: c, perm: b.perm });
+        resolved.push(BranchSpec {
+            path: c,
+            perm: b.perm,
+        });
     }
     let meta = std::fs::metadata(mountpoint)
         .map_err(|e| ConfigError::Mountpoint(mountpoint.into(), describe_io(&e)))?;
     if !meta.is_dir() {
-        return Err(ConfigError::Mountpoint(mountpoint.into(), "not a directory".into()));
+        return Err(ConfigError::Mountpoint(
+            mountpoint.into(),
+            "not a directory".into(),
+        ));
     }
     let mnt = std::fs::canonicalize(mountpoint)
         .map_err(|e| ConfigError::Mountpoint(mountpoint.into(), describe_io(&e)))?;
@@ -328,17 +392,24 @@ pub fn build_config(
             if !meta.is_dir() {
                 return Err(ConfigError::Workdir(w, "not a directory".into()));
             }
-            let upper = resolved.iter().find(|b| b.perm.is_writable()).ok_or_else(|| {
-                ConfigError::Workdir(w.clone(), "given without a writable upperdir".into())
-            })?;
-            let upper_dev = std::fs::metadata(&upper.path).map(|m| std::os::unix::fs::MetadataExt::dev(&m));
+            let upper = resolved
+                .iter()
+                .find(|b| b.perm.is_writable())
+                .ok_or_else(|| {
+                    ConfigError::Workdir(w.clone(), "given without a writable upperdir".into())
+                })?;
+            let upper_dev =
+                std::fs::metadata(&upper.path).map(|m| std::os::unix::fs::MetadataExt::dev(&m));
             if upper_dev.ok() != Some(std::os::unix::fs::MetadataExt::dev(&meta)) {
                 return Err(ConfigError::Workdir(
                     w,
                     "must be on the same filesystem as the upperdir".into(),
                 ));
             }
-            Some(std::fs::canonicalize(&w).map_err(|e| ConfigError::Workdir(w.clone(), describe_io(&e)))?)
+            Some(
+                std::fs::canonicalize(&w)
+                    .map_err(|e| ConfigError::Workdir(w.clone(), describe_io(&e)))?,
+            )
         }
         None => None,
     };
@@ -386,7 +457,10 @@ pub fn unescape_mountinfo(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
             let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -405,9 +479,15 @@ mod tests {
     #[test]
     fn default_permissions_follow_aufs() {
         let b = parse_branches("A:B:C").unwrap();
-        assert_eq!(b.iter().map(|b| b.perm).collect::<Vec<_>>(), [Perm::Rw, Perm::Ro, Perm::Ro]);
+        assert_eq!(
+            b.iter().map(|b| b.perm).collect::<Vec<_>>(),
+            [Perm::Rw, Perm::Ro, Perm::Ro]
+        );
         let b = parse_branches("A=ro:B=rw:C=rr").unwrap();
-        assert_eq!(b.iter().map(|b| b.perm).collect::<Vec<_>>(), [Perm::Ro, Perm::Rw, Perm::Rr]);
+        assert_eq!(
+            b.iter().map(|b| b.perm).collect::<Vec<_>>(),
+            [Perm::Ro, Perm::Rw, Perm::Rr]
+        );
     }
 
     #[test]
@@ -419,16 +499,31 @@ mod tests {
 
     #[test]
     fn bad_specs_are_named() {
-        assert!(matches!(parse_branches("A::B"), Err(ConfigError::BadBranch(..))));
-        assert!(matches!(parse_branches("A=xx"), Err(ConfigError::BadBranch(..))));
-        assert!(matches!(parse_branches("=rw"), Err(ConfigError::BadBranch(..))));
+        assert!(matches!(
+            parse_branches("A::B"),
+            Err(ConfigError::BadBranch(..))
+        ));
+        assert!(matches!(
+            parse_branches("A=xx"),
+            Err(ConfigError::BadBranch(..))
+        ));
+        assert!(matches!(
+            parse_branches("=rw"),
+            Err(ConfigError::BadBranch(..))
+        ));
     }
 
     #[test]
     fn overlay_form_has_one_writable_branch() {
         let o = MountOptions::parse(&["lowerdir=L1:L2,upperdir=U,workdir=W".into()]).unwrap();
         let b = o.branches().unwrap().unwrap();
-        assert_eq!(b[0], BranchSpec { path: "U".into(), perm: Perm::Rw });
+        assert_eq!(
+            b[0],
+            BranchSpec {
+                path: "U".into(),
+                perm: Perm::Rw
+            }
+        );
         assert_eq!(b[1].path, PathBuf::from("L1"));
         assert_eq!(b[2].perm, Perm::Ro);
         let o = MountOptions::parse(&["lowerdir=L1,upperdir=U1:U2".into()]).unwrap();

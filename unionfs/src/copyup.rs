@@ -72,16 +72,18 @@ impl Union {
                 Ok(_) => continue,
                 Err(Errno::ENOENT) => {}
                 Err(e) => {
-                    return Err(e).ctx(|| {
-                        format!("open {prefix:?} in branch {}", branch.path.display())
-                    })
+                    return Err(e)
+                        .ctx(|| format!("open {prefix:?} in branch {}", branch.path.display()))
                 }
             }
-            let found = self
-                .resolve(&prefix)?
-                .ok_or_else(|| Error::new(libc::ENOENT, format!("{prefix:?} vanished during copy-up")))?;
+            let found = self.resolve(&prefix)?.ok_or_else(|| {
+                Error::new(libc::ENOENT, format!("{prefix:?} vanished during copy-up"))
+            })?;
             if !found.is_dir() {
-                return Err(Error::new(libc::ENOTDIR, format!("{prefix:?} is not a directory")));
+                return Err(Error::new(
+                    libc::ENOTDIR,
+                    format!("{prefix:?} is not a directory"),
+                ));
             }
             self.copy_object(target, &prefix, &found)?;
         }
@@ -104,19 +106,30 @@ impl Union {
                 let index = dst_branch
                     .dir(Path::new(crate::branch::INDEX_DIR))
                     .ctx(|| "open link index directory")?;
-                nix::unistd::linkat(&index, ix.key.as_os_str(), &dst_dir()?, name, AtFlags::empty())
-                    .ctx(|| format!("link {rel:?} to its copied-up link group"))?;
+                nix::unistd::linkat(
+                    &index,
+                    ix.key.as_os_str(),
+                    &dst_dir()?,
+                    name,
+                    AtFlags::empty(),
+                )
+                .ctx(|| format!("link {rel:?} to its copied-up link group"))?;
                 return Ok(());
             }
         }
         let (src_b, src_parent, src_name) = self.data_location(rel, found);
         let src_branch = self.branches.get(src_b);
-        let src_dir = src_branch
-            .dir(src_parent)
-            .ctx(|| format!("open {src_parent:?} in branch {}", src_branch.path.display()))?;
+        let src_dir = src_branch.dir(src_parent).ctx(|| {
+            format!(
+                "open {src_parent:?} in branch {}",
+                src_branch.path.display()
+            )
+        })?;
         let work = self.work_dir(target)?;
         let tmp = self.tmp_name();
-        let group_key = self.in_link_group(found).then(|| Self::index_key(&found.st));
+        let group_key = self
+            .in_link_group(found)
+            .then(|| Self::index_key(&found.st));
         let result = (|| -> Result<()> {
             build_copy(work, &tmp, &src_dir, src_name, &found.st).ctx(|| {
                 format!(
@@ -150,12 +163,23 @@ impl Union {
 
 /// Builds the copy of `src_dir/name` as `work/tmp`: the object, then owner, mode, xattrs and
 /// times (in that order: chown clears setuid bits and file capabilities).
-fn build_copy(work: &OwnedFd, tmp: &Path, src_dir: &OwnedFd, name: &OsStr, st: &FileStat) -> Result<()> {
+fn build_copy(
+    work: &OwnedFd,
+    tmp: &Path,
+    src_dir: &OwnedFd,
+    name: &OsStr,
+    st: &FileStat,
+) -> Result<()> {
     let fmt = st.st_mode & libc::S_IFMT;
     match fmt {
         libc::S_IFREG => {
-            let src = sys::open_beneath(src_dir.as_fd(), name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW, Mode::empty())
-                .ctx(|| "open source")?;
+            let src = sys::open_beneath(
+                src_dir.as_fd(),
+                name,
+                OFlag::O_RDONLY | OFlag::O_NOFOLLOW,
+                Mode::empty(),
+            )
+            .ctx(|| "open source")?;
             let dst = nix::fcntl::openat(
                 work,
                 tmp,
@@ -166,7 +190,8 @@ fn build_copy(work: &OwnedFd, tmp: &Path, src_dir: &OwnedFd, name: &OsStr, st: &
             copy_data(&src, &dst, st.st_size as u64)?;
         }
         libc::S_IFDIR => {
-            nix::sys::stat::mkdirat(work, tmp, Mode::from_bits_truncate(0o700)).ctx(|| "mkdir copy")?;
+            nix::sys::stat::mkdirat(work, tmp, Mode::from_bits_truncate(0o700))
+                .ctx(|| "mkdir copy")?;
         }
         libc::S_IFLNK => {
             let target = nix::fcntl::readlinkat(src_dir, name).ctx(|| "readlink source")?;
@@ -182,7 +207,13 @@ fn build_copy(work: &OwnedFd, tmp: &Path, src_dir: &OwnedFd, name: &OsStr, st: &
 }
 
 /// Owner, mode, xattrs and times of `src_dir/name` onto `dir/dst`.
-pub(crate) fn copy_metadata(dir: &OwnedFd, dst: &Path, src_dir: &OwnedFd, name: &OsStr, st: &FileStat) -> Result<()> {
+pub(crate) fn copy_metadata(
+    dir: &OwnedFd,
+    dst: &Path,
+    src_dir: &OwnedFd,
+    name: &OsStr,
+    st: &FileStat,
+) -> Result<()> {
     let is_link = st.st_mode & libc::S_IFMT == libc::S_IFLNK;
     nix::unistd::fchownat(
         dir,
@@ -213,7 +244,12 @@ pub(crate) fn copy_metadata(dir: &OwnedFd, dst: &Path, src_dir: &OwnedFd, name: 
 fn restore_times(dir: &OwnedFd, st: &FileStat) -> Result<()> {
     let atime = TimeSpec::new(st.st_atime, st.st_atime_nsec);
     let mtime = TimeSpec::new(st.st_mtime, st.st_mtime_nsec);
-    let fd = sys::open_beneath(dir.as_fd(), OsStr::new(""), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())?;
+    let fd = sys::open_beneath(
+        dir.as_fd(),
+        OsStr::new(""),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+        Mode::empty(),
+    )?;
     nix::sys::stat::futimens(&fd, &atime, &mtime)?;
     Ok(())
 }
@@ -223,7 +259,12 @@ fn is_layer_xattr(name: &[u8]) -> bool {
     name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
 }
 
-fn copy_xattrs(src_dir: BorrowedFd<'_>, name: &OsStr, dst_dir: BorrowedFd<'_>, dst: &OsStr) -> Result<()> {
+fn copy_xattrs(
+    src_dir: BorrowedFd<'_>,
+    name: &OsStr,
+    dst_dir: BorrowedFd<'_>,
+    dst: &OsStr,
+) -> Result<()> {
     let list = match sys::listxattr_at(src_dir, name) {
         Ok(l) => l,
         Err(Errno::ENOTSUP) => return Ok(()),
@@ -309,7 +350,8 @@ fn copy_range_rw(src: &OwnedFd, dst: &OwnedFd, start: i64, len: i64) -> Result<(
         }
         let mut done = 0;
         while done < n {
-            done += nix::sys::uio::pwrite(dst, &buf[done..n], off + done as i64).ctx(|| "write copy")?;
+            done += nix::sys::uio::pwrite(dst, &buf[done..n], off + done as i64)
+                .ctx(|| "write copy")?;
         }
         off += n as i64;
     }
@@ -323,8 +365,13 @@ pub(crate) fn remove_path_at(dir: BorrowedFd<'_>, path: &Path) -> Result<()> {
         Err(Errno::EISDIR) => {}
         Err(e) => return Err(e).ctx(|| format!("unlink {path:?}")),
     }
-    let sub = sys::open_beneath(dir, path.as_os_str(), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
-        .ctx(|| format!("open {path:?}"))?;
+    let sub = sys::open_beneath(
+        dir,
+        path.as_os_str(),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+        Mode::empty(),
+    )
+    .ctx(|| format!("open {path:?}"))?;
     let mut d = nix::dir::Dir::from_fd(sub).ctx(|| format!("read {path:?}"))?;
     let names: Vec<OsString> = d
         .iter()
@@ -392,13 +439,18 @@ impl Union {
     /// Links `work/tmp` (a fresh copy of a group member) into the group's index.
     fn index_copy(&self, target: usize, work: &OwnedFd, tmp: &Path, key: &OsStr) -> Result<()> {
         let branch = self.branches.get(target);
-        match nix::sys::stat::mkdirat(branch.root.as_fd(), crate::branch::INDEX_DIR, Mode::from_bits_truncate(0o700)) {
+        match nix::sys::stat::mkdirat(
+            branch.root.as_fd(),
+            crate::branch::INDEX_DIR,
+            Mode::from_bits_truncate(0o700),
+        ) {
             Ok(()) | Err(Errno::EEXIST) => {}
             Err(e) => return Err(e).ctx(|| "create link index directory"),
         }
         let dir = branch
             .dir(Path::new(crate::branch::INDEX_DIR))
             .ctx(|| "open link index directory")?;
-        nix::unistd::linkat(work, tmp, &dir, key, AtFlags::empty()).ctx(|| format!("index link {key:?}"))
+        nix::unistd::linkat(work, tmp, &dir, key, AtFlags::empty())
+            .ctx(|| format!("index link {key:?}"))
     }
 }

@@ -42,7 +42,12 @@ fn caller(req: &Request) -> Caller {
 
 fn errno(op: &str, e: &Error) -> Errno {
     match e.code() {
-        libc::ENOENT | libc::EEXIST | libc::ENOTEMPTY | libc::ENODATA | libc::ENOTDIR | libc::EISDIR => {
+        libc::ENOENT
+        | libc::EEXIST
+        | libc::ENOTEMPTY
+        | libc::ENODATA
+        | libc::ENOTDIR
+        | libc::EISDIR => {
             tracing::trace!(op, error = %e)
         }
         libc::EIO => tracing::warn!(op, error = %e),
@@ -193,11 +198,28 @@ impl Filesystem for UnionFuse {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        reply_entry(reply, "mknod", self.core.mknod(parent.0, name, mode, rdev as u64, caller(req)));
+        reply_entry(
+            reply,
+            "mknod",
+            self.core
+                .mknod(parent.0, name, mode, rdev as u64, caller(req)),
+        );
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
-        reply_entry(reply, "mkdir", self.core.mkdir(parent.0, name, mode, caller(req)));
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply_entry(
+            reply,
+            "mkdir",
+            self.core.mkdir(parent.0, name, mode, caller(req)),
+        );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -214,8 +236,19 @@ impl Filesystem for UnionFuse {
         }
     }
 
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        reply_entry(reply, "symlink", self.core.symlink(parent.0, link_name, target, caller(req)));
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        reply_entry(
+            reply,
+            "symlink",
+            self.core.symlink(parent.0, link_name, target, caller(req)),
+        );
     }
 
     fn rename(
@@ -228,13 +261,23 @@ impl Filesystem for UnionFuse {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        match self.core.rename(parent.0, name, newparent.0, newname, flags.bits()) {
+        match self
+            .core
+            .rename(parent.0, name, newparent.0, newname, flags.bits())
+        {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("rename", &e)),
         }
     }
 
-    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         reply_entry(reply, "link", self.core.link(ino.0, newparent.0, newname));
     }
 
@@ -280,7 +323,14 @@ impl Filesystem for UnionFuse {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         reply.ok();
     }
 
@@ -298,7 +348,14 @@ impl Filesystem for UnionFuse {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         match self.core.fsync(ino.0, fh.0, datasync) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("fsync", &e)),
@@ -312,11 +369,23 @@ impl Filesystem for UnionFuse {
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         match self.core.readdir(ino.0, fh.0, offset) {
             Ok(entries) => {
                 for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-                    if reply.add(INodeNo(e.ino), (i + 1) as u64, kind_of_dtype(e.dtype), &e.name) {
+                    if reply.add(
+                        INodeNo(e.ino),
+                        (i + 1) as u64,
+                        kind_of_dtype(e.dtype),
+                        &e.name,
+                    ) {
                         break;
                     }
                 }
@@ -326,12 +395,26 @@ impl Filesystem for UnionFuse {
         }
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         self.core.releasedir(fh.0);
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         match self.core.fsyncdir(ino.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno("fsyncdir", &e)),
@@ -411,7 +494,13 @@ impl Filesystem for UnionFuse {
         match self.core.create(parent.0, name, mode, flags, caller(req)) {
             Ok((e, fh)) => {
                 let attr = file_attr(&e.attr);
-                reply.created(&TTL, &attr, Generation(0), FileHandle(fh), FopenFlags::empty());
+                reply.created(
+                    &TTL,
+                    &attr,
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                );
             }
             Err(e) => reply.error(errno("create", &e)),
         }
@@ -433,7 +522,15 @@ impl Filesystem for UnionFuse {
         }
     }
 
-    fn lseek(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+    fn lseek(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
         match self.core.lseek(ino.0, fh.0, offset, whence) {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(errno("lseek", &e)),

@@ -64,7 +64,10 @@ impl HandleTable {
             Handle::Dir(d) => d.node,
         };
         if owner != node {
-            return Err(Error::new(libc::EBADF, format!("handle {fh} is not of inode {node}")));
+            return Err(Error::new(
+                libc::EBADF,
+                format!("handle {fh} is not of inode {node}"),
+            ));
         }
         Ok(h)
     }

@@ -23,12 +23,24 @@ pub fn session_config(cfg: &Config) -> fuser::Config {
         MountOption::DefaultPermissions,
     ];
     // A container root needs its setuid binaries and device nodes, as on overlayfs.
-    opts.push(if cfg.nodev { MountOption::NoDev } else { MountOption::Dev });
-    opts.push(if cfg.nosuid { MountOption::NoSuid } else { MountOption::Suid });
+    opts.push(if cfg.nodev {
+        MountOption::NoDev
+    } else {
+        MountOption::Dev
+    });
+    opts.push(if cfg.nosuid {
+        MountOption::NoSuid
+    } else {
+        MountOption::Suid
+    });
     if cfg.noexec {
         opts.push(MountOption::NoExec);
     }
-    opts.push(if cfg.read_only { MountOption::RO } else { MountOption::RW });
+    opts.push(if cfg.read_only {
+        MountOption::RO
+    } else {
+        MountOption::RW
+    });
     let mut c = fuser::Config::default();
     c.mount_options = opts;
     c.acl = if cfg.allow_other {
@@ -96,7 +108,9 @@ pub fn daemonize(cfg: &Config, log_file: Option<&Path>) -> anyhow::Result<()> {
             std::fs::File::from(read_end).read_to_string(&mut msg)?;
             match msg.strip_prefix("OK") {
                 Some(_) => Ok(()),
-                None if msg.is_empty() => anyhow::bail!("the unionfs daemon exited before the mount was ready"),
+                None if msg.is_empty() => {
+                    anyhow::bail!("the unionfs daemon exited before the mount was ready")
+                }
                 None => anyhow::bail!("{}", msg.trim_start_matches("ERR ")),
             }
         }
@@ -135,9 +149,15 @@ fn daemon_child(cfg: &Config, log_file: Option<&Path>, report: OwnedFd) -> i32 {
 }
 
 fn redirect_stdio(log_file: Option<&Path>) -> anyhow::Result<()> {
-    let null = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
     let err = match log_file {
-        Some(p) => std::fs::OpenOptions::new().create(true).append(true).open(p)?,
+        Some(p) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)?,
         None => null.try_clone()?,
     };
     nix::unistd::dup2_stdin(&null)?;
@@ -163,7 +183,9 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> anyhow::Result<()> {
             "{} is busy (files open or a process inside it); close them, or use umount -l",
             mountpoint.display()
         ),
-        Err(nix::errno::Errno::EINVAL) => anyhow::bail!("{} is not a mountpoint", mountpoint.display()),
+        Err(nix::errno::Errno::EINVAL) => {
+            anyhow::bail!("{} is not a mountpoint", mountpoint.display())
+        }
         Err(nix::errno::Errno::ENOENT) => anyhow::bail!("{} does not exist", mountpoint.display()),
         Err(nix::errno::Errno::EPERM) => {
             // Not root: the setuid helper may unmount a FUSE mount of ours.
@@ -172,7 +194,11 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> anyhow::Result<()> {
                 .args(if lazy { vec!["-z"] } else { vec![] })
                 .arg(mountpoint)
                 .status()?;
-            anyhow::ensure!(status.success(), "fusermount3 -u {} failed", mountpoint.display());
+            anyhow::ensure!(
+                status.success(),
+                "fusermount3 -u {} failed",
+                mountpoint.display()
+            );
             Ok(())
         }
         Err(e) => anyhow::bail!("umount {}: {e}", mountpoint.display()),

@@ -13,11 +13,18 @@ use nix::sys::stat::Mode;
 /// Resolution flags for every path the daemon opens inside a branch: stay beneath the branch
 /// root and follow no symlink at all, so a symlink in a layer is never a path for the host.
 pub fn beneath() -> ResolveFlag {
-    ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS
+    ResolveFlag::RESOLVE_BENEATH
+        | ResolveFlag::RESOLVE_NO_SYMLINKS
+        | ResolveFlag::RESOLVE_NO_MAGICLINKS
 }
 
 /// `openat2(dir, rel, flags, RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)`. An empty `rel` opens `.`.
-pub fn open_beneath(dir: BorrowedFd<'_>, rel: &OsStr, flags: OFlag, mode: Mode) -> nix::Result<OwnedFd> {
+pub fn open_beneath(
+    dir: BorrowedFd<'_>,
+    rel: &OsStr,
+    flags: OFlag,
+    mode: Mode,
+) -> nix::Result<OwnedFd> {
     let rel = if rel.is_empty() { OsStr::new(".") } else { rel };
     let how = OpenHow::new()
         .flags(flags | OFlag::O_CLOEXEC)
@@ -73,7 +80,11 @@ pub fn getxattr_at(dir: BorrowedFd<'_>, name: &OsStr, attr: &OsStr) -> nix::Resu
     let path = proc_path(dir, name)?;
     let attr = c_name(attr)?;
     // The directory itself is reached through its /proc magic link, which must be followed.
-    let get = if name.is_empty() { libc::getxattr } else { libc::lgetxattr };
+    let get = if name.is_empty() {
+        libc::getxattr
+    } else {
+        libc::lgetxattr
+    };
     read_sized(|buf| {
         // SAFETY: path and attr are NUL-terminated CStrings alive for the call; buf is a valid
         // writable slice of buf.len() bytes (a null pointer with size 0 asks for the size).
@@ -91,7 +102,11 @@ pub fn getxattr_at(dir: BorrowedFd<'_>, name: &OsStr, attr: &OsStr) -> nix::Resu
 /// `llistxattr` of entry `name` of `dir`: the raw NUL-separated list.
 pub fn listxattr_at(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<Vec<u8>> {
     let path = proc_path(dir, name)?;
-    let list = if name.is_empty() { libc::listxattr } else { libc::llistxattr };
+    let list = if name.is_empty() {
+        libc::listxattr
+    } else {
+        libc::llistxattr
+    };
     read_sized(|buf| {
         // SAFETY: path is a NUL-terminated CString alive for the call; buf is a valid writable
         // slice of buf.len() bytes.
@@ -100,10 +115,20 @@ pub fn listxattr_at(dir: BorrowedFd<'_>, name: &OsStr) -> nix::Result<Vec<u8>> {
 }
 
 /// `lsetxattr` of entry `name` of `dir`.
-pub fn setxattr_at(dir: BorrowedFd<'_>, name: &OsStr, attr: &OsStr, value: &[u8], flags: i32) -> nix::Result<()> {
+pub fn setxattr_at(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    attr: &OsStr,
+    value: &[u8],
+    flags: i32,
+) -> nix::Result<()> {
     let path = proc_path(dir, name)?;
     let attr = c_name(attr)?;
-    let set = if name.is_empty() { libc::setxattr } else { libc::lsetxattr };
+    let set = if name.is_empty() {
+        libc::setxattr
+    } else {
+        libc::lsetxattr
+    };
     // SAFETY: path and attr are NUL-terminated CStrings alive for the call; value is a valid
     // readable slice of value.len() bytes.
     let r = unsafe {
@@ -122,7 +147,11 @@ pub fn setxattr_at(dir: BorrowedFd<'_>, name: &OsStr, attr: &OsStr, value: &[u8]
 pub fn removexattr_at(dir: BorrowedFd<'_>, name: &OsStr, attr: &OsStr) -> nix::Result<()> {
     let path = proc_path(dir, name)?;
     let attr = c_name(attr)?;
-    let remove = if name.is_empty() { libc::removexattr } else { libc::lremovexattr };
+    let remove = if name.is_empty() {
+        libc::removexattr
+    } else {
+        libc::lremovexattr
+    };
     // SAFETY: path and attr are NUL-terminated CStrings alive for the call.
     let r = unsafe { remove(path.as_ptr(), attr.as_ptr()) };
     Errno::result(r).map(drop)

@@ -48,17 +48,33 @@ fn whiteouts_and_opaque_markers_hide_only_lower_branches() {
     fx.write("B/opq/hidden", "hidden");
     fx.write("B/both", "B's");
     let before = snapshot(&fx.path("B"));
-    let spec = format!("{}=ro:{}=ro", fx.path("A").display(), fx.path("B").display());
+    let spec = format!(
+        "{}=ro:{}=ro",
+        fx.path("A").display(),
+        fx.path("B").display()
+    );
     let m = mount(&spec, &fx.path("C"), &[]);
     assert_eq!(names(&m.mnt), ["both", "dir", "opq"]);
     assert_eq!(names(&m.path("dir")), ["kept", "new"]);
     assert_eq!(names(&m.path("opq")), ["top"]);
     assert_eq!(read(&m.path("both")), "A's own");
-    assert_eq!(errno(fs::metadata(m.path("gone")).unwrap_err()), libc::ENOENT);
-    assert_eq!(errno(fs::metadata(m.path("opq/hidden")).unwrap_err()), libc::ENOENT);
+    assert_eq!(
+        errno(fs::metadata(m.path("gone")).unwrap_err()),
+        libc::ENOENT
+    );
+    assert_eq!(
+        errno(fs::metadata(m.path("opq/hidden")).unwrap_err()),
+        libc::ENOENT
+    );
     // Whiteout names are never visible, not even by exact lookup.
-    assert_eq!(errno(fs::metadata(m.path(".wh.gone")).unwrap_err()), libc::ENOENT);
-    assert_eq!(errno(fs::metadata(m.path("opq/.wh..wh..opq")).unwrap_err()), libc::ENOENT);
+    assert_eq!(
+        errno(fs::metadata(m.path(".wh.gone")).unwrap_err()),
+        libc::ENOENT
+    );
+    assert_eq!(
+        errno(fs::metadata(m.path("opq/.wh..wh..opq")).unwrap_err()),
+        libc::ENOENT
+    );
     drop(m);
     assert_eq!(snapshot(&fx.path("B")), before);
 }
@@ -91,8 +107,15 @@ fn non_directory_ends_the_walk_and_directories_merge() {
     assert_eq!(names(&m.path("m")), ["one", "three", "two"]);
     assert_eq!(read(&m.path("m/one")), "1");
     // readdir shows each name once, with . and .. once.
-    let out = Command::new("ls").arg("-a1").arg(m.path("m")).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), ".\n..\none\nthree\ntwo\n");
+    let out = Command::new("ls")
+        .arg("-a1")
+        .arg(m.path("m"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        ".\n..\none\nthree\ntwo\n"
+    );
 }
 
 #[test]
@@ -119,12 +142,20 @@ fn overlayfs_whiteouts_and_opaque_xattrs_in_lower_branches_are_honoured() {
     fx.write("B/gone", "lower");
     fx.write("B/opq/hidden", "hidden");
     fx.write("B/kept", "kept");
-    let spec = format!("{}=ro:{}=ro", fx.path("A").display(), fx.path("B").display());
+    let spec = format!(
+        "{}=ro:{}=ro",
+        fx.path("A").display(),
+        fx.path("B").display()
+    );
     let m = mount(&spec, &fx.path("mnt"), &[]);
     assert_eq!(names(&m.mnt), ["kept", "opq"]);
     assert_eq!(names(&m.path("opq")), ["top"]);
     // The layer-describing xattr itself is not shown.
-    let out = Command::new("getfattr").args(["-d", "-m", "-"]).arg(m.path("opq")).output().unwrap();
+    let out = Command::new("getfattr")
+        .args(["-d", "-m", "-"])
+        .arg(m.path("opq"))
+        .output()
+        .unwrap();
     assert!(!String::from_utf8_lossy(&out.stdout).contains("overlay"));
 }
 
@@ -143,17 +174,36 @@ fn symlinks_pointing_outside_are_data_never_followed_by_the_daemon() {
     symlink("/etc/shadow", fx.path("B/abs")).unwrap();
     fx.mkdir("B/sub");
     symlink("/etc", fx.path("B/sub/esc")).unwrap();
-    let spec = format!("{}=ro:{}=ro", fx.path("A").display(), fx.path("B").display());
+    let spec = format!(
+        "{}=ro:{}=ro",
+        fx.path("A").display(),
+        fx.path("B").display()
+    );
     let m = mount(&spec, &fx.path("mnt"), &[]);
     assert_eq!(names(&m.path("d")), ["mine"]);
-    assert_eq!(errno(fs::symlink_metadata(m.path("d/passwd")).unwrap_err()), libc::ENOENT);
-    assert_eq!(fs::read_link(m.path("rel")).unwrap().to_str().unwrap(), "../../../../../../etc/passwd");
-    assert_eq!(fs::read_link(m.path("abs")).unwrap().to_str().unwrap(), "/etc/shadow");
-    assert!(fs::symlink_metadata(m.path("abs")).unwrap().file_type().is_symlink());
+    assert_eq!(
+        errno(fs::symlink_metadata(m.path("d/passwd")).unwrap_err()),
+        libc::ENOENT
+    );
+    assert_eq!(
+        fs::read_link(m.path("rel")).unwrap().to_str().unwrap(),
+        "../../../../../../etc/passwd"
+    );
+    assert_eq!(
+        fs::read_link(m.path("abs")).unwrap().to_str().unwrap(),
+        "/etc/shadow"
+    );
+    assert!(fs::symlink_metadata(m.path("abs"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
     // A lookup through a symlinked directory of a branch is the kernel's business (it follows
     // the link on the client side); the daemon itself never resolves `sub/esc/passwd` in the
     // branch.
-    assert!(fs::symlink_metadata(m.path("sub/esc")).unwrap().file_type().is_symlink());
+    assert!(fs::symlink_metadata(m.path("sub/esc"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
 }
 
 #[test]
@@ -166,7 +216,11 @@ fn hardlinks_show_one_inode_and_their_link_count() {
     fs::create_dir_all(fx.path("B/sub")).unwrap();
     fs::hard_link(fx.path("B/one"), fx.path("B/sub/two")).unwrap();
     fx.mkdir("A");
-    let spec = format!("{}=ro:{}=ro", fx.path("A").display(), fx.path("B").display());
+    let spec = format!(
+        "{}=ro:{}=ro",
+        fx.path("A").display(),
+        fx.path("B").display()
+    );
     let m = mount(&spec, &fx.path("mnt"), &[]);
     let a = fs::metadata(m.path("one")).unwrap();
     let b = fs::metadata(m.path("sub/two")).unwrap();
@@ -183,12 +237,22 @@ fn inode_numbers_are_stable_while_mounted() {
     let fx = Fixture::new();
     fx.write("A/top", "t");
     fx.write("B/d/low", "l");
-    let spec = format!("{}=ro:{}=ro", fx.path("A").display(), fx.path("B").display());
+    let spec = format!(
+        "{}=ro:{}=ro",
+        fx.path("A").display(),
+        fx.path("B").display()
+    );
     let m = mount(&spec, &fx.path("mnt"), &[]);
-    let first: Vec<u64> = ["top", "d", "d/low"].iter().map(|p| fs::metadata(m.path(p)).unwrap().ino()).collect();
+    let first: Vec<u64> = ["top", "d", "d/low"]
+        .iter()
+        .map(|p| fs::metadata(m.path(p)).unwrap().ino())
+        .collect();
     // Make the kernel forget its cached inodes, then look again.
     let _ = fs::write("/proc/sys/vm/drop_caches", "2");
-    let again: Vec<u64> = ["top", "d", "d/low"].iter().map(|p| fs::metadata(m.path(p)).unwrap().ino()).collect();
+    let again: Vec<u64> = ["top", "d", "d/low"]
+        .iter()
+        .map(|p| fs::metadata(m.path(p)).unwrap().ino())
+        .collect();
     assert_eq!(first, again);
     let mut uniq = first.clone();
     uniq.sort();
@@ -203,16 +267,32 @@ fn xattrs_statfs_and_access_read_through() {
     }
     let fx = Fixture::new();
     let f = fx.write("B/f", "data");
-    assert!(Command::new("setfattr").args(["-n", "user.color", "-v", "blue"]).arg(&f).status().unwrap().success());
+    assert!(Command::new("setfattr")
+        .args(["-n", "user.color", "-v", "blue"])
+        .arg(&f)
+        .status()
+        .unwrap()
+        .success());
     fx.mkdir("A");
-    let spec = format!("{}=ro:{}=ro", fx.path("A").display(), fx.path("B").display());
+    let spec = format!(
+        "{}=ro:{}=ro",
+        fx.path("A").display(),
+        fx.path("B").display()
+    );
     let m = mount(&spec, &fx.path("mnt"), &[]);
-    let out = Command::new("getfattr").args(["-n", "user.color", "--only-values"]).arg(m.path("f")).output().unwrap();
+    let out = Command::new("getfattr")
+        .args(["-n", "user.color", "--only-values"])
+        .arg(m.path("f"))
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "blue");
     let vfs = nix::sys::statvfs::statvfs(&m.mnt).unwrap();
     assert!(vfs.blocks() > 0);
     assert!(nix::unistd::access(&m.path("f"), nix::unistd::AccessFlags::R_OK).is_ok());
     // An all-read-only union refuses writes with EROFS.
     assert_eq!(errno(fs::write(m.path("f"), "x").unwrap_err()), libc::EROFS);
-    assert_eq!(errno(fs::write(m.path("new"), "x").unwrap_err()), libc::EROFS);
+    assert_eq!(
+        errno(fs::write(m.path("new"), "x").unwrap_err()),
+        libc::EROFS
+    );
 }

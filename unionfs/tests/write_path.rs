@@ -6,7 +6,7 @@ mod common;
 
 use std::fs::{self, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
-use std::os::unix::fs::{symlink, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::process::Command;
 
@@ -26,7 +26,11 @@ impl Union2 {
         fx.mkdir("B");
         setup(&fx);
         let lower_before = snapshot(&fx.path("B"));
-        let spec = format!("{}=rw:{}=ro", fx.path("A").display(), fx.path("B").display());
+        let spec = format!(
+            "{}=rw:{}=ro",
+            fx.path("A").display(),
+            fx.path("B").display()
+        );
         let m = mount(&spec, &fx.path("mnt"), &["-o", "allow_other"]);
         Union2 {
             fx,
@@ -45,13 +49,21 @@ impl Union2 {
 
     fn remount(&mut self) {
         self.m = None;
-        let spec = format!("{}=rw:{}=ro", self.fx.path("A").display(), self.fx.path("B").display());
+        let spec = format!(
+            "{}=rw:{}=ro",
+            self.fx.path("A").display(),
+            self.fx.path("B").display()
+        );
         self.m = Some(mount(&spec, &self.fx.path("mnt"), &["-o", "allow_other"]));
     }
 
     /// The read-only branch is byte-for-byte what it was.
     fn assert_lower_unchanged(&self) {
-        assert_eq!(snapshot(&self.fx.path("B")), self.lower_before, "read-only branch changed");
+        assert_eq!(
+            snapshot(&self.fx.path("B")),
+            self.lower_before,
+            "read-only branch changed"
+        );
     }
 }
 
@@ -72,18 +84,36 @@ fn set_times(p: &Path, secs: i64) {
 }
 
 fn setfattr(p: &Path, name: &str, value: &str) {
-    assert!(Command::new("setfattr").args(["-h", "-n", name, "-v", value]).arg(p).status().unwrap().success());
+    assert!(Command::new("setfattr")
+        .args(["-h", "-n", name, "-v", value])
+        .arg(p)
+        .status()
+        .unwrap()
+        .success());
 }
 
 fn getfattr(p: &Path, name: &str) -> Option<String> {
-    let o = Command::new("getfattr").args(["-h", "-n", name, "--only-values"]).arg(p).output().unwrap();
-    o.status.success().then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+    let o = Command::new("getfattr")
+        .args(["-h", "-n", name, "--only-values"])
+        .arg(p)
+        .output()
+        .unwrap();
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 /// Runs a shell command as another user (uid/gid 65534) against the mount.
 fn as_nobody(script: &str) -> std::process::Output {
     Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", script])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+            script,
+        ])
         .output()
         .unwrap()
 }
@@ -132,7 +162,10 @@ fn copy_up_keeps_data_holes_owner_mode_xattrs_times_and_parent_attributes() {
     assert_eq!(d.mtime(), 1_100_000_000);
     assert_eq!(getfattr(&u.upper("dir"), "user.dir").as_deref(), Some("d"));
     // The union shows the same inode number as before the copy-up.
-    assert_eq!(fs::metadata(u.u("dir/sub/sparse")).unwrap().ino(), before.ino());
+    assert_eq!(
+        fs::metadata(u.u("dir/sub/sparse")).unwrap().ino(),
+        before.ino()
+    );
     u.assert_lower_unchanged();
 }
 
@@ -142,7 +175,17 @@ fn reading_never_copies_up_and_each_change_does() {
         return;
     }
     let u = Union2::new(|fx| {
-        for n in ["read", "write", "trunc", "chmod", "utime", "xattr", "link", "rename", "fallocate"] {
+        for n in [
+            "read",
+            "write",
+            "trunc",
+            "chmod",
+            "utime",
+            "xattr",
+            "link",
+            "rename",
+            "fallocate",
+        ] {
             fx.write(&format!("B/{n}"), "lower data");
         }
     });
@@ -150,22 +193,43 @@ fn reading_never_copies_up_and_each_change_does() {
     OpenOptions::new().read(true).open(u.u("read")).unwrap();
     assert!(!u.upper("read").exists(), "open for reading copied up");
 
-    OpenOptions::new().append(true).open(u.u("write")).unwrap().write_all(b"+").unwrap();
+    OpenOptions::new()
+        .append(true)
+        .open(u.u("write"))
+        .unwrap()
+        .write_all(b"+")
+        .unwrap();
     assert_eq!(read(&u.upper("write")), "lower data+");
-    OpenOptions::new().write(true).truncate(true).open(u.u("trunc")).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(u.u("trunc"))
+        .unwrap();
     assert_eq!(read(&u.upper("trunc")), "");
     set_mode(&u.u("chmod"), 0o600);
-    assert_eq!(fs::metadata(u.upper("chmod")).unwrap().mode() & 0o777, 0o600);
+    assert_eq!(
+        fs::metadata(u.upper("chmod")).unwrap().mode() & 0o777,
+        0o600
+    );
     set_times(&u.u("utime"), 1_234_567_890);
-    assert_eq!(fs::metadata(u.upper("utime")).unwrap().mtime(), 1_234_567_890);
+    assert_eq!(
+        fs::metadata(u.upper("utime")).unwrap().mtime(),
+        1_234_567_890
+    );
     setfattr(&u.u("xattr"), "user.k", "v");
     assert_eq!(getfattr(&u.upper("xattr"), "user.k").as_deref(), Some("v"));
     fs::hard_link(u.u("link"), u.u("link2")).unwrap();
-    assert_eq!(fs::metadata(u.upper("link")).unwrap().ino(), fs::metadata(u.upper("link2")).unwrap().ino());
+    assert_eq!(
+        fs::metadata(u.upper("link")).unwrap().ino(),
+        fs::metadata(u.upper("link2")).unwrap().ino()
+    );
     fs::rename(u.u("rename"), u.u("renamed")).unwrap();
     assert_eq!(read(&u.upper("renamed")), "lower data");
     assert!(u.upper(".wh.rename").exists());
-    let f = OpenOptions::new().write(true).open(u.u("fallocate")).unwrap();
+    let f = OpenOptions::new()
+        .write(true)
+        .open(u.u("fallocate"))
+        .unwrap();
     nix::fcntl::fallocate(&f, nix::fcntl::FallocateFlags::empty(), 0, 1 << 20).unwrap();
     assert_eq!(fs::metadata(u.upper("fallocate")).unwrap().size(), 1 << 20);
     u.assert_lower_unchanged();
@@ -184,18 +248,33 @@ fn removal_leaves_whiteouts_and_rmdir_needs_an_empty_merged_directory() {
     });
     fs::write(u.u("upper_only"), "u").unwrap();
     fs::remove_file(u.u("upper_only")).unwrap();
-    assert!(!u.upper(".wh.upper_only").exists(), "nothing lower: no whiteout needed");
+    assert!(
+        !u.upper(".wh.upper_only").exists(),
+        "nothing lower: no whiteout needed"
+    );
     fs::remove_file(u.u("lower_file")).unwrap();
     assert!(u.upper(".wh.lower_file").exists());
-    assert_eq!(errno(fs::metadata(u.u("lower_file")).unwrap_err()), libc::ENOENT);
-    assert_eq!(errno(fs::remove_dir(u.u("dir")).unwrap_err()), libc::ENOTEMPTY);
+    assert_eq!(
+        errno(fs::metadata(u.u("lower_file")).unwrap_err()),
+        libc::ENOENT
+    );
+    assert_eq!(
+        errno(fs::remove_dir(u.u("dir")).unwrap_err()),
+        libc::ENOTEMPTY
+    );
     fs::remove_file(u.u("dir/inner")).unwrap();
     fs::remove_dir(u.u("dir")).unwrap();
     assert!(u.upper(".wh.dir").exists());
-    assert!(!u.upper("dir").exists(), "the copied-up parent went with the rmdir");
+    assert!(
+        !u.upper("dir").exists(),
+        "the copied-up parent went with the rmdir"
+    );
     fs::remove_dir(u.u("empty_lower")).unwrap();
     assert_eq!(names(&u.m.as_ref().unwrap().mnt), Vec::<String>::new());
-    assert_eq!(errno(fs::remove_file(u.u("nope")).unwrap_err()), libc::ENOENT);
+    assert_eq!(
+        errno(fs::remove_file(u.u("nope")).unwrap_err()),
+        libc::ENOENT
+    );
     u.assert_lower_unchanged();
 }
 
@@ -212,7 +291,10 @@ fn a_directory_made_where_a_whiteout_stood_is_opaque() {
     fs::remove_dir(u.u("d")).unwrap();
     fs::create_dir(u.u("d")).unwrap();
     assert!(u.upper("d/.wh..wh..opq").exists());
-    assert!(!u.upper(".wh.d").exists(), "creating a name removes its whiteout");
+    assert!(
+        !u.upper(".wh.d").exists(),
+        "creating a name removes its whiteout"
+    );
     assert_eq!(names(&u.u("d")), Vec::<String>::new());
     fs::remove_file(u.u("f")).unwrap();
     fs::write(u.u("f"), "new f").unwrap();
@@ -233,11 +315,31 @@ fn whiteout_names_cannot_be_made_and_devices_0_0_hide_nothing() {
         fx.write("B/x", "x");
     });
     for name in [".wh.x", ".wh..wh..opq", ".wh.new"] {
-        assert_eq!(errno(fs::write(u.u(name), "").unwrap_err()), libc::EPERM, "create {name}");
-        assert_eq!(errno(fs::create_dir(u.u(name)).unwrap_err()), libc::EPERM, "mkdir {name}");
-        assert_eq!(errno(symlink("t", u.u(name)).unwrap_err()), libc::EPERM, "symlink {name}");
-        assert_eq!(errno(fs::rename(u.u("x"), u.u(name)).unwrap_err()), libc::EPERM, "rename {name}");
-        assert_eq!(errno(fs::hard_link(u.u("x"), u.u(name)).unwrap_err()), libc::EPERM, "link {name}");
+        assert_eq!(
+            errno(fs::write(u.u(name), "").unwrap_err()),
+            libc::EPERM,
+            "create {name}"
+        );
+        assert_eq!(
+            errno(fs::create_dir(u.u(name)).unwrap_err()),
+            libc::EPERM,
+            "mkdir {name}"
+        );
+        assert_eq!(
+            errno(symlink("t", u.u(name)).unwrap_err()),
+            libc::EPERM,
+            "symlink {name}"
+        );
+        assert_eq!(
+            errno(fs::rename(u.u("x"), u.u(name)).unwrap_err()),
+            libc::EPERM,
+            "rename {name}"
+        );
+        assert_eq!(
+            errno(fs::hard_link(u.u("x"), u.u(name)).unwrap_err()),
+            libc::EPERM,
+            "link {name}"
+        );
     }
     nix::sys::stat::mknod(
         &u.u("dev00"),
@@ -248,7 +350,9 @@ fn whiteout_names_cannot_be_made_and_devices_0_0_hide_nothing() {
     .unwrap();
     u.remount();
     let m = fs::symlink_metadata(u.u("dev00")).unwrap();
-    assert!(std::os::unix::fs::FileTypeExt::is_char_device(&m.file_type()));
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &m.file_type()
+    ));
     assert_eq!(names(&u.m.as_ref().unwrap().mnt), ["dev00", "x"]);
     u.assert_lower_unchanged();
 }
@@ -291,19 +395,41 @@ fn rename_replace_noreplace_and_exchange() {
         fx.mkdir("B/emptydir");
     });
     let cwd = nix::fcntl::AT_FDCWD;
-    let r = nix::fcntl::renameat2(cwd, &u.u("a"), cwd, &u.u("b"), nix::fcntl::RenameFlags::RENAME_NOREPLACE);
+    let r = nix::fcntl::renameat2(
+        cwd,
+        &u.u("a"),
+        cwd,
+        &u.u("b"),
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    );
     assert_eq!(r, Err(nix::errno::Errno::EEXIST));
-    nix::fcntl::renameat2(cwd, &u.u("a"), cwd, &u.u("c"), nix::fcntl::RenameFlags::RENAME_EXCHANGE).unwrap();
+    nix::fcntl::renameat2(
+        cwd,
+        &u.u("a"),
+        cwd,
+        &u.u("c"),
+        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+    )
+    .unwrap();
     assert_eq!(read(&u.u("a")), "C");
     assert_eq!(read(&u.u("c")), "A");
     fs::rename(u.u("a"), u.u("b")).unwrap();
     assert_eq!(read(&u.u("b")), "C");
     assert_eq!(errno(fs::metadata(u.u("a")).unwrap_err()), libc::ENOENT);
-    assert_eq!(errno(fs::rename(u.u("b"), u.u("dir")).unwrap_err()), libc::EISDIR);
-    assert_eq!(errno(fs::rename(u.u("dir"), u.u("b")).unwrap_err()), libc::ENOTDIR);
+    assert_eq!(
+        errno(fs::rename(u.u("b"), u.u("dir")).unwrap_err()),
+        libc::EISDIR
+    );
+    assert_eq!(
+        errno(fs::rename(u.u("dir"), u.u("b")).unwrap_err()),
+        libc::ENOTDIR
+    );
     fs::create_dir(u.u("full")).unwrap();
     fs::write(u.u("full/f"), "").unwrap();
-    assert_eq!(errno(fs::rename(u.u("dir"), u.u("full")).unwrap_err()), libc::ENOTEMPTY);
+    assert_eq!(
+        errno(fs::rename(u.u("dir"), u.u("full")).unwrap_err()),
+        libc::ENOTEMPTY
+    );
     fs::rename(u.u("dir"), u.u("emptydir")).unwrap();
     assert_eq!(names(&u.u("emptydir")), ["x"]);
     u.assert_lower_unchanged();
@@ -320,16 +446,31 @@ fn several_writable_branches_change_files_where_they_live() {
     fx.write("B/sub/s", "s");
     fx.write("C/c", "c");
     let lower = snapshot(&fx.path("C"));
-    let spec = format!("{}=rw:{}=rw:{}=ro", fx.path("A").display(), fx.path("B").display(), fx.path("C").display());
+    let spec = format!(
+        "{}=rw:{}=rw:{}=ro",
+        fx.path("A").display(),
+        fx.path("B").display(),
+        fx.path("C").display()
+    );
     let m = mount(&spec, &fx.path("mnt"), &[]);
-    OpenOptions::new().append(true).open(m.path("b")).unwrap().write_all(b"+").unwrap();
+    OpenOptions::new()
+        .append(true)
+        .open(m.path("b"))
+        .unwrap()
+        .write_all(b"+")
+        .unwrap();
     assert_eq!(read(&fx.path("B/b")), "b+");
     assert!(!fx.path("A/b").exists(), "changed in place in B");
     // New names in a directory that only B holds go to B (create=tdp).
     fs::write(m.path("sub/new"), "n").unwrap();
     assert_eq!(read(&fx.path("B/sub/new")), "n");
     // What lives only in the read-only branch is copied up to the topmost writable branch.
-    OpenOptions::new().append(true).open(m.path("c")).unwrap().write_all(b"+").unwrap();
+    OpenOptions::new()
+        .append(true)
+        .open(m.path("c"))
+        .unwrap()
+        .write_all(b"+")
+        .unwrap();
     assert_eq!(read(&fx.path("A/c")), "c+");
     fs::remove_file(m.path("b")).unwrap();
     assert!(!fx.path("B/b").exists());
@@ -347,10 +488,18 @@ fn hardlinks_made_through_the_mount_stay_one_inode() {
         fx.write("B/f", "lower");
     });
     fs::hard_link(u.u("f"), u.u("g")).unwrap();
-    let (f, g) = (fs::metadata(u.u("f")).unwrap(), fs::metadata(u.u("g")).unwrap());
+    let (f, g) = (
+        fs::metadata(u.u("f")).unwrap(),
+        fs::metadata(u.u("g")).unwrap(),
+    );
     assert_eq!(f.ino(), g.ino());
     assert_eq!((f.nlink(), g.nlink()), (2, 2));
-    OpenOptions::new().append(true).open(u.u("g")).unwrap().write_all(b"+g").unwrap();
+    OpenOptions::new()
+        .append(true)
+        .open(u.u("g"))
+        .unwrap()
+        .write_all(b"+g")
+        .unwrap();
     assert_eq!(read(&u.u("f")), "lower+g");
     assert_eq!(fs::metadata(u.u("f")).unwrap().ino(), f.ino());
     fs::remove_file(u.u("f")).unwrap();
@@ -369,15 +518,28 @@ fn lower_hardlinks_stay_one_file_when_one_is_written_even_after_remount() {
         fs::hard_link(fx.path("B/one"), fx.path("B/sub/two")).unwrap();
         fs::hard_link(fx.path("B/one"), fx.path("B/three")).unwrap();
     });
-    OpenOptions::new().append(true).open(u.u("one")).unwrap().write_all(b"+1").unwrap();
+    OpenOptions::new()
+        .append(true)
+        .open(u.u("one"))
+        .unwrap()
+        .write_all(b"+1")
+        .unwrap();
     assert_eq!(read(&u.u("sub/two")), "shared+1");
     assert_eq!(read(&u.u("three")), "shared+1");
     u.remount();
     assert_eq!(read(&u.u("sub/two")), "shared+1");
-    OpenOptions::new().append(true).open(u.u("sub/two")).unwrap().write_all(b"+2").unwrap();
+    OpenOptions::new()
+        .append(true)
+        .open(u.u("sub/two"))
+        .unwrap()
+        .write_all(b"+2")
+        .unwrap();
     assert_eq!(read(&u.u("one")), "shared+1+2");
     assert_eq!(read(&u.u("three")), "shared+1+2");
-    assert_eq!(fs::metadata(u.u("one")).unwrap().ino(), fs::metadata(u.u("sub/two")).unwrap().ino());
+    assert_eq!(
+        fs::metadata(u.u("one")).unwrap().ino(),
+        fs::metadata(u.u("sub/two")).unwrap().ino()
+    );
     u.assert_lower_unchanged();
 }
 
@@ -393,7 +555,11 @@ fn modes_follow_the_umask_and_special_bits_are_kept() {
         "umask 027 && cd {base} && : > plain && mkdir dir && mkfifo fifo && \
          mkdir -m 1777 sticky && touch suid && chmod 6755 suid"
     );
-    assert!(Command::new("sh").args(["-c", &script]).status().unwrap().success());
+    assert!(Command::new("sh")
+        .args(["-c", &script])
+        .status()
+        .unwrap()
+        .success());
     let mode = |n: &str| fs::symlink_metadata(u.u(n)).unwrap().mode() & 0o7777;
     assert_eq!(mode("plain"), 0o640);
     assert_eq!(mode("dir"), 0o750);
@@ -401,10 +567,20 @@ fn modes_follow_the_umask_and_special_bits_are_kept() {
     assert_eq!(mode("sticky"), 0o1777);
     assert_eq!(mode("suid"), 0o6755);
     // Exact mode asked for by open(O_CREAT), under umask 0.
-    let f = OpenOptions::new().write(true).create_new(true).mode(0o4711).open(u.u("exact"));
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o4711)
+        .open(u.u("exact"));
     drop(f.unwrap());
-    assert_eq!(mode("exact") & 0o777, 0o711 & !0o022 & 0o777 | (mode("exact") & 0o711));
-    assert_eq!(fs::symlink_metadata(u.upper("dir")).unwrap().mode() & 0o7777, 0o750);
+    assert_eq!(
+        mode("exact") & 0o777,
+        0o711 & !0o022 & 0o777 | (mode("exact") & 0o711)
+    );
+    assert_eq!(
+        fs::symlink_metadata(u.upper("dir")).unwrap().mode() & 0o7777,
+        0o750
+    );
 }
 
 #[test]
@@ -419,10 +595,20 @@ fn setuid_is_cleared_on_chown_and_on_write_by_another_user() {
         set_mode(&g, 0o4777);
     });
     chown(&u.u("suid_chown"), 0, 0);
-    assert_eq!(fs::metadata(u.u("suid_chown")).unwrap().mode() & 0o7777, 0o755);
+    assert_eq!(
+        fs::metadata(u.u("suid_chown")).unwrap().mode() & 0o7777,
+        0o755
+    );
     let out = as_nobody(&format!("echo more >> {}", u.u("suid_write").display()));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(fs::metadata(u.u("suid_write")).unwrap().mode() & 0o7777, 0o777);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::metadata(u.u("suid_write")).unwrap().mode() & 0o7777,
+        0o777
+    );
     u.assert_lower_unchanged();
 }
 
@@ -461,13 +647,28 @@ fn open_flags_append_trunc_excl() {
     let u = Union2::new(|fx| {
         fx.write("B/f", "12345");
     });
-    assert_eq!(errno(OpenOptions::new().write(true).create_new(true).open(u.u("f")).unwrap_err()), libc::EEXIST);
+    assert_eq!(
+        errno(
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(u.u("f"))
+                .unwrap_err()
+        ),
+        libc::EEXIST
+    );
     let mut a = OpenOptions::new().append(true).open(u.u("f")).unwrap();
     a.write_all(b"6").unwrap();
     a.seek(SeekFrom::Start(0)).unwrap();
     a.write_all(b"7").unwrap();
     assert_eq!(read(&u.u("f")), "1234567");
-    OpenOptions::new().write(true).truncate(true).open(u.u("f")).unwrap().write_all(b"new").unwrap();
+    OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(u.u("f"))
+        .unwrap()
+        .write_all(b"new")
+        .unwrap();
     assert_eq!(read(&u.u("f")), "new");
     u.assert_lower_unchanged();
 }
@@ -481,7 +682,10 @@ fn long_names_and_paths_near_path_max() {
     let n255 = "n".repeat(255);
     let n256 = "n".repeat(256);
     fs::write(u.u(&n255), "ok").unwrap();
-    assert_eq!(errno(fs::write(u.u(&n256), "").unwrap_err()), libc::ENAMETOOLONG);
+    assert_eq!(
+        errno(fs::write(u.u(&n256), "").unwrap_err()),
+        libc::ENAMETOOLONG
+    );
     // Build a path whose length through the mount is just under PATH_MAX. The branch's own
     // prefix makes the same path longer on disk; the union must not refuse it for that.
     let mnt_len = u.m.as_ref().unwrap().mnt.as_os_str().len();
@@ -518,7 +722,10 @@ fn writes_and_times_land_as_on_ext4() {
     assert_eq!(before.mtime(), 1_000_000_000);
     fs::write(u.u("d/new"), "n").unwrap();
     let after = fs::metadata(u.u("d")).unwrap();
-    assert!(after.mtime() > 1_000_000_000, "creating a name updates the directory's mtime");
+    assert!(
+        after.mtime() > 1_000_000_000,
+        "creating a name updates the directory's mtime"
+    );
     // UTIME_OMIT leaves a time alone; UTIME_NOW sets it.
     let t = nix::sys::time::TimeSpec::new(1_500_000_000, 0);
     nix::sys::stat::utimensat(
@@ -555,17 +762,28 @@ fn symlinks_fifos_and_sockets_through_the_mount() {
     });
     symlink("/outside", u.u("l")).unwrap();
     assert_eq!(fs::read_link(u.u("l")).unwrap().to_str(), Some("/outside"));
-    assert_eq!(fs::read_link(u.upper("l")).unwrap().to_str(), Some("/outside"));
+    assert_eq!(
+        fs::read_link(u.upper("l")).unwrap().to_str(),
+        Some("/outside")
+    );
     // chown of a lower symlink copies the link itself, not its target.
     std::os::unix::fs::lchown(u.u("lowlink"), Some(7), Some(7)).unwrap();
     let m = fs::symlink_metadata(u.upper("lowlink")).unwrap();
     assert!(m.file_type().is_symlink());
     assert_eq!(m.uid(), 7);
-    nix::unistd::mkfifo(&u.u("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
-    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&fs::symlink_metadata(u.upper("fifo")).unwrap().file_type()));
+    nix::unistd::mkfifo(
+        &u.u("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(
+        &fs::symlink_metadata(u.upper("fifo")).unwrap().file_type()
+    ));
     let sock = std::os::unix::net::UnixListener::bind(u.u("sock")).unwrap();
     drop(sock);
-    assert!(std::os::unix::fs::FileTypeExt::is_socket(&fs::symlink_metadata(u.u("sock")).unwrap().file_type()));
+    assert!(std::os::unix::fs::FileTypeExt::is_socket(
+        &fs::symlink_metadata(u.u("sock")).unwrap().file_type()
+    ));
     u.assert_lower_unchanged();
 }
 
@@ -577,11 +795,21 @@ fn fsync_flock_and_posix_locks() {
     let u = Union2::new(|fx| {
         fx.write("B/f", "x");
     });
-    let f = OpenOptions::new().read(true).write(true).open(u.u("f")).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(u.u("f"))
+        .unwrap();
     f.sync_all().unwrap();
     f.sync_data().unwrap();
-    let _held = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(|(_, e)| e).unwrap();
-    let g = OpenOptions::new().read(true).write(true).open(u.u("f")).unwrap();
+    let _held = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    let g = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(u.u("f"))
+        .unwrap();
     let r = nix::fcntl::Flock::lock(g, nix::fcntl::FlockArg::LockExclusiveNonblock);
     assert!(r.is_err(), "a second exclusive flock must fail");
     let d = fs::File::open(u.m.as_ref().unwrap().mnt.clone()).unwrap();

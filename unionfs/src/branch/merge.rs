@@ -82,10 +82,7 @@ mod tests {
 
     #[test]
     fn seed_example_merges_with_upper_winning() {
-        let m = merge_entries(&[
-            (0, vec![raw("a"), raw("x")]),
-            (1, vec![raw("b"), raw("x")]),
-        ]);
+        let m = merge_entries(&[(0, vec![raw("a"), raw("x")]), (1, vec![raw("b"), raw("x")])]);
         assert_eq!(
             names(&m),
             vec![("a".into(), 0), ("x".into(), 0), ("b".into(), 1)]
@@ -95,7 +92,15 @@ mod tests {
     #[test]
     fn whiteouts_hide_lower_names_and_are_not_shown() {
         let m = merge_entries(&[
-            (0, vec![raw(".wh.b"), raw(".wh..wh..opq"), raw(".wh..wh.work"), raw("c")]),
+            (
+                0,
+                vec![
+                    raw(".wh.b"),
+                    raw(".wh..wh..opq"),
+                    raw(".wh..wh.work"),
+                    raw("c"),
+                ],
+            ),
             (1, vec![raw("b"), raw("d")]),
         ]);
         assert_eq!(names(&m), vec![("c".into(), 0), ("d".into(), 1)]);

@@ -43,7 +43,8 @@ impl Branch {
             Mode::empty(),
         )
         .ctx(|| format!("open branch {}", spec.path.display()))?;
-        let st = nix::sys::stat::fstat(&root).ctx(|| format!("stat branch {}", spec.path.display()))?;
+        let st =
+            nix::sys::stat::fstat(&root).ctx(|| format!("stat branch {}", spec.path.display()))?;
         Ok(Branch {
             index,
             path: spec.path.clone(),
@@ -69,7 +70,12 @@ impl Branch {
 
     /// Opens `rel` with `flags` (never following a symlink, not even the last component).
     pub fn open_file(&self, rel: &Path, flags: OFlag, mode: Mode) -> nix::Result<OwnedFd> {
-        sys::open_beneath(self.root.as_fd(), rel.as_os_str(), flags | OFlag::O_NOFOLLOW, mode)
+        sys::open_beneath(
+            self.root.as_fd(),
+            rel.as_os_str(),
+            flags | OFlag::O_NOFOLLOW,
+            mode,
+        )
     }
 
     /// Probes one name in a directory of this branch: the entry, its whiteout, and whether it is
@@ -98,10 +104,18 @@ impl Branch {
     /// True when directory `name` of `parent` holds `.wh..wh..opq` (or, in a read-only branch,
     /// carries overlayfs' opaque xattr).
     pub fn dir_is_opaque(&self, parent: &OwnedFd, name: &OsStr) -> Result<bool> {
-        let child = match sys::open_beneath(parent.as_fd(), name, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()) {
+        let child = match sys::open_beneath(
+            parent.as_fd(),
+            name,
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+            Mode::empty(),
+        ) {
             Ok(fd) => fd,
             Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => return Ok(false),
-            Err(e) => return Err(e).ctx(|| format!("open dir {name:?} in branch {}", self.path.display())),
+            Err(e) => {
+                return Err(e)
+                    .ctx(|| format!("open dir {name:?} in branch {}", self.path.display()))
+            }
         };
         self.is_opaque(&child)
     }

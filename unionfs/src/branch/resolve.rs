@@ -126,7 +126,10 @@ mod tests {
 
     #[test]
     fn whiteout_hides_lower_only() {
-        assert_eq!(resolve_child(&[0, 1], probes(vec![WHITEOUT, entry(NonDir)])), None);
+        assert_eq!(
+            resolve_child(&[0, 1], probes(vec![WHITEOUT, entry(NonDir)])),
+            None
+        );
         // A whiteout next to the name in its own branch hides nothing of that branch.
         let both = Probe {
             entry: Some(NonDir),
@@ -157,7 +160,11 @@ mod tests {
 
     #[test]
     fn non_directory_ends_a_merge_and_hides_lower_dirs() {
-        let l = resolve_child(&[0, 1, 2], probes(vec![entry(Dir), entry(NonDir), entry(Dir)])).unwrap();
+        let l = resolve_child(
+            &[0, 1, 2],
+            probes(vec![entry(Dir), entry(NonDir), entry(Dir)]),
+        )
+        .unwrap();
         assert_eq!(l.branches, vec![0]);
         let l = resolve_child(&[0, 1], probes(vec![entry(NonDir), entry(Dir)])).unwrap();
         assert_eq!((l.kind, l.branches), (NonDir, vec![0]));

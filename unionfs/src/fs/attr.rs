@@ -83,13 +83,15 @@ impl Union {
             let handle = fh.and_then(|fh| self.handles.get(fh, node).ok());
             match handle.as_deref() {
                 Some(Handle::File(f)) if f.branch == found.top() => {
-                    nix::unistd::ftruncate(&f.file, size as i64).ctx(|| format!("truncate {path:?}"))?
+                    nix::unistd::ftruncate(&f.file, size as i64)
+                        .ctx(|| format!("truncate {path:?}"))?
                 }
                 _ => {
                     let fd = branch
                         .open_file(&path, OFlag::O_WRONLY, Mode::empty())
                         .ctx(|| format!("open {path:?} to truncate"))?;
-                    nix::unistd::ftruncate(fd.as_fd(), size as i64).ctx(|| format!("truncate {path:?}"))?;
+                    nix::unistd::ftruncate(fd.as_fd(), size as i64)
+                        .ctx(|| format!("truncate {path:?}"))?;
                 }
             }
         }

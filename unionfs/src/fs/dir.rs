@@ -25,10 +25,18 @@ impl Union {
         let mut per_branch = Vec::with_capacity(found.layers.branches.len());
         for &b in &found.layers.branches {
             let branch = self.branches.get(b);
-            let fd = match sys::open_beneath(branch.root.as_fd(), rel.as_os_str(), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()) {
+            let fd = match sys::open_beneath(
+                branch.root.as_fd(),
+                rel.as_os_str(),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+                Mode::empty(),
+            ) {
                 Ok(fd) => fd,
                 Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR) => continue,
-                Err(e) => return Err(e).ctx(|| format!("open {rel:?} in branch {}", branch.path.display())),
+                Err(e) => {
+                    return Err(e)
+                        .ctx(|| format!("open {rel:?} in branch {}", branch.path.display()))
+                }
             };
             let mut dir = nix::dir::Dir::from_fd(fd).ctx(|| format!("read {rel:?}"))?;
             let dir_fd = nix::unistd::dup(dir.as_fd()).ctx(|| "dup")?;
@@ -43,9 +51,13 @@ impl Union {
                 // Only character devices can be overlay whiteouts; stat just those.
                 let overlay_whiteout = !branch.writable()
                     && (dtype == libc::DT_CHR || dtype == libc::DT_UNKNOWN)
-                    && nix::sys::stat::fstatat(&dir_fd, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
-                        .map(|st| whiteout::is_overlay_whiteout(st.st_mode, st.st_rdev))
-                        .unwrap_or(false);
+                    && nix::sys::stat::fstatat(
+                        &dir_fd,
+                        name.as_os_str(),
+                        AtFlags::AT_SYMLINK_NOFOLLOW,
+                    )
+                    .map(|st| whiteout::is_overlay_whiteout(st.st_mode, st.st_rdev))
+                    .unwrap_or(false);
                 raw.push(RawEntry {
                     name,
                     dtype,
@@ -89,11 +101,15 @@ impl Union {
                     dtype: libc::DT_DIR,
                 },
             ];
-            out.extend(self.merged_listing(&path, &found)?.into_iter().map(|e| DirEntry {
-                name: e.name,
-                ino: e.ino,
-                dtype: e.dtype,
-            }));
+            out.extend(
+                self.merged_listing(&path, &found)?
+                    .into_iter()
+                    .map(|e| DirEntry {
+                        name: e.name,
+                        ino: e.ino,
+                        dtype: e.dtype,
+                    }),
+            );
             *cached = Some(Arc::new(out));
         }
         Ok(Arc::clone(cached.as_ref().expect("filled above")))
@@ -107,7 +123,11 @@ impl Union {
         let (ppath, pfound) = self.prepare_create(parent, name)?;
         let t = self.create_target(&pfound)?;
         self.ensure_dirs(t, &ppath)?;
-        let dir = self.branches.get(t).dir(&ppath).ctx(|| format!("open {ppath:?}"))?;
+        let dir = self
+            .branches
+            .get(t)
+            .dir(&ppath)
+            .ctx(|| format!("open {ppath:?}"))?;
         sys::as_caller(caller.uid, caller.gid, || {
             nix::sys::stat::mkdirat(&dir, name, Mode::from_bits_truncate(mode & 0o7777))
         })
@@ -126,8 +146,13 @@ impl Union {
         if !b.writable() {
             return Ok(());
         }
-        let fd = sys::open_beneath(b.root.as_fd(), path.as_os_str(), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
-            .ctx(|| format!("open {path:?}"))?;
+        let fd = sys::open_beneath(
+            b.root.as_fd(),
+            path.as_os_str(),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+            Mode::empty(),
+        )
+        .ctx(|| format!("open {path:?}"))?;
         nix::unistd::fsync(&fd).ctx(|| format!("fsync {path:?}"))
     }
 }

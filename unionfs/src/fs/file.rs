@@ -47,7 +47,14 @@ impl Union {
         })))
     }
 
-    pub fn create(&self, parent: u64, name: &OsStr, mode: u32, flags: i32, caller: Caller) -> Result<(Entry, u64)> {
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        flags: i32,
+        caller: Caller,
+    ) -> Result<(Entry, u64)> {
         let (ppath, pfound) = match self.prepare_create(parent, name) {
             Ok(p) => p,
             // Raced with another creator: without O_EXCL, open what is there.
@@ -65,7 +72,12 @@ impl Union {
         let rel = child_path(&ppath, name);
         let oflags = branch_flags(flags) | OFlag::O_CREAT | OFlag::O_EXCL;
         let fd = sys::as_caller(caller.uid, caller.gid, || {
-            sys::open_beneath(dir.as_fd(), name, oflags, Mode::from_bits_truncate(mode & 0o7777))
+            sys::open_beneath(
+                dir.as_fd(),
+                name,
+                oflags,
+                Mode::from_bits_truncate(mode & 0o7777),
+            )
         })
         .ctx(|| format!("create {rel:?} in branch {}", branch.path.display()))?;
         self.after_create(t, &ppath, &pfound, name, false)?;
@@ -78,7 +90,12 @@ impl Union {
         Ok((entry, fh))
     }
 
-    fn with_file<T>(&self, node: u64, fh: u64, f: impl FnOnce(&FileHandle) -> Result<T>) -> Result<T> {
+    fn with_file<T>(
+        &self,
+        node: u64,
+        fh: u64,
+        f: impl FnOnce(&FileHandle) -> Result<T>,
+    ) -> Result<T> {
         let h = self.handles.file(fh, node)?;
         match &*h {
             Handle::File(file) => f(file),
@@ -91,8 +108,9 @@ impl Union {
             let mut buf = vec![0u8; size as usize];
             let mut done = 0;
             while done < buf.len() {
-                let n = nix::sys::uio::pread(&h.file, &mut buf[done..], offset as i64 + done as i64)
-                    .ctx(|| "read")?;
+                let n =
+                    nix::sys::uio::pread(&h.file, &mut buf[done..], offset as i64 + done as i64)
+                        .ctx(|| "read")?;
                 if n == 0 {
                     break;
                 }
@@ -130,8 +148,13 @@ impl Union {
 
     pub fn fallocate(&self, node: u64, fh: u64, offset: u64, length: u64, mode: i32) -> Result<()> {
         self.with_file(node, fh, |h| {
-            nix::fcntl::fallocate(&h.file, FallocateFlags::from_bits_truncate(mode), offset as i64, length as i64)
-                .ctx(|| "fallocate")
+            nix::fcntl::fallocate(
+                &h.file,
+                FallocateFlags::from_bits_truncate(mode),
+                offset as i64,
+                length as i64,
+            )
+            .ctx(|| "fallocate")
         })
     }
 
@@ -144,7 +167,9 @@ impl Union {
             libc::SEEK_HOLE => Whence::SeekHole,
             _ => return Err(Error::errno(libc::EINVAL)),
         };
-        self.with_file(node, fh, |h| nix::unistd::lseek(h.file.as_fd(), offset, whence).ctx(|| "lseek"))
+        self.with_file(node, fh, |h| {
+            nix::unistd::lseek(h.file.as_fd(), offset, whence).ctx(|| "lseek")
+        })
     }
 
     pub fn release(&self, fh: u64) {

@@ -35,7 +35,10 @@ impl Union {
         }
         let (_, found) = self.node(node)?;
         // The kernel knows this node by its number; keep showing that one.
-        Ok(Attr { ino: node, st: found.st })
+        Ok(Attr {
+            ino: node,
+            st: found.st,
+        })
     }
 
     pub fn readlink(&self, node: u64) -> Result<OsString> {

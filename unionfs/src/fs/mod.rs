@@ -24,7 +24,6 @@ use crate::error::{Context, Error, Result};
 use crate::handle::HandleTable;
 use crate::inode::{InoMap, InodeTable};
 
-
 pub use dir::ReaddirEntry;
 
 /// Who asks: the FUSE request's credentials.
@@ -104,7 +103,10 @@ impl Union {
     pub fn new(cfg: &Config) -> Result<Union> {
         let branches = BranchSet::open(&cfg.branches)?;
         let root_layers = resolve::root_layers(branches.len(), |b| {
-            branches.get(b).is_opaque(&branches.get(b).root).unwrap_or(false)
+            branches
+                .get(b)
+                .is_opaque(&branches.get(b).root)
+                .unwrap_or(false)
         });
         let read_only = cfg.read_only || !branches.any_writable();
         let mut work = Vec::new();
@@ -169,7 +171,12 @@ impl Union {
     }
 
     /// Resolves `name` in the directory `parent_rel` made of `parent` branches.
-    pub fn resolve_child(&self, parent_rel: &Path, parent: &Layers, name: &OsStr) -> Result<Option<Found>> {
+    pub fn resolve_child(
+        &self,
+        parent_rel: &Path,
+        parent: &Layers,
+        name: &OsStr,
+    ) -> Result<Option<Found>> {
         if crate::whiteout::is_reserved(name) {
             return Ok(None);
         }
@@ -186,9 +193,11 @@ impl Union {
             let dir = match branch.dir(parent_rel) {
                 Ok(d) => d,
                 // The parent is not a plain directory in this branch (raced away): nothing here.
-                Err(nix::errno::Errno::ENOENT | nix::errno::Errno::ENOTDIR | nix::errno::Errno::ELOOP) => {
-                    return resolve::Probe::default()
-                }
+                Err(
+                    nix::errno::Errno::ENOENT
+                    | nix::errno::Errno::ENOTDIR
+                    | nix::errno::Errno::ELOOP,
+                ) => return resolve::Probe::default(),
                 Err(e) => {
                     failure = Some(Error::new(
                         e as i32,
@@ -233,7 +242,11 @@ impl Union {
 
     /// Where the data and xattrs of `path` are read from: (branch, directory, name). Usually the
     /// top branch's entry; for a hardlink whose group was copied up, the group's index entry.
-    pub(crate) fn data_location<'a>(&self, path: &'a Path, found: &'a Found) -> (usize, &'a Path, &'a OsStr) {
+    pub(crate) fn data_location<'a>(
+        &self,
+        path: &'a Path,
+        found: &'a Found,
+    ) -> (usize, &'a Path, &'a OsStr) {
         match &found.index {
             Some(ix) => (ix.branch, Path::new(INDEX_DIR), ix.key.as_os_str()),
             None => {
@@ -284,8 +297,13 @@ impl Union {
     /// Re-stat one branch entry and register it (after a create).
     pub(crate) fn entry_at(&self, parent: u64, branch: usize, rel: &Path) -> Result<Entry> {
         let (dir_rel, name) = split(rel);
-        let dir = self.branches.get(branch).dir(dir_rel).ctx(|| format!("open {dir_rel:?}"))?;
-        let st = stat_at(&dir, name)?.ok_or_else(|| Error::new(libc::ENOENT, format!("{rel:?} vanished")))?;
+        let dir = self
+            .branches
+            .get(branch)
+            .dir(dir_rel)
+            .ctx(|| format!("open {dir_rel:?}"))?;
+        let st = stat_at(&dir, name)?
+            .ok_or_else(|| Error::new(libc::ENOENT, format!("{rel:?} vanished")))?;
         let kind = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
             Presence::Dir
         } else {
@@ -327,7 +345,13 @@ impl Union {
     /// (its directories are copied up there).
     pub(crate) fn create_target(&self, parent: &Found) -> Result<usize> {
         self.ensure_writable()?;
-        if let Some(b) = parent.layers.branches.iter().copied().find(|b| self.branches.get(*b).writable()) {
+        if let Some(b) = parent
+            .layers
+            .branches
+            .iter()
+            .copied()
+            .find(|b| self.branches.get(*b).writable())
+        {
             return Ok(b);
         }
         self.branches
@@ -336,20 +360,28 @@ impl Union {
     }
 
     pub(crate) fn work_dir(&self, branch: usize) -> Result<&OwnedFd> {
-        self.work[branch]
-            .as_ref()
-            .ok_or_else(|| Error::new(libc::EROFS, format!("branch {branch} has no work directory")))
+        self.work[branch].as_ref().ok_or_else(|| {
+            Error::new(
+                libc::EROFS,
+                format!("branch {branch} has no work directory"),
+            )
+        })
     }
 
     /// A fresh temporary name inside a work directory.
     pub(crate) fn tmp_name(&self) -> PathBuf {
-        let n = self.tmp_seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self
+            .tmp_seq
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         PathBuf::from(format!("tmp.{}.{n}", std::process::id()))
     }
 }
 
 fn first_rw(b: &BranchSet) -> usize {
-    b.list.iter().position(|b| b.writable()).unwrap_or(usize::MAX)
+    b.list
+        .iter()
+        .position(|b| b.writable())
+        .unwrap_or(usize::MAX)
 }
 
 /// Opens (creating if needed) `.wh..wh.work` in a writable branch, emptied of what an earlier,
@@ -357,22 +389,37 @@ fn first_rw(b: &BranchSet) -> usize {
 fn open_work_in_branch(b: &crate::branch::Branch) -> Result<OwnedFd> {
     match nix::sys::stat::mkdirat(b.root.as_fd(), WORK_DIR, Mode::from_bits_truncate(0o700)) {
         Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-        Err(e) => return Err(e).ctx(|| format!("create {WORK_DIR} in branch {}", b.path.display())),
+        Err(e) => {
+            return Err(e).ctx(|| format!("create {WORK_DIR} in branch {}", b.path.display()))
+        }
     }
     let fd = b
         .dir(Path::new(WORK_DIR))
         .ctx(|| format!("open {WORK_DIR} in branch {}", b.path.display()))?;
-    let full = crate::sys::open_beneath(b.root.as_fd(), OsStr::new(WORK_DIR), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
-        .ctx(|| format!("open {WORK_DIR} in branch {}", b.path.display()))?;
+    let full = crate::sys::open_beneath(
+        b.root.as_fd(),
+        OsStr::new(WORK_DIR),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+        Mode::empty(),
+    )
+    .ctx(|| format!("open {WORK_DIR} in branch {}", b.path.display()))?;
     clean_dir(full)?;
     Ok(fd)
 }
 
 fn open_workdir_at(w: &Path) -> Result<OwnedFd> {
-    let fd = nix::fcntl::open(w, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .ctx(|| format!("open workdir {}", w.display()))?;
-    let path = nix::fcntl::open(w, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-        .ctx(|| format!("open workdir {}", w.display()))?;
+    let fd = nix::fcntl::open(
+        w,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| format!("open workdir {}", w.display()))?;
+    let path = nix::fcntl::open(
+        w,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| format!("open workdir {}", w.display()))?;
     clean_dir(fd)?;
     Ok(path)
 }
@@ -391,7 +438,8 @@ fn clean_dir(dir: OwnedFd) -> Result<()> {
         if name.is_empty() {
             continue;
         }
-        crate::copyup::remove_tree_at(&d, name).ctx(|| format!("clean work directory entry {name:?}"))?;
+        crate::copyup::remove_tree_at(&d, name)
+            .ctx(|| format!("clean work directory entry {name:?}"))?;
     }
     Ok(())
 }
@@ -408,4 +456,3 @@ pub(crate) fn split(rel: &Path) -> (&Path, &OsStr) {
 pub(crate) fn child_path(parent: &Path, name: &OsStr) -> PathBuf {
     parent.join(name)
 }
-

@@ -33,8 +33,19 @@ impl Union {
 
     /// After a new name was made in branch `t`: drop its whiteout there, and make a new
     /// directory opaque when lower branches still hold that name (so old content stays gone).
-    pub(crate) fn after_create(&self, t: usize, ppath: &Path, pfound: &Found, name: &OsStr, is_dir: bool) -> Result<()> {
-        let dir = self.branches.get(t).dir(ppath).ctx(|| format!("open {ppath:?}"))?;
+    pub(crate) fn after_create(
+        &self,
+        t: usize,
+        ppath: &Path,
+        pfound: &Found,
+        name: &OsStr,
+        is_dir: bool,
+    ) -> Result<()> {
+        let dir = self
+            .branches
+            .get(t)
+            .dir(ppath)
+            .ctx(|| format!("open {ppath:?}"))?;
         remove_whiteout(&dir, name)?;
         if is_dir {
             if let Some(f) = self.resolve_child(ppath, &pfound.layers, name)? {
@@ -49,14 +60,22 @@ impl Union {
     /// Writes `.wh.NAME` into directory `ppath` of branch `t` (its parents copied up first).
     pub(crate) fn make_whiteout(&self, t: usize, ppath: &Path, name: &OsStr) -> Result<()> {
         self.ensure_dirs(t, ppath)?;
-        let dir = self.branches.get(t).dir(ppath).ctx(|| format!("open {ppath:?}"))?;
+        let dir = self
+            .branches
+            .get(t)
+            .dir(ppath)
+            .ctx(|| format!("open {ppath:?}"))?;
         let wh = whiteout::whiteout_name(name);
         create_marker(&dir, &wh).ctx(|| format!("create whiteout {:?}", child_path(ppath, &wh)))
     }
 
     /// Writes `.wh..wh..opq` into directory `rel` of branch `t`.
     pub(crate) fn make_opaque(&self, t: usize, rel: &Path) -> Result<()> {
-        let dir = self.branches.get(t).dir(rel).ctx(|| format!("open {rel:?}"))?;
+        let dir = self
+            .branches
+            .get(t)
+            .dir(rel)
+            .ctx(|| format!("open {rel:?}"))?;
         create_marker(&dir, OsStr::new(OPAQUE_MARKER)).ctx(|| format!("make {rel:?} opaque"))
     }
 
@@ -83,11 +102,19 @@ impl Union {
         }
         let t = self.change_target(&found)?;
         if found.top() == t {
-            let dir = self.branches.get(t).dir(&ppath).ctx(|| format!("open {ppath:?}"))?;
+            let dir = self
+                .branches
+                .get(t)
+                .dir(&ppath)
+                .ctx(|| format!("open {ppath:?}"))?;
             if want_dir {
                 clear_markers(&dir, name).ctx(|| format!("clear whiteouts in {rel:?}"))?;
             }
-            let flag = if want_dir { UnlinkatFlags::RemoveDir } else { UnlinkatFlags::NoRemoveDir };
+            let flag = if want_dir {
+                UnlinkatFlags::RemoveDir
+            } else {
+                UnlinkatFlags::NoRemoveDir
+            };
             nix::unistd::unlinkat(&dir, name, flag).ctx(|| format!("remove {rel:?}"))?;
         }
         if self.resolve_child(&ppath, &pfound.layers, name)?.is_some() {
@@ -97,26 +124,51 @@ impl Union {
         Ok(())
     }
 
-    pub fn symlink(&self, parent: u64, name: &OsStr, target: &Path, caller: Caller) -> Result<Entry> {
+    pub fn symlink(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        target: &Path,
+        caller: Caller,
+    ) -> Result<Entry> {
         let (ppath, pfound) = self.prepare_create(parent, name)?;
         let t = self.create_target(&pfound)?;
         self.ensure_dirs(t, &ppath)?;
-        let dir = self.branches.get(t).dir(&ppath).ctx(|| format!("open {ppath:?}"))?;
-        sys::as_caller(caller.uid, caller.gid, || nix::unistd::symlinkat(target, &dir, name))
-            .ctx(|| format!("symlink {:?}", child_path(&ppath, name)))?;
+        let dir = self
+            .branches
+            .get(t)
+            .dir(&ppath)
+            .ctx(|| format!("open {ppath:?}"))?;
+        sys::as_caller(caller.uid, caller.gid, || {
+            nix::unistd::symlinkat(target, &dir, name)
+        })
+        .ctx(|| format!("symlink {:?}", child_path(&ppath, name)))?;
         self.after_create(t, &ppath, &pfound, name, false)?;
         self.entry_at(parent, t, &child_path(&ppath, name))
     }
 
-    pub fn mknod(&self, parent: u64, name: &OsStr, mode: u32, rdev: u64, caller: Caller) -> Result<Entry> {
+    pub fn mknod(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        mode: u32,
+        rdev: u64,
+        caller: Caller,
+    ) -> Result<Entry> {
         let (ppath, pfound) = self.prepare_create(parent, name)?;
         let t = self.create_target(&pfound)?;
         self.ensure_dirs(t, &ppath)?;
-        let dir = self.branches.get(t).dir(&ppath).ctx(|| format!("open {ppath:?}"))?;
+        let dir = self
+            .branches
+            .get(t)
+            .dir(&ppath)
+            .ctx(|| format!("open {ppath:?}"))?;
         let kind = SFlag::from_bits_truncate(mode & libc::S_IFMT);
         let perm = Mode::from_bits_truncate(mode & 0o7777);
-        sys::as_caller(caller.uid, caller.gid, || nix::sys::stat::mknodat(&dir, name, kind, perm, rdev))
-            .ctx(|| format!("mknod {:?}", child_path(&ppath, name)))?;
+        sys::as_caller(caller.uid, caller.gid, || {
+            nix::sys::stat::mknodat(&dir, name, kind, perm, rdev)
+        })
+        .ctx(|| format!("mknod {:?}", child_path(&ppath, name)))?;
         self.after_create(t, &ppath, &pfound, name, false)?;
         self.entry_at(parent, t, &child_path(&ppath, name))
     }
@@ -142,11 +194,19 @@ impl Union {
         self.entry_at(newparent, t, &child_path(&ppath, newname))
     }
 
-    pub fn rename(&self, parent: u64, name: &OsStr, newparent: u64, newname: &OsStr, flags: u32) -> Result<()> {
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        newparent: u64,
+        newname: &OsStr,
+        flags: u32,
+    ) -> Result<()> {
         check_new_name(newname)?;
         let noreplace = flags & libc::RENAME_NOREPLACE != 0;
         let exchange = flags & libc::RENAME_EXCHANGE != 0;
-        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 || (noreplace && exchange) {
+        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 || (noreplace && exchange)
+        {
             return Err(Error::errno(libc::EINVAL));
         }
         let (sp, spf) = self.dir_node(parent)?;
@@ -210,7 +270,8 @@ impl Union {
             if let Some(d) = &dst {
                 if d.is_dir() && d.top() == t {
                     // The target directory is empty in the union, but may hold whiteouts here.
-                    clear_markers(&ddir, newname).ctx(|| format!("clear whiteouts in {dst_rel:?}"))?;
+                    clear_markers(&ddir, newname)
+                        .ctx(|| format!("clear whiteouts in {dst_rel:?}"))?;
                 }
             }
         }
@@ -221,8 +282,12 @@ impl Union {
         } else {
             RenameFlags::empty()
         };
-        nix::fcntl::renameat2(&sdir, name, &ddir, newname, rflags)
-            .ctx(|| format!("rename {src_rel:?} to {dst_rel:?} in branch {}", branch.path.display()))?;
+        nix::fcntl::renameat2(&sdir, name, &ddir, newname, rflags).ctx(|| {
+            format!(
+                "rename {src_rel:?} to {dst_rel:?} in branch {}",
+                branch.path.display()
+            )
+        })?;
         if !exchange {
             remove_whiteout(&ddir, newname)?;
             if src.is_dir() {
@@ -270,7 +335,10 @@ impl Union {
 /// Names that may not be made through the mount: `.wh.*` (EPERM, as aufs), and over-long ones.
 fn check_new_name(name: &OsStr) -> Result<()> {
     if whiteout::is_reserved(name) {
-        return Err(Error::new(libc::EPERM, format!("{name:?}: names starting with .wh. are reserved")));
+        return Err(Error::new(
+            libc::EPERM,
+            format!("{name:?}: names starting with .wh. are reserved"),
+        ));
     }
     if name.as_bytes().len() > NAME_MAX {
         return Err(Error::errno(libc::ENAMETOOLONG));
@@ -301,7 +369,12 @@ fn remove_whiteout(dir: &OwnedFd, name: &OsStr) -> Result<bool> {
 
 /// Empties a directory that the union shows as empty: only whiteouts and markers remain in it.
 fn clear_markers(parent: &OwnedFd, name: &OsStr) -> Result<()> {
-    let fd = sys::open_beneath(parent.as_fd(), name, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())?;
+    let fd = sys::open_beneath(
+        parent.as_fd(),
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+        Mode::empty(),
+    )?;
     let mut d = nix::dir::Dir::from_fd(fd)?;
     let names: Vec<std::ffi::OsString> = d
         .iter()

@@ -20,7 +20,11 @@ impl Union {
         }
         let (path, found) = self.node(node)?;
         let (b, parent, name) = self.data_location(&path, &found);
-        let dir = self.branches.get(b).dir(parent).ctx(|| format!("open {parent:?}"))?;
+        let dir = self
+            .branches
+            .get(b)
+            .dir(parent)
+            .ctx(|| format!("open {parent:?}"))?;
         Ok(sys::getxattr_at(dir.as_fd(), name, attr)?)
     }
 
@@ -28,10 +32,17 @@ impl Union {
     pub fn listxattr(&self, node: u64) -> Result<Vec<u8>> {
         let (path, found) = self.node(node)?;
         let (b, parent, name) = self.data_location(&path, &found);
-        let dir = self.branches.get(b).dir(parent).ctx(|| format!("open {parent:?}"))?;
+        let dir = self
+            .branches
+            .get(b)
+            .dir(parent)
+            .ctx(|| format!("open {parent:?}"))?;
         let raw = sys::listxattr_at(dir.as_fd(), name)?;
         let mut out = Vec::with_capacity(raw.len());
-        for n in raw.split(|b| *b == 0).filter(|n| !n.is_empty() && !is_layer_xattr(n)) {
+        for n in raw
+            .split(|b| *b == 0)
+            .filter(|n| !n.is_empty() && !is_layer_xattr(n))
+        {
             out.extend_from_slice(n);
             out.push(0);
         }
@@ -45,8 +56,13 @@ impl Union {
         let (path, found) = self.node(node)?;
         let found = self.copy_up(&path, &found)?;
         let (parent, name) = split(&path);
-        let dir = self.branches.get(found.top()).dir(parent).ctx(|| format!("open {parent:?}"))?;
-        sys::setxattr_at(dir.as_fd(), name, attr, value, flags).ctx(|| format!("setxattr {attr:?} on {path:?}"))
+        let dir = self
+            .branches
+            .get(found.top())
+            .dir(parent)
+            .ctx(|| format!("open {parent:?}"))?;
+        sys::setxattr_at(dir.as_fd(), name, attr, value, flags)
+            .ctx(|| format!("setxattr {attr:?} on {path:?}"))
     }
 
     pub fn removexattr(&self, node: u64, attr: &OsStr) -> Result<()> {
@@ -58,7 +74,12 @@ impl Union {
         self.getxattr(node, attr)?;
         let found = self.copy_up(&path, &found)?;
         let (parent, name) = split(&path);
-        let dir = self.branches.get(found.top()).dir(parent).ctx(|| format!("open {parent:?}"))?;
-        sys::removexattr_at(dir.as_fd(), name, attr).ctx(|| format!("removexattr {attr:?} on {path:?}"))
+        let dir = self
+            .branches
+            .get(found.top())
+            .dir(parent)
+            .ctx(|| format!("open {parent:?}"))?;
+        sys::removexattr_at(dir.as_fd(), name, attr)
+            .ctx(|| format!("removexattr {attr:?} on {path:?}"))
     }
 }
