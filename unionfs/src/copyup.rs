@@ -27,11 +27,18 @@ impl Union {
     }
 
     /// Copies `rel` up into writable branch `target` (at or above where it shows now).
+    ///
+    /// Lock order: the parent chain is made first, holding no lock; then only `rel` itself is
+    /// held while its copy is built. No caller holds a path lock when it gets here (rename and
+    /// unlink take theirs after their copy-ups), so no thread holding a deeper path waits for a
+    /// shallower one or the reverse.
     pub(crate) fn copy_up_to(&self, rel: &Path, found: &Found, target: usize) -> Result<Found> {
         if found.top() == target && found.index.is_none() {
             return Ok(found.clone());
         }
-        let _guard = self.copy_lock.lock();
+        let (parent, _) = split(rel);
+        self.ensure_dirs(target, parent)?;
+        let _guard = self.path_locks.lock(rel);
         // Another thread may have copied it while we waited.
         let cur = self
             .resolve(rel)?
@@ -39,10 +46,8 @@ impl Union {
         if cur.top() == target && cur.index.is_none() {
             return Ok(cur);
         }
-        let (parent, _) = split(rel);
-        self.ensure_dirs_locked(target, parent)?;
         if cur.is_dir() {
-            self.ensure_dirs_locked(target, rel)?;
+            self.ensure_dirs(target, rel)?;
         } else {
             self.copy_object(target, rel, &cur)?;
         }
@@ -51,16 +56,9 @@ impl Union {
     }
 
     /// Makes directory `dir_rel` and its parents exist in branch `target`, each copied from the
-    /// merged view with its own owner, mode, xattrs and times.
+    /// merged view with its own owner, mode, xattrs and times. Each missing directory is copied
+    /// under its own path lock, held only while that one directory is made.
     pub(crate) fn ensure_dirs(&self, target: usize, dir_rel: &Path) -> Result<()> {
-        if self.branches.get(target).dir(dir_rel).is_ok() {
-            return Ok(());
-        }
-        let _guard = self.copy_lock.lock();
-        self.ensure_dirs_locked(target, dir_rel)
-    }
-
-    fn ensure_dirs_locked(&self, target: usize, dir_rel: &Path) -> Result<()> {
         let branch = self.branches.get(target);
         if branch.dir(dir_rel).is_ok() {
             return Ok(());
@@ -68,6 +66,10 @@ impl Union {
         let mut prefix = PathBuf::new();
         for comp in dir_rel.iter() {
             prefix.push(comp);
+            if branch.dir(&prefix).is_ok() {
+                continue;
+            }
+            let _guard = self.path_locks.lock(&prefix);
             match branch.dir(&prefix) {
                 Ok(_) => continue,
                 Err(Errno::ENOENT) => {}

@@ -556,7 +556,9 @@ mod tests {
     fn semantics_doc_covers_every_operation() {
         let doc = include_str!("../SEMANTICS.md");
         let src = include_str!("fuse.rs");
-        let impl_start = src.find("impl Filesystem for UnionFuse").expect("impl block");
+        let impl_start = src
+            .find("impl Filesystem for UnionFuse")
+            .expect("impl block");
         let impl_len = src[impl_start..].find("\n}\n").expect("end of impl block");
         let mut missing = Vec::new();
         for line in src[impl_start..impl_start + impl_len].lines() {
@@ -568,15 +570,18 @@ mod tests {
                 }
                 let in_table = doc.lines().any(|l| {
                     l.starts_with('|')
-                        && l.split('|').nth(1).is_some_and(|cell| {
-                            cell.split(',').any(|c| c.trim() == op)
-                        })
+                        && l.split('|')
+                            .nth(1)
+                            .is_some_and(|cell| cell.split(',').any(|c| c.trim() == op))
                 });
                 if !in_table {
                     missing.push(op.to_string());
                 }
             }
         }
-        assert!(missing.is_empty(), "SEMANTICS.md lacks rows for {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "SEMANTICS.md lacks rows for {missing:?}"
+        );
     }
 }

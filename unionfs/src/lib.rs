@@ -14,6 +14,7 @@ pub mod fuse;
 pub mod handle;
 pub mod inode;
 pub mod mount;
+pub mod pathlock;
 pub mod sys;
 pub mod whiteout;
 

@@ -15,7 +15,6 @@ use std::sync::atomic::AtomicU64;
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::{FileStat, Mode};
-use parking_lot::Mutex;
 
 use crate::branch::resolve::{self, Layers, Presence};
 use crate::branch::{stat_at, BranchSet, INDEX_DIR, WORK_DIR};
@@ -94,8 +93,9 @@ pub struct Union {
     read_only: bool,
     /// Per branch: the copy-up work directory of a writable branch.
     pub(crate) work: Vec<Option<OwnedFd>>,
-    /// Serialises copy-ups, so concurrent first writers copy a file once.
-    pub(crate) copy_lock: Mutex<()>,
+    /// Per-path locks: concurrent first writers copy a file once, and a copy-up never
+    /// interleaves with an unlink or rename of the same name.
+    pub(crate) path_locks: crate::pathlock::PathLocks,
     tmp_seq: AtomicU64,
 }
 
@@ -134,7 +134,7 @@ impl Union {
             root_layers,
             read_only,
             work,
-            copy_lock: Mutex::new(()),
+            path_locks: Default::default(),
             tmp_seq: AtomicU64::new(0),
         })
     }

@@ -101,6 +101,13 @@ impl Union {
             return Err(Error::errno(libc::ENOTEMPTY));
         }
         let t = self.change_target(&found)?;
+        // The whiteout's directory first, then the name's lock (see copy_up_to on lock order).
+        self.ensure_dirs(t, &ppath)?;
+        let _guard = self.path_locks.lock(&rel);
+        // A copy-up may have finished while we waited: look again under the lock.
+        let found = self
+            .resolve_child(&ppath, &pfound.layers, name)?
+            .ok_or_else(|| Error::errno(libc::ENOENT))?;
         if found.top() == t {
             let dir = self
                 .branches
@@ -263,6 +270,9 @@ impl Union {
             }
         }
         self.ensure_dirs(t, &dp)?;
+        self.ensure_dirs(t, &sp)?;
+        // Copy-ups done, holding nothing; now the two names, in one sorted order.
+        let _guards = self.path_locks.lock_all(&[&src_rel, &dst_rel]);
         let branch = self.branches.get(t);
         let sdir = branch.dir(&sp).ctx(|| format!("open {sp:?}"))?;
         let ddir = branch.dir(&dp).ctx(|| format!("open {dp:?}"))?;
