@@ -106,11 +106,17 @@ pub fn mount(spec: &str, mnt: &Path, extra: &[&str]) -> Mounted {
         "unionfs mount {spec} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(
-        is_mounted(mnt),
-        "unionfs returned before {} was mounted",
-        mnt.display()
-    );
+    // mountinfo is read in pieces, so a read that races other tests' mounts can miss a line:
+    // poll it briefly rather than trust one read.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !is_mounted(mnt) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "unionfs returned but {} is not mounted",
+            mnt.display()
+        );
+        std::thread::yield_now();
+    }
     Mounted {
         mnt: mnt.to_path_buf(),
     }
