@@ -155,6 +155,9 @@ impl Union {
             let _ = remove_path_at(work.as_fd(), &tmp);
             return Err(e);
         }
+        if found.is_dir() {
+            self.layers_changed();
+        }
         if let Some(st) = crate::branch::stat_at(&dst_dir()?, name)? {
             let ino = self.inos.ino(found.st.st_dev, found.st.st_ino);
             self.inos.record_copy(st.st_dev, st.st_ino, ino);

@@ -13,6 +13,8 @@ use std::path::PathBuf;
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 
+use crate::branch::resolve::Layers;
+
 /// The FUSE root node id.
 pub const ROOT_ID: u64 = 1;
 /// Names kept per node: enough for the hardlinks a workload touches, bounded for memory.
@@ -22,6 +24,8 @@ const MAX_ALIASES: usize = 8;
 struct Node {
     aliases: Vec<(u64, OsString)>,
     lookups: u64,
+    /// For a directory: its branches, valid while the union's layer generation is unchanged.
+    layers: Option<(u64, Layers)>,
 }
 
 #[derive(Debug, Default)]
@@ -49,12 +53,35 @@ impl InodeTable {
         t.nodes.insert(
             ROOT_ID,
             Node {
-                aliases: Vec::new(),
                 lookups: 1,
+                ..Node::default()
             },
         );
         InodeTable {
             inner: Mutex::new(t),
+        }
+    }
+
+    /// A node's first name: (parent id, name, full merged path).
+    pub fn locate(&self, id: u64) -> Option<(u64, OsString, PathBuf)> {
+        let path = self.path(id)?;
+        let t = self.inner.lock();
+        let (parent, name) = t.nodes.get(&id)?.aliases.first()?.clone();
+        Some((parent, name, path))
+    }
+
+    /// The directory branches cached for `id`, if computed in generation `gen`.
+    pub fn cached_layers(&self, id: u64, gen: u64) -> Option<Layers> {
+        let t = self.inner.lock();
+        match &t.nodes.get(&id)?.layers {
+            Some((g, l)) if *g == gen => Some(l.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn cache_layers(&self, id: u64, gen: u64, layers: &Layers) {
+        if let Some(n) = self.inner.lock().nodes.get_mut(&id) {
+            n.layers = Some((gen, layers.clone()));
         }
     }
 

@@ -10,8 +10,9 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::Mode;
 
 use crate::branch::merge::{merge_entries, MergedEntry, RawEntry};
+use crate::branch::resolve::Layers;
 use crate::error::{Context, Error, Result};
-use crate::fs::{child_path, Caller, Entry, Found, Union};
+use crate::fs::{child_path, Caller, Entry, Union};
 use crate::handle::{DirEntry, DirHandle, Handle};
 use crate::sys;
 use crate::whiteout;
@@ -21,9 +22,9 @@ pub type ReaddirEntry = (u64, DirEntry);
 
 impl Union {
     /// The merged listing of directory `rel` (without `.` and `..`).
-    pub(crate) fn merged_listing(&self, rel: &Path, found: &Found) -> Result<Vec<MergedEntry>> {
-        let mut per_branch = Vec::with_capacity(found.layers.branches.len());
-        for &b in &found.layers.branches {
+    pub(crate) fn merged_listing(&self, rel: &Path, layers: &Layers) -> Result<Vec<MergedEntry>> {
+        let mut per_branch = Vec::with_capacity(layers.branches.len());
+        for &b in &layers.branches {
             let branch = self.branches.get(b);
             let fd = match sys::open_beneath(
                 branch.root.as_fd(),
@@ -71,7 +72,7 @@ impl Union {
     }
 
     pub fn opendir(&self, node: u64) -> Result<u64> {
-        self.dir_node(node)?;
+        self.dir_layers(node)?;
         Ok(self.handles.insert(Handle::Dir(DirHandle {
             node,
             entries: parking_lot::Mutex::new(None),
@@ -87,7 +88,7 @@ impl Union {
         };
         let mut cached = d.entries.lock();
         if offset == 0 || cached.is_none() {
-            let (path, found) = self.dir_node(node)?;
+            let (path, layers) = self.dir_layers(node)?;
             let self_ino = node;
             let mut out = vec![
                 DirEntry {
@@ -102,7 +103,7 @@ impl Union {
                 },
             ];
             out.extend(
-                self.merged_listing(&path, &found)?
+                self.merged_listing(&path, &layers)?
                     .into_iter()
                     .map(|e| DirEntry {
                         name: e.name,
@@ -120,8 +121,8 @@ impl Union {
     }
 
     pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, caller: Caller) -> Result<Entry> {
-        let (ppath, pfound) = self.prepare_create(parent, name)?;
-        let t = self.create_target(&pfound)?;
+        let (ppath, players) = self.prepare_create(parent, name)?;
+        let t = self.create_target(&players)?;
         self.ensure_dirs(t, &ppath)?;
         let dir = self
             .branches
@@ -132,7 +133,7 @@ impl Union {
             nix::sys::stat::mkdirat(&dir, name, Mode::from_bits_truncate(mode & 0o7777))
         })
         .ctx(|| format!("mkdir {:?}", child_path(&ppath, name)))?;
-        self.after_create(t, &ppath, &pfound, name, true)?;
+        self.after_create(t, parent, &ppath, name, true)?;
         self.entry_at(parent, t, &child_path(&ppath, name))
     }
 
@@ -141,8 +142,8 @@ impl Union {
     }
 
     pub fn fsyncdir(&self, node: u64) -> Result<()> {
-        let (path, found) = self.dir_node(node)?;
-        let b = self.branches.get(found.top());
+        let (path, layers) = self.dir_layers(node)?;
+        let b = self.branches.get(layers.top());
         if !b.writable() {
             return Ok(());
         }

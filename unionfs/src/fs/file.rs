@@ -55,7 +55,7 @@ impl Union {
         flags: i32,
         caller: Caller,
     ) -> Result<(Entry, u64)> {
-        let (ppath, pfound) = match self.prepare_create(parent, name) {
+        let (ppath, players) = match self.prepare_create(parent, name) {
             Ok(p) => p,
             // Raced with another creator: without O_EXCL, open what is there.
             Err(e) if e.is(libc::EEXIST) && flags & libc::O_EXCL == 0 => {
@@ -65,7 +65,7 @@ impl Union {
             }
             Err(e) => return Err(e),
         };
-        let t = self.create_target(&pfound)?;
+        let t = self.create_target(&players)?;
         self.ensure_dirs(t, &ppath)?;
         let branch = self.branches.get(t);
         let dir = branch.dir(&ppath).ctx(|| format!("open {ppath:?}"))?;
@@ -80,7 +80,7 @@ impl Union {
             )
         })
         .ctx(|| format!("create {rel:?} in branch {}", branch.path.display()))?;
-        self.after_create(t, &ppath, &pfound, name, false)?;
+        self.after_create(t, parent, &ppath, name, false)?;
         let entry = self.entry_at(parent, t, &rel)?;
         let fh = self.handles.insert(Handle::File(FileHandle {
             node: entry.node,

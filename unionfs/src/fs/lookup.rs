@@ -11,9 +11,9 @@ use crate::handle::Handle;
 
 impl Union {
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
-        let (ppath, pfound) = self.dir_node(parent)?;
+        let (ppath, players) = self.dir_layers(parent)?;
         let found = self
-            .resolve_child(&ppath, &pfound.layers, name)?
+            .resolve_child(&ppath, &players, name)?
             .ok_or_else(|| Error::errno(libc::ENOENT))?;
         Ok(self.entry_for(parent, name, &found))
     }

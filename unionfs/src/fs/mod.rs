@@ -11,17 +11,18 @@ mod xattr;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::{FileStat, Mode};
 
 use crate::branch::resolve::{self, Layers, Presence};
+
 use crate::branch::{stat_at, BranchSet, INDEX_DIR, WORK_DIR};
 use crate::config::Config;
 use crate::error::{Context, Error, Result};
 use crate::handle::HandleTable;
-use crate::inode::{InoMap, InodeTable};
+use crate::inode::{InoMap, InodeTable, ROOT_ID};
 
 pub use dir::ReaddirEntry;
 
@@ -93,6 +94,8 @@ pub struct Union {
     read_only: bool,
     /// Per branch: the copy-up work directory of a writable branch.
     pub(crate) work: Vec<Option<OwnedFd>>,
+    /// Bumped whenever directory layers change; see `layers_changed`.
+    layer_gen: AtomicU64,
     /// Per-path locks: concurrent first writers copy a file once, and a copy-up never
     /// interleaves with an unlink or rename of the same name.
     pub(crate) path_locks: crate::pathlock::PathLocks,
@@ -135,6 +138,7 @@ impl Union {
             read_only,
             work,
             path_locks: Default::default(),
+            layer_gen: AtomicU64::new(0),
             tmp_seq: AtomicU64::new(0),
         })
     }
@@ -257,24 +261,50 @@ impl Union {
     }
 
     /// The path and resolution of a node; ENOENT when it no longer has a name in the union.
+    /// Only the last component is resolved: the parent's branches come from its cache.
     pub fn node(&self, id: u64) -> Result<(PathBuf, Found)> {
-        let path = self
+        if id == ROOT_ID {
+            return Ok((PathBuf::new(), self.root_found()?));
+        }
+        let (parent, name, path) = self
             .inodes
-            .path(id)
+            .locate(id)
             .ok_or_else(|| Error::new(libc::ENOENT, format!("node {id} has no name")))?;
+        let gen = self.layer_gen.load(Ordering::Acquire);
+        let (ppath, players) = self.dir_layers(parent)?;
         let found = self
-            .resolve(&path)?
+            .resolve_child(&ppath, &players, &name)?
             .ok_or_else(|| Error::new(libc::ENOENT, format!("{path:?} is gone")))?;
+        if found.is_dir() {
+            self.inodes.cache_layers(id, gen, &found.layers);
+        }
         Ok((path, found))
     }
 
-    /// The node's directory: its path and layers, or ENOTDIR.
-    pub fn dir_node(&self, id: u64) -> Result<(PathBuf, Found)> {
-        let (p, f) = self.node(id)?;
-        if !f.is_dir() {
+    /// A directory node's path and branches (cached until the layers change).
+    pub fn dir_layers(&self, id: u64) -> Result<(PathBuf, Layers)> {
+        if id == ROOT_ID {
+            return Ok((PathBuf::new(), self.root_layers.clone()));
+        }
+        let gen = self.layer_gen.load(Ordering::Acquire);
+        if let Some(layers) = self.inodes.cached_layers(id, gen) {
+            let path = self
+                .inodes
+                .path(id)
+                .ok_or_else(|| Error::new(libc::ENOENT, format!("node {id} has no name")))?;
+            return Ok((path, layers));
+        }
+        let (path, found) = self.node(id)?;
+        if !found.is_dir() {
             return Err(Error::errno(libc::ENOTDIR));
         }
-        Ok((p, f))
+        Ok((path, found.layers))
+    }
+
+    /// Something changed which branches make up some directory (a directory was copied up, made
+    /// opaque, renamed or removed): every cached directory resolution is stale.
+    pub(crate) fn layers_changed(&self) {
+        self.layer_gen.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn attr_of(&self, st: &FileStat) -> Attr {
@@ -343,10 +373,9 @@ impl Union {
     /// The branch where a new name in `parent` goes (aufs `create=tdp`): the topmost writable
     /// branch holding the parent directory, else the topmost writable branch above the parent
     /// (its directories are copied up there).
-    pub(crate) fn create_target(&self, parent: &Found) -> Result<usize> {
+    pub(crate) fn create_target(&self, parent: &Layers) -> Result<usize> {
         self.ensure_writable()?;
         if let Some(b) = parent
-            .layers
             .branches
             .iter()
             .copied()

@@ -10,6 +10,7 @@ use nix::fcntl::{AtFlags, OFlag, RenameFlags};
 use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::UnlinkatFlags;
 
+use crate::branch::resolve::Layers;
 use crate::error::{Context, Error, Result};
 use crate::fs::{child_path, split, Caller, Entry, Found, Union};
 use crate::sys;
@@ -21,14 +22,14 @@ const NAME_MAX: usize = 255;
 impl Union {
     /// Checks shared by every call that makes a new name: not reserved, not too long, the parent
     /// is a directory, the name is free, the union is writable.
-    pub(crate) fn prepare_create(&self, parent: u64, name: &OsStr) -> Result<(PathBuf, Found)> {
+    pub(crate) fn prepare_create(&self, parent: u64, name: &OsStr) -> Result<(PathBuf, Layers)> {
         check_new_name(name)?;
-        let (ppath, pfound) = self.dir_node(parent)?;
-        if self.resolve_child(&ppath, &pfound.layers, name)?.is_some() {
+        let (ppath, players) = self.dir_layers(parent)?;
+        if self.resolve_child(&ppath, &players, name)?.is_some() {
             return Err(Error::errno(libc::EEXIST));
         }
         self.ensure_writable()?;
-        Ok((ppath, pfound))
+        Ok((ppath, players))
     }
 
     /// After a new name was made in branch `t`: drop its whiteout there, and make a new
@@ -36,8 +37,8 @@ impl Union {
     pub(crate) fn after_create(
         &self,
         t: usize,
+        parent: u64,
         ppath: &Path,
-        pfound: &Found,
         name: &OsStr,
         is_dir: bool,
     ) -> Result<()> {
@@ -48,7 +49,9 @@ impl Union {
             .ctx(|| format!("open {ppath:?}"))?;
         remove_whiteout(&dir, name)?;
         if is_dir {
-            if let Some(f) = self.resolve_child(ppath, &pfound.layers, name)? {
+            // The parent's branches as they are now (its copy-up may have just added `t`).
+            let (_, players) = self.dir_layers(parent)?;
+            if let Some(f) = self.resolve_child(ppath, &players, name)? {
                 if f.layers.branches.len() > 1 {
                     self.make_opaque(t, &child_path(ppath, name))?;
                 }
@@ -71,6 +74,7 @@ impl Union {
 
     /// Writes `.wh..wh..opq` into directory `rel` of branch `t`.
     pub(crate) fn make_opaque(&self, t: usize, rel: &Path) -> Result<()> {
+        self.layers_changed();
         let dir = self
             .branches
             .get(t)
@@ -86,9 +90,9 @@ impl Union {
     /// unlink and rmdir: remove the name from the writable branch holding it, then whiteout the
     /// name when a lower branch still shows it.
     pub(crate) fn remove(&self, parent: u64, name: &OsStr, want_dir: bool) -> Result<()> {
-        let (ppath, pfound) = self.dir_node(parent)?;
+        let (ppath, players) = self.dir_layers(parent)?;
         let found = self
-            .resolve_child(&ppath, &pfound.layers, name)?
+            .resolve_child(&ppath, &players, name)?
             .ok_or_else(|| Error::errno(libc::ENOENT))?;
         match (want_dir, found.is_dir()) {
             (true, false) => return Err(Error::errno(libc::ENOTDIR)),
@@ -97,16 +101,18 @@ impl Union {
         }
         self.ensure_writable()?;
         let rel = child_path(&ppath, name);
-        if want_dir && !self.merged_listing(&rel, &found)?.is_empty() {
+        if want_dir && !self.merged_listing(&rel, &found.layers)?.is_empty() {
             return Err(Error::errno(libc::ENOTEMPTY));
         }
         let t = self.change_target(&found)?;
         // The whiteout's directory first, then the name's lock (see copy_up_to on lock order).
         self.ensure_dirs(t, &ppath)?;
         let _guard = self.path_locks.lock(&rel);
-        // A copy-up may have finished while we waited: look again under the lock.
+        // A copy-up may have finished while we waited: look again under the lock, with the
+        // parent's branches as they are now.
+        let (_, players) = self.dir_layers(parent)?;
         let found = self
-            .resolve_child(&ppath, &pfound.layers, name)?
+            .resolve_child(&ppath, &players, name)?
             .ok_or_else(|| Error::errno(libc::ENOENT))?;
         if found.top() == t {
             let dir = self
@@ -124,7 +130,10 @@ impl Union {
             };
             nix::unistd::unlinkat(&dir, name, flag).ctx(|| format!("remove {rel:?}"))?;
         }
-        if self.resolve_child(&ppath, &pfound.layers, name)?.is_some() {
+        if want_dir {
+            self.layers_changed();
+        }
+        if self.resolve_child(&ppath, &players, name)?.is_some() {
             self.make_whiteout(t, &ppath, name)?;
         }
         self.inodes.remove_name(parent, name);
@@ -138,8 +147,8 @@ impl Union {
         target: &Path,
         caller: Caller,
     ) -> Result<Entry> {
-        let (ppath, pfound) = self.prepare_create(parent, name)?;
-        let t = self.create_target(&pfound)?;
+        let (ppath, players) = self.prepare_create(parent, name)?;
+        let t = self.create_target(&players)?;
         self.ensure_dirs(t, &ppath)?;
         let dir = self
             .branches
@@ -150,7 +159,7 @@ impl Union {
             nix::unistd::symlinkat(target, &dir, name)
         })
         .ctx(|| format!("symlink {:?}", child_path(&ppath, name)))?;
-        self.after_create(t, &ppath, &pfound, name, false)?;
+        self.after_create(t, parent, &ppath, name, false)?;
         self.entry_at(parent, t, &child_path(&ppath, name))
     }
 
@@ -162,8 +171,8 @@ impl Union {
         rdev: u64,
         caller: Caller,
     ) -> Result<Entry> {
-        let (ppath, pfound) = self.prepare_create(parent, name)?;
-        let t = self.create_target(&pfound)?;
+        let (ppath, players) = self.prepare_create(parent, name)?;
+        let t = self.create_target(&players)?;
         self.ensure_dirs(t, &ppath)?;
         let dir = self
             .branches
@@ -176,7 +185,7 @@ impl Union {
             nix::sys::stat::mknodat(&dir, name, kind, perm, rdev)
         })
         .ctx(|| format!("mknod {:?}", child_path(&ppath, name)))?;
-        self.after_create(t, &ppath, &pfound, name, false)?;
+        self.after_create(t, parent, &ppath, name, false)?;
         self.entry_at(parent, t, &child_path(&ppath, name))
     }
 
@@ -187,7 +196,7 @@ impl Union {
         if found.is_dir() {
             return Err(Error::errno(libc::EPERM));
         }
-        let (ppath, pfound) = self.prepare_create(newparent, newname)?;
+        let (ppath, _) = self.prepare_create(newparent, newname)?;
         let found = self.copy_up(&path, &found)?;
         let t = found.top();
         self.ensure_dirs(t, &ppath)?;
@@ -197,7 +206,7 @@ impl Union {
         let ddir = branch.dir(&ppath).ctx(|| format!("open {ppath:?}"))?;
         nix::unistd::linkat(&sdir, sname, &ddir, newname, AtFlags::empty())
             .ctx(|| format!("link {path:?} to {:?}", child_path(&ppath, newname)))?;
-        self.after_create(t, &ppath, &pfound, newname, false)?;
+        self.after_create(t, newparent, &ppath, newname, false)?;
         self.entry_at(newparent, t, &child_path(&ppath, newname))
     }
 
@@ -216,12 +225,12 @@ impl Union {
         {
             return Err(Error::errno(libc::EINVAL));
         }
-        let (sp, spf) = self.dir_node(parent)?;
+        let (sp, spl) = self.dir_layers(parent)?;
         let src = self
-            .resolve_child(&sp, &spf.layers, name)?
+            .resolve_child(&sp, &spl, name)?
             .ok_or_else(|| Error::errno(libc::ENOENT))?;
-        let (dp, dpf) = self.dir_node(newparent)?;
-        let dst = self.resolve_child(&dp, &dpf.layers, newname)?;
+        let (dp, dpl) = self.dir_layers(newparent)?;
+        let dst = self.resolve_child(&dp, &dpl, newname)?;
         let src_rel = child_path(&sp, name);
         let dst_rel = child_path(&dp, newname);
         if src_rel == dst_rel {
@@ -241,7 +250,7 @@ impl Union {
                 match (src.is_dir(), d.is_dir()) {
                     (true, false) => return Err(Error::errno(libc::ENOTDIR)),
                     (false, true) => return Err(Error::errno(libc::EISDIR)),
-                    (true, true) if !self.merged_listing(&dst_rel, d)?.is_empty() => {
+                    (true, true) if !self.merged_listing(&dst_rel, &d.layers)?.is_empty() => {
                         return Err(Error::errno(libc::ENOTEMPTY))
                     }
                     _ => {}
@@ -298,16 +307,22 @@ impl Union {
                 branch.path.display()
             )
         })?;
+        if src.is_dir() || dst.as_ref().is_some_and(|d| d.is_dir()) {
+            self.layers_changed();
+        }
         if !exchange {
             remove_whiteout(&ddir, newname)?;
+            // Both parents' branches as they are now (their copy-ups may have added `t`).
+            let (_, dpl) = self.dir_layers(newparent)?;
+            let (_, spl) = self.dir_layers(parent)?;
             if src.is_dir() {
-                if let Some(f) = self.resolve_child(&dp, &dpf.layers, newname)? {
+                if let Some(f) = self.resolve_child(&dp, &dpl, newname)? {
                     if f.layers.branches.len() > 1 {
                         self.make_opaque(t, &dst_rel)?;
                     }
                 }
             }
-            if self.resolve_child(&sp, &spf.layers, name)?.is_some() {
+            if self.resolve_child(&sp, &spl, name)?.is_some() {
                 self.make_whiteout(t, &sp, name)?;
             }
             self.inodes.rename((parent, name), (newparent, newname));
@@ -329,7 +344,7 @@ impl Union {
         if !found.is_dir() || found.layers.branches == [t] {
             return Ok(());
         }
-        for e in self.merged_listing(rel, &found)? {
+        for e in self.merged_listing(rel, &found.layers)? {
             let child_rel = rel.join(&e.name);
             let Some(child) = self.resolve(&child_rel)? else {
                 continue;
