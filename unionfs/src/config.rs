@@ -320,9 +320,10 @@ impl MountOptions {
                     "empty lowerdir entry".into(),
                 ));
             }
+            // Lower layers of a mounted overlay never change (overlayfs leaves it undefined).
             out.push(BranchSpec {
                 path: PathBuf::from(l),
-                perm: Perm::Ro,
+                perm: Perm::Rr,
             });
         }
         Ok(Some(out))
@@ -525,7 +526,7 @@ mod tests {
             }
         );
         assert_eq!(b[1].path, PathBuf::from("L1"));
-        assert_eq!(b[2].perm, Perm::Ro);
+        assert_eq!(b[2].perm, Perm::Rr);
         let o = MountOptions::parse(&["lowerdir=L1,upperdir=U1:U2".into()]).unwrap();
         assert!(matches!(o.branches(), Err(ConfigError::TooManyWritable(_))));
     }

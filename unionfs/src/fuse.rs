@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use nix::sys::stat::FileStat;
 
@@ -17,18 +17,26 @@ use crate::error::Error;
 use crate::fs::attr::{SetAttr, SetTime};
 use crate::fs::{Attr, Caller, Entry, Union};
 
-/// How long the kernel may cache entries and attributes. Every change goes through this
-/// daemon, which answers with fresh attributes, so a short TTL only bounds staleness of
-/// branches changed behind the mount's back.
-const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may cache entries and attributes when a read-only branch may change
+/// behind the mount's back (`ro`): this bounds how stale the view can get.
+const SHORT_TTL: Duration = Duration::from_secs(1);
+/// ... and when every change goes through this daemon (branches `rw` or `rr` only): the daemon
+/// answers each change with fresh attributes, so the kernel may keep what it has.
+const LONG_TTL: Duration = Duration::from_secs(24 * 3600);
 
 pub struct UnionFuse {
     core: Union,
+    ttl: Duration,
 }
 
 impl UnionFuse {
     pub fn new(core: Union) -> UnionFuse {
-        UnionFuse { core }
+        let ttl = if core.changes_only_through_us() {
+            LONG_TTL
+        } else {
+            SHORT_TTL
+        };
+        UnionFuse { core, ttl }
     }
 }
 
@@ -109,11 +117,11 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
-fn reply_entry(reply: ReplyEntry, op: &str, r: crate::error::Result<Entry>) {
+fn reply_entry(reply: ReplyEntry, ttl: &Duration, op: &str, r: crate::error::Result<Entry>) {
     match r {
         Ok(e) => {
             // fuser sends attr.ino as the node id too: the union inode number is both.
-            reply.entry(&TTL, &file_attr(&e.attr), Generation(0));
+            reply.entry(ttl, &file_attr(&e.attr), Generation(0));
         }
         Err(e) => reply.error(errno(op, &e)),
     }
@@ -131,11 +139,16 @@ impl Filesystem for UnionFuse {
         // Lookups and readdirs in one directory may run in parallel: the core takes no
         // directory-wide state for them.
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
+        // Listing a directory also returns each entry's attributes (one request, not one per
+        // entry); the kernel decides when that pays (`ls -l` yes, `find` no).
+        let _ = config.add_capabilities(
+            fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
+        );
         Ok(())
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        reply_entry(reply, "lookup", self.core.lookup(parent.0, name));
+        reply_entry(reply, &self.ttl, "lookup", self.core.lookup(parent.0, name));
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -144,7 +157,7 @@ impl Filesystem for UnionFuse {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.core.getattr(ino.0, fh.map(|f| f.0)) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
             Err(e) => reply.error(errno("getattr", &e)),
         }
     }
@@ -176,7 +189,7 @@ impl Filesystem for UnionFuse {
             mtime: set_time(mtime),
         };
         match self.core.setattr(ino.0, fh.map(|f| f.0), set) {
-            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
             Err(e) => reply.error(errno("setattr", &e)),
         }
     }
@@ -200,6 +213,7 @@ impl Filesystem for UnionFuse {
     ) {
         reply_entry(
             reply,
+            &self.ttl,
             "mknod",
             self.core
                 .mknod(parent.0, name, mode, rdev as u64, caller(req)),
@@ -217,6 +231,7 @@ impl Filesystem for UnionFuse {
     ) {
         reply_entry(
             reply,
+            &self.ttl,
             "mkdir",
             self.core.mkdir(parent.0, name, mode, caller(req)),
         );
@@ -246,6 +261,7 @@ impl Filesystem for UnionFuse {
     ) {
         reply_entry(
             reply,
+            &self.ttl,
             "symlink",
             self.core.symlink(parent.0, link_name, target, caller(req)),
         );
@@ -278,7 +294,12 @@ impl Filesystem for UnionFuse {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        reply_entry(reply, "link", self.core.link(ino.0, newparent.0, newname));
+        reply_entry(
+            reply,
+            &self.ttl,
+            "link",
+            self.core.link(ino.0, newparent.0, newname),
+        );
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -395,6 +416,44 @@ impl Filesystem for UnionFuse {
         }
     }
 
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let entries = match self.core.readdir(ino.0, fh.0, offset) {
+            Ok(e) => e,
+            Err(e) => return reply.error(errno("readdirplus", &e)),
+        };
+        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
+            let attr = match self.core.listed_attr(ino.0, e) {
+                Ok(a) => a,
+                // Gone since the listing was taken: leave it out.
+                Err(_) => continue,
+            };
+            let fattr = file_attr(&attr);
+            // `.` and `..` are not lookups; the kernel ignores their attributes.
+            let node = if e.branch.is_some() { attr.ino } else { e.ino };
+            if reply.add(
+                INodeNo(node),
+                (i + 1) as u64,
+                &e.name,
+                &self.ttl,
+                &fattr,
+                Generation(0),
+            ) {
+                break;
+            }
+            if e.branch.is_some() {
+                self.core.remember(ino.0, &e.name, attr.ino);
+            }
+        }
+        reply.ok();
+    }
+
     fn releasedir(
         &self,
         _req: &Request,
@@ -495,7 +554,7 @@ impl Filesystem for UnionFuse {
             Ok((e, fh)) => {
                 let attr = file_attr(&e.attr);
                 reply.created(
-                    &TTL,
+                    &self.ttl,
                     &attr,
                     Generation(0),
                     FileHandle(fh),

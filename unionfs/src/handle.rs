@@ -23,6 +23,8 @@ pub struct DirEntry {
     pub name: std::ffi::OsString,
     pub ino: u64,
     pub dtype: u8,
+    /// The branch that shows this name (None for `.` and `..`).
+    pub branch: Option<usize>,
 }
 
 /// An open directory: its merged listing, taken at the first readdir (a snapshot, which POSIX

@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
-use fuser::{MountOption, Session, SessionACL};
+use fuser::{Session, SessionACL};
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::ForkResult;
 
@@ -13,46 +13,79 @@ use crate::config::Config;
 use crate::fs::Union;
 use crate::fuse::UnionFuse;
 
-/// The fuser session settings for a config.
+/// The fuser session settings for a config (threads; the mount itself is ours, see `mount`).
 pub fn session_config(cfg: &Config) -> fuser::Config {
-    let mut opts = vec![
-        MountOption::FSName(cfg.fsname.clone()),
-        MountOption::Subtype("unionfs".into()),
-        // The kernel checks permissions against the merged attributes, as on any filesystem;
-        // the daemon runs as root and must not be the one deciding.
-        MountOption::DefaultPermissions,
-    ];
-    // A container root needs its setuid binaries and device nodes, as on overlayfs.
-    opts.push(if cfg.nodev {
-        MountOption::NoDev
-    } else {
-        MountOption::Dev
-    });
-    opts.push(if cfg.nosuid {
-        MountOption::NoSuid
-    } else {
-        MountOption::Suid
-    });
-    if cfg.noexec {
-        opts.push(MountOption::NoExec);
-    }
-    opts.push(if cfg.read_only {
-        MountOption::RO
-    } else {
-        MountOption::RW
-    });
     let mut c = fuser::Config::default();
-    c.mount_options = opts;
-    c.acl = if cfg.allow_other {
+    c.acl = session_acl(cfg);
+    c.n_threads = Some(cfg.threads.max(1));
+    c.clone_fd = true;
+    c
+}
+
+fn session_acl(cfg: &Config) -> SessionACL {
+    if cfg.allow_other {
         SessionACL::All
     } else if cfg.allow_root {
         SessionACL::RootAndOwner
     } else {
         SessionACL::Owner
-    };
-    c.n_threads = Some(cfg.threads.max(1));
-    c.clone_fd = true;
-    c
+    }
+}
+
+/// Mounts a FUSE filesystem at the config's mountpoint with mount(2) and returns the
+/// `/dev/fuse` descriptor that serves it.
+///
+/// We mount ourselves rather than through fuser's `Session::new` because fuser unmounts its
+/// mountpoint *path* when the session ends; after `unionfs umount` and a new mount at the same
+/// place, that would unmount the new union. A session made `from_fd` never unmounts anything.
+fn kernel_mount(cfg: &Config) -> anyhow::Result<OwnedFd> {
+    use nix::mount::MsFlags;
+    let dev = nix::fcntl::open(
+        "/dev/fuse",
+        nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| anyhow::anyhow!("open /dev/fuse: {e}"))?;
+    let mut flags = MsFlags::empty();
+    // A container root needs its setuid binaries and device nodes, as on overlayfs.
+    if cfg.nodev {
+        flags |= MsFlags::MS_NODEV;
+    }
+    if cfg.nosuid {
+        flags |= MsFlags::MS_NOSUID;
+    }
+    if cfg.noexec {
+        flags |= MsFlags::MS_NOEXEC;
+    }
+    if cfg.read_only {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    // The kernel checks permissions against the merged attributes, as on any filesystem; the
+    // daemon runs as root and must not be the one deciding.
+    let mut data = format!(
+        "fd={},rootmode=40000,user_id={},group_id={},default_permissions",
+        std::os::fd::AsRawFd::as_raw_fd(&dev),
+        nix::unistd::getuid(),
+        nix::unistd::getgid()
+    );
+    if cfg.allow_other || cfg.allow_root {
+        data.push_str(",allow_other");
+    }
+    nix::mount::mount(
+        Some(cfg.fsname.as_str()),
+        &cfg.mountpoint,
+        Some("fuse.unionfs"),
+        flags,
+        Some(data.as_str()),
+    )
+    .map_err(|e| match e {
+        nix::errno::Errno::EPERM => anyhow::anyhow!(
+            "mounting {}: permission denied (unionfs mounts as root, or in a user namespace that owns the mountpoint)",
+            cfg.mountpoint.display()
+        ),
+        e => anyhow::anyhow!("mounting {}: {e}", cfg.mountpoint.display()),
+    })?;
+    Ok(dev)
 }
 
 /// Checks that FUSE is usable before anything else is done.
@@ -70,9 +103,22 @@ pub fn check_fuse_device() -> anyhow::Result<()> {
 /// kernel's INIT has been answered when this returns).
 pub fn mount(cfg: &Config) -> anyhow::Result<Session<UnionFuse>> {
     let union = Union::new(cfg).map_err(|e| anyhow::anyhow!("opening branches: {e}"))?;
-    let session = Session::new(UnionFuse::new(union), &cfg.mountpoint, &session_config(cfg))
-        .map_err(|e| anyhow::anyhow!("mounting {}: {e}", cfg.mountpoint.display()))?;
-    Ok(session)
+    let dev = kernel_mount(cfg)?;
+    match Session::from_fd(
+        UnionFuse::new(union),
+        dev,
+        session_acl(cfg),
+        session_config(cfg),
+    ) {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            let _ = nix::mount::umount2(&cfg.mountpoint, nix::mount::MntFlags::MNT_DETACH);
+            Err(anyhow::anyhow!(
+                "starting the FUSE session on {}: {e}",
+                cfg.mountpoint.display()
+            ))
+        }
+    }
 }
 
 /// Serves a mounted session until it is unmounted. SIGTERM, SIGINT and SIGHUP unmount

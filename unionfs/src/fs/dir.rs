@@ -12,7 +12,7 @@ use nix::sys::stat::Mode;
 use crate::branch::merge::{merge_entries, MergedEntry, RawEntry};
 use crate::branch::resolve::Layers;
 use crate::error::{Context, Error, Result};
-use crate::fs::{child_path, Caller, Entry, Union};
+use crate::fs::{child_path, Attr, Caller, Entry, Union};
 use crate::handle::{DirEntry, DirHandle, Handle};
 use crate::sys;
 use crate::whiteout;
@@ -95,11 +95,13 @@ impl Union {
                     name: OsString::from("."),
                     ino: self_ino,
                     dtype: libc::DT_DIR,
+                    branch: None,
                 },
                 DirEntry {
                     name: OsString::from(".."),
                     ino: self.inodes.parent_of(node),
                     dtype: libc::DT_DIR,
+                    branch: None,
                 },
             ];
             out.extend(
@@ -109,11 +111,47 @@ impl Union {
                         name: e.name,
                         ino: e.ino,
                         dtype: e.dtype,
+                        branch: Some(e.branch),
                     }),
             );
             *cached = Some(Arc::new(out));
         }
         Ok(Arc::clone(cached.as_ref().expect("filled above")))
+    }
+
+    /// Attributes of one listed entry, for readdirplus: the stat of the branch entry that
+    /// shows it (or of its link group's copied-up file). Not registered with the kernel until
+    /// [`Union::remember`] says the entry was sent.
+    pub fn listed_attr(&self, dir: u64, e: &DirEntry) -> Result<Attr> {
+        let Some(branch) = e.branch else {
+            return self.getattr(dir, None);
+        };
+        let (path, _) = self.dir_layers(dir)?;
+        let fd = self
+            .branches
+            .get(branch)
+            .dir(&path)
+            .ctx(|| format!("open {path:?}"))?;
+        let st = crate::branch::stat_at(&fd, &e.name)?.ok_or_else(|| Error::errno(libc::ENOENT))?;
+        let mut found = crate::fs::Found {
+            layers: Layers {
+                kind: if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                    crate::branch::resolve::Presence::Dir
+                } else {
+                    crate::branch::resolve::Presence::NonDir
+                },
+                branches: vec![branch],
+            },
+            st,
+            index: None,
+        };
+        self.apply_link_index(&mut found)?;
+        Ok(self.attr_of(&found.st))
+    }
+
+    /// The kernel now knows `dir/name` as node `ino` (readdirplus sent it).
+    pub fn remember(&self, dir: u64, name: &OsStr, ino: u64) {
+        self.inodes.lookup(dir, name, ino);
     }
 
     pub fn releasedir(&self, fh: u64) {

@@ -147,6 +147,15 @@ impl Union {
         self.read_only
     }
 
+    /// True when no branch is `ro` (which another program may change): every change to the
+    /// union's files then goes through this daemon, and the kernel may cache for long.
+    pub fn changes_only_through_us(&self) -> bool {
+        self.branches
+            .list
+            .iter()
+            .all(|b| b.perm != crate::config::Perm::Ro)
+    }
+
     /// Resolves a merged path (relative, empty for the root) through every branch.
     pub fn resolve(&self, rel: &Path) -> Result<Option<Found>> {
         let mut cur = self.root_found()?;
