@@ -11,7 +11,13 @@ use fuser::{
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use fuser::BackingId;
 use nix::sys::stat::FileStat;
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::Error;
 use crate::fs::attr::{SetAttr, SetTime};
@@ -27,6 +33,18 @@ const LONG_TTL: Duration = Duration::from_secs(24 * 3600);
 pub struct UnionFuse {
     core: Union,
     ttl: Duration,
+    /// The kernel agreed to FUSE passthrough at init.
+    passthrough: AtomicBool,
+    /// Per node: the backing file its passthrough handles share; closed (dropped) when the
+    /// last of them is released.
+    backing: Mutex<HashMap<u64, NodeBacking>>,
+}
+
+struct NodeBacking {
+    id: Arc<BackingId>,
+    /// (dev, ino) of the branch file behind `id`.
+    file: (u64, u64),
+    handles: Vec<u64>,
 }
 
 impl UnionFuse {
@@ -36,7 +54,81 @@ impl UnionFuse {
         } else {
             SHORT_TTL
         };
-        UnionFuse { core, ttl }
+        UnionFuse {
+            core,
+            ttl,
+            passthrough: AtomicBool::new(false),
+            backing: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Registers handle `fh`'s branch file with the kernel for passthrough, when the kernel
+    /// agreed to it. The kernel allows one backing file per inode at a time: opens of a node
+    /// whose backing is the same branch file share its id; an open of another file (the node
+    /// was copied up while a reader keeps the lower one) gets None.
+    fn backing_for(
+        &self,
+        node: u64,
+        fh: u64,
+        open_backing: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
+    ) -> Option<Arc<BackingId>> {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return None;
+        }
+        let file = self.core.handle_file(node, fh)?;
+        let st = nix::sys::stat::fstat(&file).ok()?;
+        let key = (st.st_dev, st.st_ino);
+        let mut map = self.backing.lock();
+        if let Some(b) = map.get_mut(&node) {
+            if b.file != key {
+                return None;
+            }
+            b.handles.push(fh);
+            return Some(Arc::clone(&b.id));
+        }
+        match open_backing(&file) {
+            Ok(id) => {
+                let id = Arc::new(id);
+                map.insert(
+                    node,
+                    NodeBacking {
+                        id: Arc::clone(&id),
+                        file: key,
+                        handles: vec![fh],
+                    },
+                );
+                Some(id)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "passthrough refused; serving through the daemon");
+                None
+            }
+        }
+    }
+
+    /// A handle closed: its node's backing goes when its last passthrough handle does.
+    fn release_backing(&self, node: u64, fh: u64) {
+        let mut map = self.backing.lock();
+        if let Some(b) = map.get_mut(&node) {
+            b.handles.retain(|h| *h != fh);
+            if b.handles.is_empty() {
+                map.remove(&node);
+            }
+        }
+    }
+
+    /// Without passthrough: keep the page cache across opens when nobody else changes the
+    /// branches (every write goes through this mount's inodes, so the cache stays right).
+    /// With passthrough on, a handle that cannot share its node's backing bypasses the page
+    /// cache (the kernel refuses cached and passthrough opens of one inode at once).
+    fn open_flags(&self) -> FopenFlags {
+        if self.passthrough.load(Ordering::Relaxed) {
+            FopenFlags::FOPEN_DIRECT_IO
+        } else if self.ttl == LONG_TTL {
+            FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        }
     }
 }
 
@@ -45,6 +137,7 @@ fn caller(req: &Request) -> Caller {
         uid: req.uid(),
         gid: req.gid(),
         pid: req.pid(),
+        umask: 0,
     }
 }
 
@@ -144,6 +237,18 @@ impl Filesystem for UnionFuse {
         let _ = config.add_capabilities(
             fuser::InitFlags::FUSE_DO_READDIRPLUS | fuser::InitFlags::FUSE_READDIRPLUS_AUTO,
         );
+        // The kernel enforces and caches POSIX ACLs (of lower files too); the umask is then
+        // ours to apply (see `Union::creation_mode`).
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_POSIX_ACL);
+        // Data moves between the application and the branch file without the daemon (kernel
+        // 6.9+, CAP_SYS_ADMIN). Stack depth 1: our branches are plain filesystems.
+        if config
+            .add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH)
+            .is_ok()
+            && config.set_max_stack_depth(1).is_ok()
+        {
+            self.passthrough.store(true, Ordering::Relaxed);
+        }
         Ok(())
     }
 
@@ -207,16 +312,19 @@ impl Filesystem for UnionFuse {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let who = Caller {
+            umask,
+            ..caller(req)
+        };
         reply_entry(
             reply,
             &self.ttl,
             "mknod",
-            self.core
-                .mknod(parent.0, name, mode, rdev as u64, caller(req)),
+            self.core.mknod(parent.0, name, mode, rdev as u64, who),
         );
     }
 
@@ -226,14 +334,18 @@ impl Filesystem for UnionFuse {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
+        let who = Caller {
+            umask,
+            ..caller(req)
+        };
         reply_entry(
             reply,
             &self.ttl,
             "mkdir",
-            self.core.mkdir(parent.0, name, mode, caller(req)),
+            self.core.mkdir(parent.0, name, mode, who),
         );
     }
 
@@ -304,7 +416,10 @@ impl Filesystem for UnionFuse {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.core.open(ino.0, flags.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => match self.backing_for(ino.0, fh, |f| reply.open_backing(f)) {
+                Some(id) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),
+                None => reply.opened(FileHandle(fh), self.open_flags()),
+            },
             Err(e) => reply.error(errno("open", &e)),
         }
     }
@@ -358,13 +473,14 @@ impl Filesystem for UnionFuse {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.release_backing(ino.0, fh.0);
         self.core.release(fh.0);
         reply.ok();
     }
@@ -546,20 +662,34 @@ impl Filesystem for UnionFuse {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
-        match self.core.create(parent.0, name, mode, flags, caller(req)) {
+        let who = Caller {
+            umask,
+            ..caller(req)
+        };
+        match self.core.create(parent.0, name, mode, flags, who) {
             Ok((e, fh)) => {
                 let attr = file_attr(&e.attr);
-                reply.created(
-                    &self.ttl,
-                    &attr,
-                    Generation(0),
-                    FileHandle(fh),
-                    FopenFlags::empty(),
-                );
+                match self.backing_for(e.node, fh, |f| reply.open_backing(f)) {
+                    Some(id) => reply.created_passthrough(
+                        &self.ttl,
+                        &attr,
+                        Generation(0),
+                        FileHandle(fh),
+                        FopenFlags::empty(),
+                        &id,
+                    ),
+                    None => reply.created(
+                        &self.ttl,
+                        &attr,
+                        Generation(0),
+                        FileHandle(fh),
+                        self.open_flags(),
+                    ),
+                }
             }
             Err(e) => reply.error(errno("create", &e)),
         }

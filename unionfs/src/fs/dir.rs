@@ -167,6 +167,7 @@ impl Union {
             .get(t)
             .dir(&ppath)
             .ctx(|| format!("open {ppath:?}"))?;
+        let mode = self.creation_mode(&dir, mode, caller.umask);
         sys::as_caller(caller.uid, caller.gid, || {
             nix::sys::stat::mkdirat(&dir, name, Mode::from_bits_truncate(mode & 0o7777))
         })

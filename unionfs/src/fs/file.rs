@@ -70,6 +70,7 @@ impl Union {
         let branch = self.branches.get(t);
         let dir = branch.dir(&ppath).ctx(|| format!("open {ppath:?}"))?;
         let rel = child_path(&ppath, name);
+        let mode = self.creation_mode(&dir, mode, caller.umask);
         let oflags = branch_flags(flags) | OFlag::O_CREAT | OFlag::O_EXCL;
         let fd = sys::as_caller(caller.uid, caller.gid, || {
             sys::open_beneath(
@@ -88,6 +89,15 @@ impl Union {
             branch: t,
         }));
         Ok((entry, fh))
+    }
+
+    /// A second descriptor of an open handle's branch file (for the kernel's passthrough).
+    pub fn handle_file(&self, node: u64, fh: u64) -> Option<File> {
+        let h = self.handles.file(fh, node).ok()?;
+        match &*h {
+            Handle::File(f) => f.file.try_clone().ok(),
+            Handle::Dir(_) => None,
+        }
     }
 
     fn with_file<T>(

@@ -32,6 +32,8 @@ pub struct Caller {
     pub uid: u32,
     pub gid: u32,
     pub pid: u32,
+    /// For calls that create: the caller's umask (0 when the kernel applied it already).
+    pub umask: u32,
 }
 
 impl Caller {
@@ -39,6 +41,7 @@ impl Caller {
         uid: 0,
         gid: 0,
         pid: 0,
+        umask: 0,
     };
 }
 

@@ -60,6 +60,20 @@ impl Union {
         Ok(())
     }
 
+    /// The mode a new object in `dir` gets: the caller's umask applies, unless the directory
+    /// has a default ACL, which the branch filesystem then applies instead (POSIX ACL rules;
+    /// with POSIX ACLs on, the kernel leaves the umask to the filesystem).
+    pub(crate) fn creation_mode(&self, dir: &OwnedFd, mode: u32, umask: u32) -> u32 {
+        if umask & 0o777 == 0 {
+            return mode;
+        }
+        let acl = OsStr::new("system.posix_acl_default");
+        match sys::getxattr_at(dir.as_fd(), OsStr::new(""), acl) {
+            Ok(_) => mode,
+            Err(_) => mode & !(umask & 0o777),
+        }
+    }
+
     /// Writes `.wh.NAME` into directory `ppath` of branch `t` (its parents copied up first).
     pub(crate) fn make_whiteout(&self, t: usize, ppath: &Path, name: &OsStr) -> Result<()> {
         self.ensure_dirs(t, ppath)?;
@@ -180,7 +194,7 @@ impl Union {
             .dir(&ppath)
             .ctx(|| format!("open {ppath:?}"))?;
         let kind = SFlag::from_bits_truncate(mode & libc::S_IFMT);
-        let perm = Mode::from_bits_truncate(mode & 0o7777);
+        let perm = Mode::from_bits_truncate(self.creation_mode(&dir, mode, caller.umask) & 0o7777);
         sys::as_caller(caller.uid, caller.gid, || {
             nix::sys::stat::mknodat(&dir, name, kind, perm, rdev)
         })
