@@ -33,7 +33,7 @@ impl Union {
     /// unlink take theirs after their copy-ups), so no thread holding a deeper path waits for a
     /// shallower one or the reverse.
     pub(crate) fn copy_up_to(&self, rel: &Path, found: &Found, target: usize) -> Result<Found> {
-        if found.top() == target && found.index.is_none() {
+        if found.top() == target {
             return Ok(found.clone());
         }
         let (parent, _) = split(rel);
@@ -43,11 +43,22 @@ impl Union {
         let cur = self
             .resolve(rel)?
             .ok_or_else(|| Error::new(libc::ENOENT, format!("{rel:?} vanished before copy-up")))?;
-        if cur.top() == target && cur.index.is_none() {
+        if cur.top() == target {
             return Ok(cur);
         }
         if cur.is_dir() {
             self.ensure_dirs(target, rel)?;
+        } else if self.in_lower_link_group(&cur) {
+            let _group = self.path_locks.lock(&Self::group_lock_key(&cur));
+            // Another name of the group may have brought this one up while we waited.
+            let cur = self
+                .resolve(rel)?
+                .ok_or_else(|| Error::errno(libc::ENOENT))?;
+            if cur.top() != target {
+                let others = self.visible_group_names(rel, &cur)?;
+                self.copy_object(target, rel, &cur)?;
+                self.link_group_up(target, rel, &others)?;
+            }
         } else {
             self.copy_object(target, rel, &cur)?;
         }
@@ -102,47 +113,20 @@ impl Union {
                 .dir(parent)
                 .ctx(|| format!("open {parent:?} in branch {}", dst_branch.path.display()))
         };
-        // Another name of this file's link group was copied up already: join it.
-        if let Some(ix) = &found.index {
-            if ix.branch == target {
-                let index = dst_branch
-                    .dir(Path::new(crate::branch::INDEX_DIR))
-                    .ctx(|| "open link index directory")?;
-                nix::unistd::linkat(
-                    &index,
-                    ix.key.as_os_str(),
-                    &dst_dir()?,
-                    name,
-                    AtFlags::empty(),
-                )
-                .ctx(|| format!("link {rel:?} to its copied-up link group"))?;
-                return Ok(());
-            }
-        }
-        let (src_b, src_parent, src_name) = self.data_location(rel, found);
-        let src_branch = self.branches.get(src_b);
-        let src_dir = src_branch.dir(src_parent).ctx(|| {
-            format!(
-                "open {src_parent:?} in branch {}",
-                src_branch.path.display()
-            )
-        })?;
+        let src_branch = self.branches.get(found.top());
+        let src_dir = src_branch
+            .dir(parent)
+            .ctx(|| format!("open {parent:?} in branch {}", src_branch.path.display()))?;
         let work = self.work_dir(target)?;
         let tmp = self.tmp_name();
-        let group_key = self
-            .in_link_group(found)
-            .then(|| Self::index_key(&found.st));
         let result = (|| -> Result<()> {
-            build_copy(work, &tmp, &src_dir, src_name, &found.st).ctx(|| {
+            build_copy(work, &tmp, &src_dir, name, &found.st).ctx(|| {
                 format!(
                     "copy {rel:?} from branch {} up to branch {}",
                     src_branch.path.display(),
                     dst_branch.path.display()
                 )
             })?;
-            if let Some(key) = &group_key {
-                self.index_copy(target, work, &tmp, key)?;
-            }
             let dir = dst_dir()?;
             // A copy-up is not a change the user made: the parent keeps its times (as overlayfs).
             let parent_st = nix::sys::stat::fstat(&dir).ctx(|| format!("stat {parent:?}"))?;
@@ -399,63 +383,92 @@ pub(crate) fn remove_tree_at(dir: &nix::dir::Dir, name: &OsStr) -> Result<()> {
 }
 
 // Hardlink groups. Names that are hardlinks of each other in a read-only branch must stay one
-// file once one of them is changed (aufs does this with pseudo-links, overlayfs with
-// `index=on`). The first copy-up of such a file also links the copy as
-// `.wh..wh.plnk/<dev>_<ino>` (the lower file's identity) in the writable branch. A lookup of
-// another name of the group finds that entry and shows it instead of the stale lower file; its
-// own copy-up is a link to the entry, not a copy. The entry lives in the branch, so this holds
-// after a remount too.
+// file once one of them is changed (aufs keeps this with pseudo-links, overlayfs with
+// `index=on`). Here the first copy-up of such a file copies the whole group: the data once, then
+// a hardlink in the writable branch for every other name of the group that the union still
+// shows there. The writable branch then holds the group as real hardlinks, so it stays one file
+// after a remount, and a commit or squash of the branch keeps the links.
 impl Union {
-    /// The index key of a lower file.
-    pub(crate) fn index_key(st: &FileStat) -> OsString {
-        OsString::from(format!("{}_{}", st.st_dev, st.st_ino))
-    }
-
-    /// True when `found` is a lower file whose link group may be indexed.
-    fn in_link_group(&self, found: &Found) -> bool {
-        found.st.st_mode & libc::S_IFMT == libc::S_IFREG
+    /// True when `found` is a non-directory of a read-only branch with several links.
+    fn in_lower_link_group(&self, found: &Found) -> bool {
+        found.st.st_mode & libc::S_IFMT != libc::S_IFDIR
             && found.st.st_nlink > 1
             && !self.branches.get(found.top()).writable()
     }
 
-    /// Points `found` at its group's index entry, if one was made above it.
-    pub(crate) fn apply_link_index(&self, found: &mut Found) -> Result<()> {
-        if found.index.is_some() || !self.in_link_group(found) {
+    /// The other names of `found`'s link group that the union shows from the same branch file.
+    fn visible_group_names(&self, rel: &Path, found: &Found) -> Result<Vec<PathBuf>> {
+        let branch = self.branches.get(found.top());
+        let mut out = Vec::new();
+        for name in self
+            .link_groups
+            .names(found.top(), &branch.path, found.st.st_ino)
+        {
+            if name == rel {
+                continue;
+            }
+            if let Some(f) = self.resolve(&name)? {
+                if f.top() == found.top()
+                    && f.st.st_ino == found.st.st_ino
+                    && f.st.st_dev == found.st.st_dev
+                {
+                    out.push(name);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets the link count of a lower hardlinked file to the number of its names the union
+    /// shows (a name hidden by an upper file, a whiteout or an opaque directory is not one).
+    pub(crate) fn count_visible_links(&self, found: &mut Found) -> Result<()> {
+        if !self.in_lower_link_group(found) {
             return Ok(());
         }
-        let key = Self::index_key(&found.st);
-        for b in 0..found.top() {
-            let branch = self.branches.get(b);
-            if !branch.writable() {
-                continue;
+        let branch = self.branches.get(found.top());
+        let mut visible = 0u64;
+        for name in self
+            .link_groups
+            .names(found.top(), &branch.path, found.st.st_ino)
+        {
+            if let Some(f) = self.resolve(&name)? {
+                if f.top() == found.top()
+                    && f.st.st_ino == found.st.st_ino
+                    && f.st.st_dev == found.st.st_dev
+                {
+                    visible += 1;
+                }
             }
-            let Ok(dir) = branch.dir(Path::new(crate::branch::INDEX_DIR)) else {
-                continue;
-            };
-            if let Some(st) = crate::branch::stat_at(&dir, &key)? {
-                found.st = st;
-                found.index = Some(crate::fs::IndexRef { branch: b, key });
-                return Ok(());
+        }
+        found.st.st_nlink = visible.max(1) as _;
+        Ok(())
+    }
+
+    /// After `rel` was copied into `target`: links the other visible names of its lower link
+    /// group to the copy. Called holding the group's lock.
+    fn link_group_up(&self, target: usize, rel: &Path, others: &[PathBuf]) -> Result<()> {
+        let branch = self.branches.get(target);
+        let (parent, name) = split(rel);
+        let src_dir = branch.dir(parent).ctx(|| format!("open {parent:?}"))?;
+        for other in others {
+            let (oparent, oname) = split(other);
+            self.ensure_dirs(target, oparent)?;
+            let dir = branch.dir(oparent).ctx(|| format!("open {oparent:?}"))?;
+            let parent_st = nix::sys::stat::fstat(&dir).ctx(|| format!("stat {oparent:?}"))?;
+            match nix::unistd::linkat(&src_dir, name, &dir, oname, AtFlags::empty()) {
+                Ok(()) | Err(Errno::EEXIST) => {}
+                Err(e) => return Err(e).ctx(|| format!("link {other:?} to the copy of {rel:?}")),
             }
+            restore_times(&dir, &parent_st).ctx(|| format!("restore times of {oparent:?}"))?;
         }
         Ok(())
     }
 
-    /// Links `work/tmp` (a fresh copy of a group member) into the group's index.
-    fn index_copy(&self, target: usize, work: &OwnedFd, tmp: &Path, key: &OsStr) -> Result<()> {
-        let branch = self.branches.get(target);
-        match nix::sys::stat::mkdirat(
-            branch.root.as_fd(),
-            crate::branch::INDEX_DIR,
-            Mode::from_bits_truncate(0o700),
-        ) {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => return Err(e).ctx(|| "create link index directory"),
-        }
-        let dir = branch
-            .dir(Path::new(crate::branch::INDEX_DIR))
-            .ctx(|| "open link index directory")?;
-        nix::unistd::linkat(work, tmp, &dir, key, AtFlags::empty())
-            .ctx(|| format!("index link {key:?}"))
+    /// The lock that serialises copy-ups of one lower link group (a name no merged path has).
+    fn group_lock_key(found: &Found) -> PathBuf {
+        PathBuf::from(format!(
+            "/link-group/{}/{}",
+            found.st.st_dev, found.st.st_ino
+        ))
     }
 }

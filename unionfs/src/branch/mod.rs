@@ -21,9 +21,6 @@ use resolve::{Presence, Probe};
 
 /// Name of the copy-up work directory inside a writable branch (hidden: a `.wh..wh.` name).
 pub const WORK_DIR: &str = ".wh..wh.work";
-/// Directory of a writable branch that keeps one link per copied-up lower hardlink group (the
-/// aufs name for its pseudo-links), so later names of the group join the same file.
-pub const INDEX_DIR: &str = ".wh..wh.plnk";
 
 /// One branch: its root directory held open, so every path is resolved beneath it.
 #[derive(Debug)]

@@ -143,9 +143,8 @@ impl Union {
                 branches: vec![branch],
             },
             st,
-            index: None,
         };
-        self.apply_link_index(&mut found)?;
+        self.count_visible_links(&mut found)?;
         Ok(self.attr_of(&found.st))
     }
 

@@ -35,10 +35,10 @@ impl Union {
         if wants_write(flags) {
             found = self.copy_up(&path, &found)?;
         }
-        let (b, dir, name) = self.data_location(&path, &found);
+        let b = found.top();
         let branch = self.branches.get(b);
         let fd = branch
-            .open_file(&dir.join(name), branch_flags(flags), Mode::empty())
+            .open_file(&path, branch_flags(flags), Mode::empty())
             .ctx(|| format!("open {path:?} in branch {}", branch.path.display()))?;
         Ok(self.handles.insert(Handle::File(FileHandle {
             node,

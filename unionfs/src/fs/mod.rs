@@ -18,7 +18,7 @@ use nix::sys::stat::{FileStat, Mode};
 
 use crate::branch::resolve::{self, Layers, Presence};
 
-use crate::branch::{stat_at, BranchSet, INDEX_DIR, WORK_DIR};
+use crate::branch::{stat_at, BranchSet, WORK_DIR};
 use crate::config::Config;
 use crate::error::{Context, Error, Result};
 use crate::handle::HandleTable;
@@ -50,16 +50,6 @@ impl Caller {
 pub struct Found {
     pub layers: Layers,
     pub st: FileStat,
-    /// For a lower file with hardlinks, one of which was already copied up: where the copied
-    /// data lives (`st` is then that file's stat). See [`crate::copyup`], "hardlink groups".
-    pub index: Option<IndexRef>,
-}
-
-/// A link-group entry `.wh..wh.plnk/KEY` in writable branch `branch`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IndexRef {
-    pub branch: usize,
-    pub key: std::ffi::OsString,
 }
 
 impl Found {
@@ -97,6 +87,8 @@ pub struct Union {
     read_only: bool,
     /// Per branch: the copy-up work directory of a writable branch.
     pub(crate) work: Vec<Option<OwnedFd>>,
+    /// Names of hardlinked files in read-only branches (for group copy-up and link counts).
+    pub(crate) link_groups: crate::linkgroup::LinkGroups,
     /// Bumped whenever directory layers change; see `layers_changed`.
     layer_gen: AtomicU64,
     /// Per-path locks: concurrent first writers copy a file once, and a copy-up never
@@ -142,6 +134,7 @@ impl Union {
             work,
             path_locks: Default::default(),
             layer_gen: AtomicU64::new(0),
+            link_groups: Default::default(),
             tmp_seq: AtomicU64::new(0),
         })
     }
@@ -167,7 +160,7 @@ impl Union {
             if !cur.is_dir() {
                 return Err(Error::errno(libc::ENOTDIR));
             }
-            match self.resolve_child(&cur_path, &cur.layers, comp)? {
+            match self.resolve_child_raw(&cur_path, &cur.layers, comp)? {
                 Some(f) => cur = f,
                 None => return Ok(None),
             }
@@ -182,12 +175,27 @@ impl Union {
         Ok(Found {
             layers: self.root_layers.clone(),
             st,
-            index: None,
         })
     }
 
-    /// Resolves `name` in the directory `parent_rel` made of `parent` branches.
+    /// Resolves `name` in the directory `parent_rel` made of `parent` branches, with the link
+    /// count the union shows (see [`Union::count_visible_links`]).
     pub fn resolve_child(
+        &self,
+        parent_rel: &Path,
+        parent: &Layers,
+        name: &OsStr,
+    ) -> Result<Option<Found>> {
+        let mut found = self.resolve_child_raw(parent_rel, parent, name)?;
+        if let Some(f) = found.as_mut() {
+            self.count_visible_links(f)?;
+        }
+        Ok(found)
+    }
+
+    /// Resolves `name` in the directory `parent_rel` made of `parent` branches, with the top
+    /// branch's own stat.
+    pub fn resolve_child_raw(
         &self,
         parent_rel: &Path,
         parent: &Layers,
@@ -247,29 +255,7 @@ impl Union {
             .find(|(b, _)| *b == top)
             .map(|(_, st)| st)
             .expect("a branch with the entry was probed with its stat");
-        let mut found = Found {
-            layers,
-            st,
-            index: None,
-        };
-        self.apply_link_index(&mut found)?;
-        Ok(Some(found))
-    }
-
-    /// Where the data and xattrs of `path` are read from: (branch, directory, name). Usually the
-    /// top branch's entry; for a hardlink whose group was copied up, the group's index entry.
-    pub(crate) fn data_location<'a>(
-        &self,
-        path: &'a Path,
-        found: &'a Found,
-    ) -> (usize, &'a Path, &'a OsStr) {
-        match &found.index {
-            Some(ix) => (ix.branch, Path::new(INDEX_DIR), ix.key.as_os_str()),
-            None => {
-                let (parent, name) = split(path);
-                (found.top(), parent, name)
-            }
-        }
+        Ok(Some(Found { layers, st }))
     }
 
     /// The path and resolution of a node; ENOENT when it no longer has a name in the union.
@@ -357,7 +343,6 @@ impl Union {
                 branches: vec![branch],
             },
             st,
-            index: None,
         };
         Ok(self.entry_for(parent, name, &found))
     }

@@ -19,7 +19,7 @@ impl Union {
             return Err(Error::errno(libc::ENODATA));
         }
         let (path, found) = self.node(node)?;
-        let (b, parent, name) = self.data_location(&path, &found);
+        let (b, (parent, name)) = (found.top(), split(&path));
         let dir = self
             .branches
             .get(b)
@@ -31,7 +31,7 @@ impl Union {
     /// The NUL-separated list of names.
     pub fn listxattr(&self, node: u64) -> Result<Vec<u8>> {
         let (path, found) = self.node(node)?;
-        let (b, parent, name) = self.data_location(&path, &found);
+        let (b, (parent, name)) = (found.top(), split(&path));
         let dir = self
             .branches
             .get(b)
