@@ -1,4 +1,8 @@
+#![forbid(unsafe_code)]
+
 fn main() {
-    eprintln!("layer-tool: not built yet");
-    std::process::exit(2);
+    if let Err(err) = layer_tool::cli::main() {
+        eprintln!("layer-tool: {err:#}");
+        std::process::exit(1);
+    }
 }

@@ -6,7 +6,11 @@
 //! ROOT/layers/sha256/<hex>/        one layer: a directory tree in aufs/OCI `.wh.` form,
 //!                                  keyed by the sha256 of its uncompressed tar (the OCI diff id)
 //! ROOT/images/<name>/image.json    one image: its layers bottom first, and its config
+//! ROOT/tmp/                        staging: work is done here and renamed into place
 //! ```
+//!
+//! The tar that names a layer is the deterministic one [`crate::tarball`] writes, so a layer
+//! directory's name always equals the digest of its current contents as `export` writes them.
 //!
 //! An image directory can also live outside the store: `image.json` names each layer by digest
 //! and by a path relative to the image directory, so a directory with `image.json` and
@@ -17,6 +21,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 /// Where the store lives when `$UNIONFS_STORE` is unset.
@@ -141,25 +146,206 @@ impl Image {
     /// Read `DIR/image.json`.
     pub fn load(dir: &Path) -> Result<Image> {
         let file = dir.join(IMAGE_FILE);
-        let text = fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        let text =
+            fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parsing {}", file.display()))
     }
 
-    /// Write `DIR/image.json` atomically (temporary file, then rename).
+    /// Write `DIR/image.json` atomically (a uniquely named temporary file, then rename).
     pub fn save(&self, dir: &Path) -> Result<()> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = dir.join(format!(".{IMAGE_FILE}.tmp"));
-        let mut f = fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(serde_json::to_string_pretty(self)?.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, dir.join(IMAGE_FILE))
-            .with_context(|| format!("renaming {} into place", tmp.display()))?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{IMAGE_FILE}."))
+            .tempfile_in(dir)
+            .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+        // tempfile makes it 0600; image.json is as readable as the layers it names.
+        tmp.as_file()
+            .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .and_then(|()| tmp.write_all(serde_json::to_string_pretty(self)?.as_bytes()))
+            .and_then(|()| tmp.as_file().sync_all())
+            .with_context(|| format!("writing {}", tmp.path().display()))?;
+        let file = dir.join(IMAGE_FILE);
+        tmp.persist(&file)
+            .with_context(|| format!("renaming into place as {}", file.display()))?;
         Ok(())
     }
 
     /// Absolute layer directories, bottom first.
     pub fn layer_dirs(&self, image_dir: &Path) -> Vec<PathBuf> {
-        self.layers.iter().map(|l| image_dir.join(&l.path)).collect()
+        self.layers
+            .iter()
+            .map(|l| image_dir.join(&l.path))
+            .collect()
+    }
+}
+
+/// A staging directory (see [`Store::staging_dir`]), removed on drop, holding the store's
+/// shared lock while it lives.
+pub struct Staging {
+    dir: tempfile::TempDir,
+    _lock: Flock<fs::File>,
+}
+
+impl Staging {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A layer that [`Store::install_layer`] put in place (or found already there).
+#[derive(Debug, Clone)]
+pub struct InstalledLayer {
+    pub digest: String,
+    pub path: PathBuf,
+    /// False when the store already held a layer with this digest (the staged copy was dropped).
+    pub new: bool,
+}
+
+impl Store {
+    /// `ROOT/tmp`: staging area on the store's filesystem, so finished work is renamed into place.
+    pub fn tmp_root(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// A fresh private staging directory under `ROOT/tmp`, removed when dropped. It holds the
+    /// store's shared lock, so `gc` waits until the work is saved (or dropped).
+    pub fn staging_dir(&self, what: &str) -> Result<Staging> {
+        let lock = self.lock(false)?;
+        let tmp = self.tmp_root();
+        fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{what}-"))
+            .tempdir_in(&tmp)
+            .with_context(|| format!("creating a staging directory in {}", tmp.display()))?;
+        Ok(Staging { dir, _lock: lock })
+    }
+
+    /// `ROOT/lock`, shared (work that adds to the store) or exclusive (`gc`).
+    pub fn lock(&self, exclusive: bool) -> Result<Flock<fs::File>> {
+        fs::create_dir_all(&self.root)
+            .with_context(|| format!("creating {}", self.root.display()))?;
+        let path = self.root.join("lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let how = if exclusive {
+            FlockArg::LockExclusive
+        } else {
+            FlockArg::LockShared
+        };
+        Flock::lock(file, how)
+            .map_err(|(_, errno)| errno)
+            .with_context(|| format!("flock {}", path.display()))
+    }
+
+    /// Move the finished layer tree at `staged` (inside [`Store::staging_dir`]) into
+    /// `layers/sha256/<hex>`, keyed by the digest of its deterministic tar. When the store already
+    /// has that digest, the staged tree is left where it is (its staging dir removes it).
+    ///
+    /// The layer root's own metadata is not part of the digest (the tar has no root entry), so
+    /// layers that differ only there share a directory: the first one installed.
+    pub fn install_layer(&self, staged: &Path) -> Result<InstalledLayer> {
+        let digest = crate::tarball::layer_digest(staged)?;
+        let path = self.layer_path(&digest)?;
+        if path.is_dir() {
+            return Ok(InstalledLayer {
+                digest,
+                path,
+                new: false,
+            });
+        }
+        // The layer's name promises its content: get the content on disk before the name.
+        let dir =
+            fs::File::open(staged).with_context(|| format!("opening {}", staged.display()))?;
+        nix::unistd::syncfs(&dir).with_context(|| format!("syncfs {}", staged.display()))?;
+        let parent = self.layers_dir();
+        fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+        match fs::rename(staged, &path) {
+            Ok(()) => Ok(InstalledLayer {
+                digest,
+                path,
+                new: true,
+            }),
+            // Another process installed the same layer between our check and the rename.
+            Err(_) if path.is_dir() => Ok(InstalledLayer {
+                digest,
+                path,
+                new: false,
+            }),
+            Err(e) => Err(e)
+                .with_context(|| format!("renaming {} to {}", staged.display(), path.display())),
+        }
+    }
+
+    /// The reference an image in this store uses for a layer in this store.
+    pub fn layer_ref(&self, digest: &str) -> Result<LayerRef> {
+        let hex = self
+            .layer_path(digest)?
+            .file_name()
+            .map(PathBuf::from)
+            .context("layer path has no name")?;
+        Ok(LayerRef {
+            digest: format!("sha256:{}", hex.display()),
+            path: Path::new("../../layers/sha256").join(hex),
+        })
+    }
+
+    /// The layers of `image` (whose directory is `image_dir`) as references valid from an image
+    /// directory of this store: store layers by their store path, others by absolute path.
+    pub fn rebase_layers(&self, image_dir: &Path, image: &Image) -> Result<Vec<LayerRef>> {
+        let mut out = Vec::new();
+        for layer in &image.layers {
+            if self
+                .layer_path(&layer.digest)
+                .map(|p| p.is_dir())
+                .unwrap_or(false)
+            {
+                out.push(self.layer_ref(&layer.digest)?);
+            } else {
+                let abs = image_dir.join(&layer.path);
+                let abs = abs.canonicalize().with_context(|| {
+                    format!(
+                        "layer {} of image {}: {}",
+                        layer.digest,
+                        image.name,
+                        abs.display()
+                    )
+                })?;
+                out.push(LayerRef {
+                    digest: layer.digest.clone(),
+                    path: abs,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Write `image` as `images/<name>/image.json` (atomically); returns the image directory.
+    pub fn save_image(&self, image: &Image) -> Result<PathBuf> {
+        let dir = self.image_dir(&image.name)?;
+        image.save(&dir)?;
+        Ok(dir)
+    }
+
+    /// Every layer directory in the store: digest and path, sorted by digest.
+    pub fn list_layers(&self) -> Result<Vec<(String, PathBuf)>> {
+        let mut out = Vec::new();
+        let dir = self.layers_dir();
+        if !dir.exists() {
+            return Ok(out);
+        }
+        for entry in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Ok(path) = self.layer_path(&name) {
+                out.push((format!("sha256:{name}"), path));
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 }
 
@@ -198,6 +384,18 @@ mod tests {
         };
         image.save(dir.path()).unwrap();
         assert_eq!(Image::load(dir.path()).unwrap(), image);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(dir.path().join(IMAGE_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644);
+        image.save(dir.path()).unwrap();
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary files left"
+        );
     }
 
     #[test]

@@ -1,0 +1,337 @@
+//! Command-line arguments into calls of the library; nothing else.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{parse_argv, ConfigChanges};
+use crate::store::Store;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "layer-tool",
+    version,
+    about = "Build, import, inspect, commit, export and squash image layers"
+)]
+pub struct Cli {
+    /// The image store (default: $UNIONFS_STORE, else /var/lib/unionfs).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Make a layer of a directory and an image of it (on top of --base).
+    Build {
+        dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        base: Option<String>,
+        /// Clamp mtimes to this epoch second (default: $SOURCE_DATE_EPOCH if set).
+        #[arg(long)]
+        mtime: Option<i64>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Make a layer of a container's writable directory, on top of its image.
+    Commit {
+        upper: PathBuf,
+        #[arg(long)]
+        base: String,
+        #[arg(long)]
+        name: String,
+        /// A path (relative to the upper directory) to leave out; repeatable.
+        #[arg(long, value_name = "PATH")]
+        exclude: Vec<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Import an OCI image layout (directory or tar) or a `docker save` archive.
+    Import {
+        path: PathBuf,
+        /// The name in the store (default: the name the source gives).
+        #[arg(long)]
+        name: Option<String>,
+        /// Which image of a source that holds several (OCI ref name or docker tag).
+        #[arg(long = "ref")]
+        reference: Option<String>,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Export an image as an OCI image layout (OUT.tar: as a tar), or a layer as a layer tarball.
+    Export {
+        /// An image name or directory, or a layer digest (sha256:... or 64 hex digits).
+        what: String,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// gzip the layers.
+        #[arg(long)]
+        gzip: bool,
+        /// The ref name in index.json (default: the image name).
+        #[arg(long = "ref")]
+        reference: Option<String>,
+    },
+    /// Flatten an image's layers into one layer with the same view.
+    Squash {
+        image: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// List images (or layers with --layers).
+    Ls {
+        #[arg(long)]
+        layers: bool,
+    },
+    /// Show an image or a layer as JSON: layers, sizes, digests, whiteouts.
+    Inspect { what: String },
+    /// Remove an image from the store (its layers stay until gc).
+    Rm { image: String },
+    /// Delete layers no image in the store uses, and staging left by interrupted work.
+    Gc,
+    /// Mount an image's merged view read-only at DIR (through unionfs).
+    Mount { image: String, dir: PathBuf },
+    /// Unmount what `mount` mounted.
+    Umount { dir: PathBuf },
+    /// Copy a layer tree, rewriting whiteouts between aufs/OCI and overlayfs form.
+    Convert {
+        #[arg(long = "to", value_enum)]
+        to: Form,
+        /// With --to overlay: mark opaque directories with user.overlay.opaque (userxattr mounts).
+        #[arg(long)]
+        userxattr: bool,
+        src: PathBuf,
+        dst: PathBuf,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Form {
+    Overlay,
+    Aufs,
+}
+
+/// Limits against hostile archives.
+#[derive(Args, Debug)]
+pub struct LimitArgs {
+    /// Refuse archives whose uncompressed content exceeds this many bytes (suffixes K, M, G, T).
+    #[arg(long, value_parser = parse_size)]
+    pub max_size: Option<u64>,
+    /// Refuse archives with more entries than this.
+    #[arg(long)]
+    pub max_entries: Option<u64>,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> crate::extract::Limits {
+        let mut l = crate::extract::Limits::default();
+        if let Some(b) = self.max_size {
+            l.max_bytes = b;
+        }
+        if let Some(e) = self.max_entries {
+            l.max_entries = e;
+        }
+        l
+    }
+}
+
+/// `10G` -> 10 * 2^30.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let (num, shift) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("unknown size suffix in {text:?}")),
+            };
+            (&text[..i], shift)
+        }
+        _ => (text, 0),
+    };
+    let n: u64 = num.parse().map_err(|e| format!("{text:?}: {e}"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Image config changes shared by build, commit and import.
+#[derive(Args, Debug, Default)]
+pub struct ConfigArgs {
+    /// KEY=VALUE; repeatable.
+    #[arg(long)]
+    pub env: Vec<String>,
+    /// The command: a JSON array or whitespace-separated words.
+    #[arg(long)]
+    pub cmd: Option<String>,
+    /// The entrypoint: a JSON array or whitespace-separated words.
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    #[arg(long)]
+    pub workdir: Option<String>,
+    #[arg(long)]
+    pub user: Option<String>,
+}
+
+impl ConfigArgs {
+    fn changes(&self) -> Result<ConfigChanges> {
+        Ok(ConfigChanges {
+            env: self.env.clone(),
+            entrypoint: self.entrypoint.as_deref().map(parse_argv).transpose()?,
+            cmd: self.cmd.as_deref().map(parse_argv).transpose()?,
+            workdir: self.workdir.clone(),
+            user: self.user.clone(),
+        })
+    }
+}
+
+pub fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let store = match &cli.store {
+        Some(root) => Store::at(root),
+        None => Store::from_env(),
+    };
+    match cli.command {
+        Command::Build {
+            dir,
+            name,
+            base,
+            mtime,
+            config,
+        } => {
+            let clamp_mtime = match mtime {
+                Some(m) => Some(m),
+                None => match std::env::var("SOURCE_DATE_EPOCH") {
+                    Ok(v) => Some(
+                        v.parse()
+                            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?}"))?,
+                    ),
+                    Err(_) => None,
+                },
+            };
+            let opts = crate::build::BuildOptions {
+                base,
+                config: config.changes()?,
+                clamp_mtime,
+            };
+            let image = crate::build::build(&store, &dir, &name, &opts)?;
+            print_image_summary(&image);
+        }
+        Command::Commit {
+            upper,
+            base,
+            name,
+            exclude,
+            config,
+        } => {
+            let opts = crate::commit::CommitOptions {
+                exclude,
+                config: config.changes()?,
+            };
+            let image = crate::commit::commit_layer_with(&store, &upper, &base, &name, &opts)?;
+            print_image_summary(&image);
+        }
+        Command::Import {
+            path,
+            name,
+            reference,
+            limits,
+        } => {
+            let opts = crate::import::ImportOptions {
+                name,
+                reference,
+                limits: limits.limits(),
+                allow_devices: None,
+                progress: crate::progress::wanted(),
+            };
+            let image = crate::import::import(&store, &path, &opts)?;
+            print_image_summary(&image);
+        }
+        Command::Export {
+            what,
+            output,
+            gzip,
+            reference,
+        } => {
+            let opts = crate::export::ExportOptions {
+                gzip,
+                reference,
+                progress: crate::progress::wanted(),
+            };
+            match crate::digest::normalize(&what) {
+                Some(digest) => {
+                    let blob = crate::export::export_layer(&store, &digest, &output, &opts)?;
+                    println!("{}", blob.digest);
+                }
+                None => {
+                    let desc = crate::export::export_image(&store, &what, &output, &opts)?;
+                    println!("{}", desc.digest);
+                }
+            }
+        }
+        Command::Squash { image, name } => {
+            let image = crate::squash::squash(&store, &image, &name, crate::progress::wanted())?;
+            print_image_summary(&image);
+        }
+        Command::Ls { layers } => print!("{}", crate::inspect::list(&store, layers)?),
+        Command::Inspect { what } => {
+            let value = crate::inspect::inspect(&store, &what)?;
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
+        Command::Rm { image } => crate::gc::remove_image(&store, &image)?,
+        Command::Gc => {
+            let report = crate::gc::gc(&store)?;
+            for digest in &report.layers {
+                println!("removed {digest}");
+            }
+            if report.staging > 0 {
+                println!("removed {} leftover staging entries", report.staging);
+            }
+        }
+        Command::Mount { image, dir } => crate::mount::mount(&store, &image, &dir)?,
+        Command::Umount { dir } => crate::mount::umount(&dir)?,
+        Command::Convert {
+            to,
+            userxattr,
+            src,
+            dst,
+        } => {
+            let form = match to {
+                Form::Overlay => crate::copy::WhiteoutForm::Overlay { userxattr },
+                Form::Aufs => crate::copy::WhiteoutForm::Aufs,
+            };
+            crate::convert::convert(&src, &dst, form)?;
+        }
+    }
+    Ok(())
+}
+
+fn print_image_summary(image: &crate::store::Image) {
+    println!("{}", image.name);
+    for layer in &image.layers {
+        println!("  {}", layer.digest);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10"), Ok(10));
+        assert_eq!(parse_size("2K"), Ok(2048));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert!(parse_size("1X").is_err());
+        assert!(parse_size("x").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

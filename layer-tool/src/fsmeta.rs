@@ -1,0 +1,121 @@
+//! File metadata as layers record it (mode, owner, mtime), applied without following symlinks.
+
+use std::fs;
+use std::os::unix::fs::{lchown, MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use nix::sys::stat::{utimensat, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+
+/// The metadata a layer tar records for every entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// Permission bits including setuid/setgid/sticky (`mode & 0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Seconds since the epoch; tar keeps whole seconds.
+    pub mtime: i64,
+}
+
+impl Meta {
+    pub fn of(md: &fs::Metadata) -> Meta {
+        Meta {
+            mode: md.mode() & 0o7777,
+            uid: md.uid(),
+            gid: md.gid(),
+            mtime: md.mtime(),
+        }
+    }
+
+    /// Apply owner, mode and mtime to `path`. For symlinks only owner and mtime apply.
+    ///
+    /// The owner is set first because chown clears setuid/setgid bits. When we are not root,
+    /// chown to another user fails with EPERM; that is tolerated (the file keeps our ids).
+    pub fn apply(&self, path: &Path, is_symlink: bool) -> Result<()> {
+        if let Err(e) = lchown(path, Some(self.uid), Some(self.gid)) {
+            if e.raw_os_error() != Some(libc::EPERM) || is_root() {
+                return Err(e).with_context(|| format!("chown {}", path.display()));
+            }
+        }
+        if !is_symlink {
+            fs::set_permissions(path, fs::Permissions::from_mode(self.mode))
+                .with_context(|| format!("chmod {}", path.display()))?;
+        }
+        set_mtime(path, self.mtime)
+    }
+}
+
+/// Set atime and mtime of `path` (not following a symlink) to `secs`.
+pub fn set_mtime(path: &Path, secs: i64) -> Result<()> {
+    let ts = TimeSpec::new(secs, 0);
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &ts,
+        &ts,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .with_context(|| format!("setting mtime of {}", path.display()))
+}
+
+/// True when running as root (device nodes and foreign owners can be created).
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Extended attributes a layer carries for `path` (not following a symlink), sorted by name.
+///
+/// Left out: overlayfs' own (`trusted.overlay.*`, `user.overlay.*`: whiteout bookkeeping, turned
+/// into `.wh.` form instead), `security.selinux` (a host label, not image content) and
+/// `system.*` (ACLs and other kernel-synthesised names).
+pub fn layer_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let names = match xattr::list(path) {
+        Ok(names) => names,
+        Err(e) if unsupported(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("listxattr {}", path.display())),
+    };
+    let mut out = Vec::new();
+    for name in names {
+        let Some(name) = name.to_str() else { continue };
+        if !carried_xattr(name) {
+            continue;
+        }
+        match xattr::get(path, name) {
+            Ok(Some(value)) => out.push((name.to_string(), value)),
+            Ok(None) => {}
+            Err(e) if unsupported(&e) => {}
+            Err(e) => return Err(e).with_context(|| format!("getxattr {name} {}", path.display())),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Whether a layer keeps the xattr `name` (see [`layer_xattrs`]).
+pub fn carried_xattr(name: &str) -> bool {
+    !(name.starts_with("trusted.overlay.")
+        || name.starts_with("user.overlay.")
+        || name == "security.selinux"
+        || name.starts_with("system."))
+}
+
+/// Set xattrs on `path` (not following a symlink). Call after the owner is set: chown clears
+/// `security.capability`. Filesystems without xattrs, and EPERM when not root, are tolerated.
+pub fn set_xattrs(path: &Path, xattrs: &[(String, Vec<u8>)]) -> Result<()> {
+    for (name, value) in xattrs {
+        if let Err(e) = xattr::set(path, name, value) {
+            let eperm = e.raw_os_error() == Some(libc::EPERM);
+            if unsupported(&e) || (eperm && !is_root()) {
+                continue;
+            }
+            return Err(e).with_context(|| format!("setxattr {name} on {}", path.display()));
+        }
+    }
+    Ok(())
+}
+
+fn unsupported(e: &std::io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EOPNOTSUPP)
+}
