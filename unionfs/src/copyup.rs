@@ -23,7 +23,13 @@ impl Union {
     /// returns its new resolution.
     pub(crate) fn copy_up(&self, rel: &Path, found: &Found) -> Result<Found> {
         let target = self.change_target(found)?;
-        self.copy_up_to(rel, found, target)
+        self.copy_up_to(rel, found, target, Contents::All)
+    }
+
+    /// Copy-up for an open with O_TRUNC: everything but the data, which is about to go.
+    pub(crate) fn copy_up_truncated(&self, rel: &Path, found: &Found) -> Result<Found> {
+        let target = self.change_target(found)?;
+        self.copy_up_to(rel, found, target, Contents::Empty)
     }
 
     /// Copies `rel` up into writable branch `target` (at or above where it shows now).
@@ -32,7 +38,13 @@ impl Union {
     /// held while its copy is built. No caller holds a path lock when it gets here (rename and
     /// unlink take theirs after their copy-ups), so no thread holding a deeper path waits for a
     /// shallower one or the reverse.
-    pub(crate) fn copy_up_to(&self, rel: &Path, found: &Found, target: usize) -> Result<Found> {
+    pub(crate) fn copy_up_to(
+        &self,
+        rel: &Path,
+        found: &Found,
+        target: usize,
+        contents: Contents,
+    ) -> Result<Found> {
         if found.top() == target {
             return Ok(found.clone());
         }
@@ -56,11 +68,11 @@ impl Union {
                 .ok_or_else(|| Error::errno(libc::ENOENT))?;
             if cur.top() != target {
                 let others = self.visible_group_names(rel, &cur)?;
-                self.copy_object(target, rel, &cur)?;
+                self.copy_object(target, rel, &cur, contents)?;
                 self.link_group_up(target, rel, &others)?;
             }
         } else {
-            self.copy_object(target, rel, &cur)?;
+            self.copy_object(target, rel, &cur, contents)?;
         }
         self.resolve(rel)?
             .ok_or_else(|| Error::new(libc::EIO, format!("{rel:?} lost in copy-up")))
@@ -98,14 +110,20 @@ impl Union {
                     format!("{prefix:?} is not a directory"),
                 ));
             }
-            self.copy_object(target, &prefix, &found)?;
+            self.copy_object(target, &prefix, &found, Contents::All)?;
         }
         Ok(())
     }
 
     /// Copies one object (file, symlink, special file, or a directory without its contents) of
     /// `found` into branch `target` at `rel`, through the work directory.
-    fn copy_object(&self, target: usize, rel: &Path, found: &Found) -> Result<()> {
+    fn copy_object(
+        &self,
+        target: usize,
+        rel: &Path,
+        found: &Found,
+        contents: Contents,
+    ) -> Result<()> {
         let dst_branch = self.branches.get(target);
         let (parent, name) = split(rel);
         let dst_dir = || {
@@ -120,7 +138,7 @@ impl Union {
         let work = self.work_dir(target)?;
         let tmp = self.tmp_name();
         let result = (|| -> Result<()> {
-            build_copy(work, &tmp, &src_dir, name, &found.st).ctx(|| {
+            build_copy(work, &tmp, &src_dir, name, &found.st, contents).ctx(|| {
                 format!(
                     "copy {rel:?} from branch {} up to branch {}",
                     src_branch.path.display(),
@@ -150,6 +168,14 @@ impl Union {
     }
 }
 
+/// What of a regular file a copy-up copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Contents {
+    All,
+    /// Metadata only: the file is being truncated to zero anyway.
+    Empty,
+}
+
 /// Builds the copy of `src_dir/name` as `work/tmp`: the object, then owner, mode, xattrs and
 /// times (in that order: chown clears setuid bits and file capabilities).
 fn build_copy(
@@ -158,6 +184,7 @@ fn build_copy(
     src_dir: &OwnedFd,
     name: &OsStr,
     st: &FileStat,
+    contents: Contents,
 ) -> Result<()> {
     let fmt = st.st_mode & libc::S_IFMT;
     match fmt {
@@ -176,7 +203,9 @@ fn build_copy(
                 Mode::from_bits_truncate(0o600),
             )
             .ctx(|| "create copy")?;
-            copy_data(&src, &dst, st.st_size as u64)?;
+            if contents == Contents::All {
+                copy_data(&src, &dst, st.st_size as u64)?;
+            }
         }
         libc::S_IFDIR => {
             nix::sys::stat::mkdirat(work, tmp, Mode::from_bits_truncate(0o700))

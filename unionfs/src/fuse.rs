@@ -232,6 +232,8 @@ impl Filesystem for UnionFuse {
         // Lookups and readdirs in one directory may run in parallel: the core takes no
         // directory-wide state for them.
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_PARALLEL_DIROPS);
+        // open(O_TRUNC) arrives as one request, so a copy-up for it skips the doomed data.
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_ATOMIC_O_TRUNC);
         // Listing a directory also returns each entry's attributes (one request, not one per
         // entry); the kernel decides when that pays (`ls -l` yes, `find` no).
         let _ = config.add_capabilities(

@@ -32,7 +32,9 @@ impl Union {
         if found.is_dir() {
             return Err(Error::errno(libc::EISDIR));
         }
-        if wants_write(flags) {
+        if flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY {
+            found = self.copy_up_truncated(&path, &found)?;
+        } else if wants_write(flags) {
             found = self.copy_up(&path, &found)?;
         }
         let b = found.top();

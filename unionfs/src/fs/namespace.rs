@@ -353,7 +353,7 @@ impl Union {
         let found = if found.top() == t {
             found.clone()
         } else {
-            self.copy_up_to(rel, found, t)?
+            self.copy_up_to(rel, found, t, crate::copyup::Contents::All)?
         };
         if !found.is_dir() || found.layers.branches == [t] {
             return Ok(());
