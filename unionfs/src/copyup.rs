@@ -436,7 +436,7 @@ impl Union {
             if name == rel {
                 continue;
             }
-            if let Some(f) = self.resolve(&name)? {
+            if let Some(f) = self.resolve_if_shown(&name)? {
                 if f.top() == found.top()
                     && f.st.st_ino == found.st.st_ino
                     && f.st.st_dev == found.st.st_dev
@@ -460,7 +460,7 @@ impl Union {
             .link_groups
             .names(found.top(), &branch.path, found.st.st_ino)
         {
-            if let Some(f) = self.resolve(&name)? {
+            if let Some(f) = self.resolve_if_shown(&name)? {
                 if f.top() == found.top()
                     && f.st.st_ino == found.st.st_ino
                     && f.st.st_dev == found.st.st_dev
@@ -491,6 +491,15 @@ impl Union {
             restore_times(&dir, &parent_st).ctx(|| format!("restore times of {oparent:?}"))?;
         }
         Ok(())
+    }
+
+    /// Resolves a name of a link group; a name below something that is no longer a directory
+    /// is simply not shown.
+    fn resolve_if_shown(&self, rel: &Path) -> Result<Option<Found>> {
+        match self.resolve(rel) {
+            Err(e) if e.is(libc::ENOTDIR) => Ok(None),
+            other => other,
+        }
     }
 
     /// The lock that serialises copy-ups of one lower link group (a name no merged path has).
