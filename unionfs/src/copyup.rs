@@ -70,6 +70,7 @@ impl Union {
                 let others = self.visible_group_names(rel, &cur)?;
                 self.copy_object(target, rel, &cur, contents)?;
                 self.link_group_up(target, rel, &others)?;
+                self.names_changed();
             }
         } else {
             self.copy_object(target, rel, &cur, contents)?;
@@ -454,6 +455,12 @@ impl Union {
         if !self.in_lower_link_group(found) {
             return Ok(());
         }
+        let key = (found.top(), found.st.st_ino);
+        let gen = self.names_gen.load(std::sync::atomic::Ordering::Acquire);
+        if let Some(n) = self.link_groups.cached_count(key, gen) {
+            found.st.st_nlink = n as _;
+            return Ok(());
+        }
         let branch = self.branches.get(found.top());
         let mut visible = 0u64;
         for name in self
@@ -469,7 +476,9 @@ impl Union {
                 }
             }
         }
-        found.st.st_nlink = visible.max(1) as _;
+        let visible = visible.max(1);
+        self.link_groups.cache_count(key, gen, visible);
+        found.st.st_nlink = visible as _;
         Ok(())
     }
 

@@ -20,9 +20,23 @@ type Groups = HashMap<u64, Vec<PathBuf>>;
 #[derive(Debug, Default)]
 pub struct LinkGroups {
     per_branch: Mutex<HashMap<usize, Arc<Groups>>>,
+    /// (branch, inode) -> (names generation, how many names the union shows).
+    counts: Mutex<HashMap<(usize, u64), (u64, u64)>>,
 }
 
 impl LinkGroups {
+    /// A visible-name count computed while the union's names were at generation `gen`.
+    pub fn cached_count(&self, key: (usize, u64), gen: u64) -> Option<u64> {
+        match self.counts.lock().get(&key) {
+            Some((g, n)) if *g == gen => Some(*n),
+            _ => None,
+        }
+    }
+
+    pub fn cache_count(&self, key: (usize, u64), gen: u64, n: u64) {
+        self.counts.lock().insert(key, (gen, n));
+    }
+
     /// Every name in branch `index` (rooted at `root`) of the inode `ino`.
     pub fn names(&self, index: usize, root: &Path, ino: u64) -> Vec<PathBuf> {
         let groups = {

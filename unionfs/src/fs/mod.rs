@@ -87,6 +87,9 @@ pub struct Union {
     read_only: bool,
     /// Per branch: the copy-up work directory of a writable branch.
     pub(crate) work: Vec<Option<OwnedFd>>,
+    /// Bumped whenever a name appears or goes anywhere in the union; cached link counts of
+    /// lower hardlink groups are valid only within one generation.
+    pub(crate) names_gen: AtomicU64,
     /// Names of hardlinked files in read-only branches (for group copy-up and link counts).
     pub(crate) link_groups: crate::linkgroup::LinkGroups,
     /// Bumped whenever directory layers change; see `layers_changed`.
@@ -135,6 +138,7 @@ impl Union {
             path_locks: Default::default(),
             layer_gen: AtomicU64::new(0),
             link_groups: Default::default(),
+            names_gen: AtomicU64::new(0),
             tmp_seq: AtomicU64::new(0),
         })
     }
@@ -303,6 +307,12 @@ impl Union {
     /// opaque, renamed or removed): every cached directory resolution is stale.
     pub(crate) fn layers_changed(&self) {
         self.layer_gen.fetch_add(1, Ordering::AcqRel);
+        self.names_changed();
+    }
+
+    /// A name appeared or went somewhere in the union.
+    pub(crate) fn names_changed(&self) {
+        self.names_gen.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn attr_of(&self, st: &FileStat) -> Attr {

@@ -48,6 +48,7 @@ impl Union {
             .dir(ppath)
             .ctx(|| format!("open {ppath:?}"))?;
         remove_whiteout(&dir, name)?;
+        self.names_changed();
         if is_dir {
             // The parent's branches as they are now (its copy-up may have just added `t`).
             let (_, players) = self.dir_layers(parent)?;
@@ -147,9 +148,11 @@ impl Union {
         if want_dir {
             self.layers_changed();
         }
-        if self.resolve_child(&ppath, &players, name)?.is_some() {
+        if self.resolve_child_raw(&ppath, &players, name)?.is_some() {
             self.make_whiteout(t, &ppath, name)?;
         }
+        // After every change: a count cached in between would be stale.
+        self.names_changed();
         self.inodes.remove_name(parent, name);
         Ok(())
     }
@@ -343,6 +346,7 @@ impl Union {
         } else {
             self.inodes.exchange((parent, name), (newparent, newname));
         }
+        self.names_changed();
         Ok(())
     }
 
