@@ -254,6 +254,10 @@ impl Filesystem for UnionFuse {
         Ok(())
     }
 
+    fn destroy(&mut self) {
+        self.core.cleanup();
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         reply_entry(reply, &self.ttl, "lookup", self.core.lookup(parent.0, name));
     }

@@ -183,6 +183,7 @@ fn daemon_child(cfg: &Config, log_file: Option<&Path>, report: OwnedFd) -> i32 {
             return 1;
         }
     };
+    write_pid_file(&cfg.mountpoint);
     let _ = report.write_all(b"OK");
     drop(report);
     match serve(session, &cfg.mountpoint) {
@@ -216,8 +217,67 @@ fn fork_process() -> anyhow::Result<ForkResult> {
     crate::sys::fork()
 }
 
-/// Unmounts `mountpoint` (`lazy`: detach now, finish when no longer busy).
+/// Where the daemon serving `mountpoint` records its pid, so `unionfs umount` can wait for it
+/// to finish (the daemon cleans its branches up after the kernel lets go of the mount).
+fn pid_file(mountpoint: &Path) -> std::path::PathBuf {
+    let key: String = mountpoint
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c == '/' { '%' } else { c })
+        .collect();
+    Path::new(RUN_DIR).join(format!("{key}.pid"))
+}
+
+const RUN_DIR: &str = "/run/unionfs";
+
+/// Records this process as the daemon of `mountpoint` (best effort: without /run, umount just
+/// does not wait).
+fn write_pid_file(mountpoint: &Path) {
+    let _ = std::fs::create_dir_all(RUN_DIR);
+    let _ = std::fs::write(pid_file(mountpoint), std::process::id().to_string());
+}
+
+/// Waits (a bounded time) for the daemon recorded for `mountpoint` to exit.
+fn wait_for_daemon(mountpoint: &Path) {
+    let file = pid_file(mountpoint);
+    let Some(pid) = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    let pid = nix::unistd::Pid::from_raw(pid);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while is_running(pid) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let _ = std::fs::remove_file(file);
+}
+
+/// True while `pid` exists and is not a zombie (an exited daemon waits for its reaper, which
+/// is not us).
+fn is_running(pid: nix::unistd::Pid) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .map(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}
+
+/// Unmounts `mountpoint` (`lazy`: detach now, finish when no longer busy) and waits for its
+/// daemon to finish.
 pub fn unmount(mountpoint: &Path, lazy: bool) -> anyhow::Result<()> {
+    let canonical = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    unmount_only(mountpoint, lazy)?;
+    if !lazy {
+        wait_for_daemon(&canonical);
+    }
+    Ok(())
+}
+
+fn unmount_only(mountpoint: &Path, lazy: bool) -> anyhow::Result<()> {
     let flags = if lazy {
         nix::mount::MntFlags::MNT_DETACH
     } else {

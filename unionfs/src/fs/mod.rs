@@ -87,6 +87,8 @@ pub struct Union {
     read_only: bool,
     /// Per branch: the copy-up work directory of a writable branch.
     pub(crate) work: Vec<Option<OwnedFd>>,
+    /// `workdir=` was given (it serves the first writable branch).
+    workdir_given: bool,
     /// Bumped whenever a name appears or goes anywhere in the union; cached link counts of
     /// lower hardlink groups are valid only within one generation.
     pub(crate) names_gen: AtomicU64,
@@ -135,12 +137,32 @@ impl Union {
             root_layers,
             read_only,
             work,
+            workdir_given: cfg.workdir.is_some(),
             path_locks: Default::default(),
             layer_gen: AtomicU64::new(0),
             link_groups: Default::default(),
             names_gen: AtomicU64::new(0),
             tmp_seq: AtomicU64::new(0),
         })
+    }
+
+    /// At unmount: removes the `.wh..wh.work` directories this union made in its branches when
+    /// they are empty, so a branch left behind holds only the user's changes.
+    pub fn cleanup(&self) {
+        for (b, work) in self.branches.list.iter().zip(&self.work) {
+            if work.is_some() && self.own_work_dir(b.index) {
+                let _ = nix::unistd::unlinkat(
+                    b.root.as_fd(),
+                    WORK_DIR,
+                    nix::unistd::UnlinkatFlags::RemoveDir,
+                );
+            }
+        }
+    }
+
+    /// True when branch `b`'s work directory is the `.wh..wh.work` inside it (not `workdir=`).
+    fn own_work_dir(&self, b: usize) -> bool {
+        !(self.workdir_given && b == first_rw(&self.branches))
     }
 
     pub fn is_read_only(&self) -> bool {
