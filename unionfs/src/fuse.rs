@@ -550,27 +550,34 @@ impl Filesystem for UnionFuse {
             Ok(e) => e,
             Err(e) => return reply.error(errno("readdirplus", &e)),
         };
-        for (i, e) in entries.iter().enumerate().skip(offset as usize) {
-            let attr = match self.core.listed_attr(ino.0, e) {
+        // A reply holds a few dozen entries; stat them in batches of that size.
+        const BATCH: usize = 64;
+        let start = (offset as usize).min(entries.len());
+        'batches: for chunk_start in (start..entries.len()).step_by(BATCH) {
+            let chunk = &entries[chunk_start..(chunk_start + BATCH).min(entries.len())];
+            let attrs = match self.core.listed_attrs(ino.0, chunk) {
                 Ok(a) => a,
-                // Gone since the listing was taken: leave it out.
-                Err(_) => continue,
+                Err(e) => return reply.error(errno("readdirplus", &e)),
             };
-            let fattr = file_attr(&attr);
-            // `.` and `..` are not lookups; the kernel ignores their attributes.
-            let node = if e.branch.is_some() { attr.ino } else { e.ino };
-            if reply.add(
-                INodeNo(node),
-                (i + 1) as u64,
-                &e.name,
-                &self.ttl,
-                &fattr,
-                Generation(0),
-            ) {
-                break;
-            }
-            if e.branch.is_some() {
-                self.core.remember(ino.0, &e.name, attr.ino);
+            for (j, (e, attr)) in chunk.iter().zip(attrs).enumerate() {
+                // Gone since the listing was taken: leave it out.
+                let Some(attr) = attr else { continue };
+                // `.` and `..` are not lookups; the kernel ignores their attributes.
+                let node = if e.branch.is_some() { attr.ino } else { e.ino };
+                let next_offset = (chunk_start + j + 1) as u64;
+                if reply.add(
+                    INodeNo(node),
+                    next_offset,
+                    &e.name,
+                    &self.ttl,
+                    &file_attr(&attr),
+                    Generation(0),
+                ) {
+                    break 'batches;
+                }
+                if e.branch.is_some() {
+                    self.core.remember(ino.0, &e.name, attr.ino);
+                }
             }
         }
         reply.ok();

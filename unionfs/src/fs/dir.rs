@@ -119,33 +119,47 @@ impl Union {
         Ok(Arc::clone(cached.as_ref().expect("filled above")))
     }
 
-    /// Attributes of one listed entry, for readdirplus: the stat of the branch entry that
-    /// shows it (or of its link group's copied-up file). Not registered with the kernel until
-    /// [`Union::remember`] says the entry was sent.
-    pub fn listed_attr(&self, dir: u64, e: &DirEntry) -> Result<Attr> {
-        let Some(branch) = e.branch else {
-            return self.getattr(dir, None);
-        };
+    /// Attributes of listed entries, for readdirplus: the stat of the branch entry that shows
+    /// each (None for one gone since the listing was taken). Each branch directory is opened
+    /// once per batch. Not registered with the kernel until [`Union::remember`] says an entry
+    /// was sent.
+    pub fn listed_attrs(&self, dir: u64, entries: &[DirEntry]) -> Result<Vec<Option<Attr>>> {
         let (path, _) = self.dir_layers(dir)?;
-        let fd = self
-            .branches
-            .get(branch)
-            .dir(&path)
-            .ctx(|| format!("open {path:?}"))?;
-        let st = crate::branch::stat_at(&fd, &e.name)?.ok_or_else(|| Error::errno(libc::ENOENT))?;
-        let mut found = crate::fs::Found {
-            layers: Layers {
-                kind: if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                    crate::branch::resolve::Presence::Dir
-                } else {
-                    crate::branch::resolve::Presence::NonDir
+        let mut fds: std::collections::HashMap<usize, std::os::fd::OwnedFd> = Default::default();
+        let mut out = Vec::with_capacity(entries.len());
+        for e in entries {
+            let Some(branch) = e.branch else {
+                out.push(self.getattr(dir, None).ok());
+                continue;
+            };
+            if let std::collections::hash_map::Entry::Vacant(v) = fds.entry(branch) {
+                v.insert(
+                    self.branches
+                        .get(branch)
+                        .dir(&path)
+                        .ctx(|| format!("open {path:?}"))?,
+                );
+            }
+            let Some(st) = crate::branch::stat_at(&fds[&branch], &e.name)? else {
+                out.push(None);
+                continue;
+            };
+            let kind = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                crate::branch::resolve::Presence::Dir
+            } else {
+                crate::branch::resolve::Presence::NonDir
+            };
+            let mut found = crate::fs::Found {
+                layers: Layers {
+                    kind,
+                    branches: vec![branch],
                 },
-                branches: vec![branch],
-            },
-            st,
-        };
-        self.count_visible_links(&mut found)?;
-        Ok(self.attr_of(&found.st))
+                st,
+            };
+            self.count_visible_links(&mut found)?;
+            out.push(Some(self.attr_of(&found.st)));
+        }
+        Ok(out)
     }
 
     /// The kernel now knows `dir/name` as node `ino` (readdirplus sent it).
