@@ -82,6 +82,14 @@ impl HandleTable {
         }
     }
 
+    /// A descriptor of some open file handle of `node` (for an unlinked, still open file).
+    pub fn any_file_of(&self, node: u64) -> Option<File> {
+        self.map.iter().find_map(|h| match &**h.value() {
+            Handle::File(f) if f.node == node => f.file.try_clone().ok(),
+            _ => None,
+        })
+    }
+
     pub fn remove(&self, fh: u64) {
         self.map.remove(&fh);
     }

@@ -49,7 +49,11 @@ pub struct SetAttr {
 
 impl Union {
     pub fn setattr(&self, node: u64, fh: Option<u64>, set: SetAttr) -> Result<Attr> {
-        let (path, found) = self.node(node)?;
+        let (path, found) = match self.node(node) {
+            Ok(n) => n,
+            Err(e) if e.is(libc::ENOENT) => return self.setattr_unlinked(node, fh, set, e),
+            Err(e) => return Err(e),
+        };
         let found = self.copy_up(&path, &found)?;
         let branch = self.branches.get(found.top());
         let (parent, name) = split(&path);
@@ -100,6 +104,45 @@ impl Union {
             let m = set.mtime.unwrap_or(SetTime::Omit).timespec();
             nix::sys::stat::utimensat(&dir, name, &a, &m, UtimensatFlags::NoFollowSymlink)
                 .ctx(|| format!("set times of {path:?}"))?;
+        }
+        self.getattr(node, None)
+    }
+
+    /// setattr of a file that was unlinked while open (ftruncate, fchmod... on its descriptor):
+    /// applied to the open branch file, when that one is writable.
+    fn setattr_unlinked(
+        &self,
+        node: u64,
+        fh: Option<u64>,
+        set: SetAttr,
+        gone: Error,
+    ) -> Result<Attr> {
+        let file = match fh.and_then(|fh| self.handles.get(fh, node).ok()) {
+            Some(h) => match &*h {
+                Handle::File(f) if self.branches.get(f.branch).writable() => f.file.try_clone()?,
+                _ => return Err(gone),
+            },
+            None => self.handles.any_file_of(node).ok_or(gone)?,
+        };
+        if set.uid.is_some() || set.gid.is_some() {
+            nix::unistd::fchown(
+                &file,
+                set.uid.map(Uid::from_raw),
+                set.gid.map(Gid::from_raw),
+            )
+            .ctx(|| "fchown open file")?;
+        }
+        if let Some(mode) = set.mode {
+            nix::sys::stat::fchmod(&file, Mode::from_bits_truncate(mode & 0o7777))
+                .ctx(|| "fchmod open file")?;
+        }
+        if let Some(size) = set.size {
+            nix::unistd::ftruncate(&file, size as i64).ctx(|| "ftruncate open file")?;
+        }
+        if set.atime.is_some() || set.mtime.is_some() {
+            let a = set.atime.unwrap_or(SetTime::Omit).timespec();
+            let m = set.mtime.unwrap_or(SetTime::Omit).timespec();
+            nix::sys::stat::futimens(&file, &a, &m).ctx(|| "futimens open file")?;
         }
         self.getattr(node, None)
     }

@@ -11,6 +11,9 @@ use crate::handle::Handle;
 
 impl Union {
     pub fn lookup(&self, parent: u64, name: &OsStr) -> Result<Entry> {
+        if name.len() > 255 {
+            return Err(Error::errno(libc::ENAMETOOLONG));
+        }
         let (ppath, players) = self.dir_layers(parent)?;
         let found = self
             .resolve_child(&ppath, &players, name)?
@@ -33,12 +36,23 @@ impl Union {
                 }
             }
         }
-        let (_, found) = self.node(node)?;
-        // The kernel knows this node by its number; keep showing that one.
-        Ok(Attr {
-            ino: node,
-            st: found.st,
-        })
+        match self.node(node) {
+            // The kernel knows this node by its number; keep showing that one.
+            Ok((_, found)) => Ok(Attr {
+                ino: node,
+                st: found.st,
+            }),
+            // Unlinked while open: what the open file says, with no name left.
+            Err(e) if e.is(libc::ENOENT) => match self.handles.any_file_of(node) {
+                Some(file) => {
+                    let mut st = nix::sys::stat::fstat(file.as_fd()).ctx(|| "fstat open file")?;
+                    st.st_nlink = 0;
+                    Ok(Attr { ino: node, st })
+                }
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     pub fn readlink(&self, node: u64) -> Result<OsString> {
