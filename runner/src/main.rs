@@ -1,4 +1,46 @@
+//! `runner`: run containers on a unionfs root.
+#![forbid(unsafe_code)]
+
+use clap::Parser as _;
+use runner::cli::{Cli, Command};
+
 fn main() {
-    eprintln!("runner: not built yet");
-    std::process::exit(2);
+    // Single-threaded on purpose (the clone copies one thread): no logging thread, plain stderr.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUNNER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            let _ = e.print();
+            // docker's code for a usage error of the runtime itself.
+            std::process::exit(125);
+        }
+    };
+    let result = match cli.command {
+        Command::Run(args) => runner::spec::RunSpec::from_args(*args).and_then(runner::run::run),
+        Command::Ps => runner::manage::ps().map(|()| 0),
+        Command::Rm { names, force } => names
+            .iter()
+            .try_for_each(|n| runner::manage::rm(n, force))
+            .map(|()| 0),
+        Command::Commit { container, image } => {
+            runner::manage::commit(&container, &image).map(|()| 0)
+        }
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("runner: {e:#}");
+            // docker's code for an error of the runtime itself, before the command ran.
+            std::process::exit(125);
+        }
+    }
 }

@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use fuser::{Session, SessionACL};
@@ -201,9 +202,11 @@ fn redirect_stdio(log_file: Option<&Path>) -> anyhow::Result<()> {
         .write(true)
         .open("/dev/null")?;
     let err = match log_file {
+        // An explicit mode: the daemon runs with umask 0 (for exact create modes).
         Some(p) => std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(0o640)
             .open(p)?,
         None => null.try_clone()?,
     };

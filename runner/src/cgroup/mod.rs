@@ -1,0 +1,242 @@
+//! The container's cgroup: detect the host's mode, create the group under the runner's own,
+//! write the limits, join the child, report out-of-memory kills, and remove the group.
+//!
+//! The mode is detected as runc does: `statfs("/sys/fs/cgroup")` says `cgroup2` on a unified host;
+//! `tmpfs` means cgroup v1, or hybrid when `/sys/fs/cgroup/unified` is a cgroup2 mount. In hybrid
+//! mode the v2 tree holds no controller we use (here only `hugetlb`), so the v1 controllers are
+//! driven. Both writers take plain directory paths, so their tests run on a temporary directory.
+#![forbid(unsafe_code)]
+
+pub mod v1;
+pub mod v2;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Where cgroup filesystems are mounted.
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Which cgroup interface the host offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// v1 controllers, one hierarchy each (also hybrid hosts).
+    V1 { hybrid: bool },
+    /// The unified hierarchy.
+    V2,
+}
+
+/// Detect the mode from the filesystem type of `root` (normally [`CGROUP_ROOT`]).
+pub fn detect(root: &Path) -> Result<Mode> {
+    use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, TMPFS_MAGIC};
+    let st = statfs(root).with_context(|| format!("statfs {}", root.display()))?;
+    let ty = st.filesystem_type();
+    if ty == CGROUP2_SUPER_MAGIC {
+        return Ok(Mode::V2);
+    }
+    if ty == TMPFS_MAGIC {
+        let unified = root.join("unified");
+        let hybrid = statfs(&unified)
+            .map(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC)
+            .unwrap_or(false);
+        return Ok(Mode::V1 { hybrid });
+    }
+    bail!(
+        "{} is neither cgroup2 nor a tmpfs of cgroup v1 mounts (filesystem type {:#x})",
+        root.display(),
+        ty.0
+    )
+}
+
+/// CPU bandwidth: `quota_us` of CPU time per `period_us` of wall time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CpuQuota {
+    pub quota_us: u64,
+    pub period_us: u64,
+}
+
+/// Resource limits of a container; `None` leaves the parent's value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub cpu: Option<CpuQuota>,
+    /// Bytes of memory; swap is turned off for the container.
+    pub memory: Option<u64>,
+    pub pids: Option<u64>,
+    /// A cpu list as the kernel writes it (`0-1,3`).
+    pub cpuset_cpus: Option<String>,
+    /// Block I/O weight on the blkio scale (10..=1000); v2 converts it to `io.weight`.
+    pub io_weight: Option<u16>,
+}
+
+/// A container's cgroup in either mode.
+#[derive(Debug)]
+pub enum Cgroup {
+    V1(v1::Cgroup),
+    V2(v2::Cgroup),
+}
+
+impl Cgroup {
+    /// Create the cgroup `name` under the runner's own cgroup and write `limits` to it.
+    ///
+    /// `$RUNNER_CGROUP_ROOT` replaces [`CGROUP_ROOT`]: on a hybrid host, pointing it at the
+    /// cgroup2 mount (`/sys/fs/cgroup/unified`) exercises the v2 path (without controllers).
+    pub fn create(name: &str, limits: &Limits) -> Result<Cgroup> {
+        let root = std::env::var_os("RUNNER_CGROUP_ROOT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(CGROUP_ROOT));
+        let root = root.as_path();
+        match detect(root)? {
+            Mode::V2 => {
+                let own =
+                    fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
+                let own = v2::own_cgroup_dir(root, &own)?;
+                let parent = v2::choose_parent(root, &own, limits)?;
+                Ok(Cgroup::V2(v2::Cgroup::create(&parent, name, limits)?))
+            }
+            Mode::V1 { hybrid } => {
+                tracing::debug!(hybrid, "cgroup v1 controllers");
+                let mountinfo = fs::read_to_string("/proc/self/mountinfo")
+                    .context("reading /proc/self/mountinfo")?;
+                let own =
+                    fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
+                let parents = v1::own_cgroup_dirs(&mountinfo, &own)?;
+                Ok(Cgroup::V1(v1::Cgroup::create(&parents, name, limits)?))
+            }
+        }
+    }
+
+    /// The directory to pass to `clone3(CLONE_INTO_CGROUP)`, on v2.
+    pub fn clone_into_dir(&self) -> Option<&Path> {
+        match self {
+            Cgroup::V1(_) => None,
+            Cgroup::V2(c) => Some(c.dir()),
+        }
+    }
+
+    /// Move `pid` into the cgroup (one `cgroup.procs` write per hierarchy).
+    pub fn add(&self, pid: Pid) -> Result<()> {
+        match self {
+            Cgroup::V1(c) => c.add(pid),
+            Cgroup::V2(c) => c.add(pid),
+        }
+    }
+
+    /// Whether the kernel's OOM killer killed a process of this cgroup.
+    pub fn oom_killed(&self) -> bool {
+        match self {
+            Cgroup::V1(c) => c.oom_kills() > 0,
+            Cgroup::V2(c) => c.oom_kills() > 0,
+        }
+    }
+
+    /// Every directory of this cgroup (one per v1 hierarchy).
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        match self {
+            Cgroup::V1(c) => c.dirs().cloned().collect(),
+            Cgroup::V2(c) => vec![c.dir().to_path_buf()],
+        }
+    }
+
+    /// Kill what is left in the cgroup and remove its directories.
+    pub fn remove(&self) -> Result<()> {
+        remove_dirs(&self.dirs(), Duration::from_secs(5))
+    }
+}
+
+/// Pids listed in `DIR/cgroup.procs` (an absent file lists none).
+pub fn procs(dir: &Path) -> Vec<Pid> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .map(Pid::from_raw)
+        .collect()
+}
+
+/// SIGKILL every process in each directory, then rmdir them (deepest first), retrying while the
+/// kernel still reports the dying processes (rmdir answers EBUSY until they are gone).
+pub fn remove_dirs(dirs: &[PathBuf], timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    for dir in dirs {
+        loop {
+            if !dir.exists() {
+                break;
+            }
+            for pid in procs(dir) {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+            match fs::remove_dir(dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::trace!(dir = %dir.display(), error = %e, "cgroup not empty yet");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("removing cgroup {}", dir.display()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Write `value` to `dir/file`, naming both in the error.
+pub(crate) fn write_file(dir: &Path, file: &str, value: &str) -> Result<()> {
+    let path = dir.join(file);
+    fs::write(&path, value).with_context(|| format!("writing {value:?} to {}", path.display()))
+}
+
+/// The number after `key ` in a flat keyed file such as `memory.events` or `memory.oom_control`.
+pub(crate) fn keyed_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        (it.next() == Some(key))
+            .then(|| it.next()?.parse().ok())
+            .flatten()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_this_hosts_mode() {
+        // Whatever the host is, the answer must be one of the two modes, never an error.
+        if Path::new(CGROUP_ROOT).exists() {
+            detect(Path::new(CGROUP_ROOT)).unwrap();
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        // A temp dir on a non-tmpfs, non-cgroup filesystem is refused with its type in the message,
+        // or is a tmpfs (then it reads as v1 without the unified mount).
+        match detect(tmp.path()) {
+            Ok(mode) => assert_eq!(mode, Mode::V1 { hybrid: false }),
+            Err(e) => assert!(e.to_string().contains("filesystem type"), "{e}"),
+        }
+    }
+
+    #[test]
+    fn keyed_values() {
+        let text = "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n";
+        assert_eq!(keyed_value(text, "oom_kill"), Some(3));
+        assert_eq!(keyed_value(text, "oom"), None);
+    }
+
+    #[test]
+    fn remove_dirs_removes_empty_dirs_and_tolerates_missing_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = tmp.path().join("a");
+        fs::create_dir(&a).unwrap();
+        remove_dirs(
+            &[a.clone(), tmp.path().join("missing")],
+            Duration::from_millis(50),
+        )
+        .unwrap();
+        assert!(!a.exists());
+    }
+}

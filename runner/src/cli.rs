@@ -1,0 +1,138 @@
+//! Command-line arguments (clap), turned into a validated [`RunSpec`](crate::spec::RunSpec).
+#![forbid(unsafe_code)]
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "runner", version, about = "Run containers on a unionfs root")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a command in a new container.
+    Run(Box<RunArgs>),
+    /// List containers (running and kept).
+    Ps,
+    /// Remove a kept container and its writable layer.
+    Rm {
+        /// Container names or ids.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Kill the container first if it is running.
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Turn a container's writable layer into a new image layer on top of its image.
+    Commit {
+        /// Container name or id.
+        container: String,
+        /// Name of the new image.
+        image: String,
+    },
+}
+
+#[derive(Debug, Args, Default, Clone)]
+pub struct RunArgs {
+    /// Container name (default: the first 12 characters of its id).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Remove the container's writable layer when it exits (default: keep it for `commit`).
+    #[arg(long)]
+    pub rm: bool,
+    /// Hostname in the container (default: the short id).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Set an environment variable (`KEY=VALUE`, or `KEY` to copy the runner's value).
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Working directory in the container (created when missing).
+    #[arg(short = 'w', long = "workdir")]
+    pub workdir: Option<String>,
+    /// User to run as: `UID[:GID]` or a name from the image's /etc/passwd.
+    #[arg(short = 'u', long = "user")]
+    pub user: Option<String>,
+    /// Bind mount `HOST:CONTAINER[:ro|rw]`.
+    #[arg(short = 'v', long = "volume", value_name = "HOST:CTR[:ro]")]
+    pub volumes: Vec<String>,
+    /// CPU limit in CPUs (for example 0.5): a cfs quota per 100 ms period.
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// Memory limit (bytes, or with a b/k/m/g suffix); swap is off.
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// Maximum number of processes (-1: unlimited).
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// CPUs the container may run on (`0-1,3`).
+    #[arg(long = "cpuset-cpus")]
+    pub cpuset_cpus: Option<String>,
+    /// Block I/O weight, 10..=1000 (blkio.weight; converted for io.weight on cgroup2).
+    #[arg(long = "io-weight", alias = "blkio-weight")]
+    pub io_weight: Option<u16>,
+    /// Network: `none` (a new namespace with only `lo`, the default) or `host`.
+    #[arg(long, default_value = "none")]
+    pub net: String,
+    /// Mount the container's root read-only.
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Give the command a pseudo-terminal.
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Run a small init as pid 1 that forwards signals and reaps orphans. Without it the command
+    /// is pid 1, and a pid 1 without a handler ignores SIGTERM and SIGINT (as in docker).
+    #[arg(long)]
+    pub init: bool,
+    /// Enter the root with chroot instead of pivot_root (what runc calls --no-pivot); used
+    /// automatically when pivot_root is refused.
+    #[arg(long = "no-pivot")]
+    pub no_pivot: bool,
+    /// Start the container in a new user namespace. Its uids and gids map to the same host ids
+    /// (the layers' owners stay right under unionfs's permission checks), but its capabilities
+    /// then hold only inside its own namespaces, never on host-owned objects.
+    #[arg(long)]
+    pub userns: bool,
+    /// Image name in the store, or a path to an image directory.
+    pub image: String,
+    /// Command and arguments (default: the image's entrypoint and cmd).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_options_stop_at_the_image() {
+        let cli = Cli::try_parse_from([
+            "runner",
+            "run",
+            "--rm",
+            "-e",
+            "A=1",
+            "-v",
+            "/tmp:/mnt:ro",
+            "--pids-limit",
+            "-1",
+            "demo",
+            "sh",
+            "-c",
+            "echo -e hi",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!()
+        };
+        let args = *args;
+        assert!(args.rm);
+        assert_eq!(args.env, ["A=1"]);
+        assert_eq!(args.volumes, ["/tmp:/mnt:ro"]);
+        assert_eq!(args.pids_limit, Some(-1));
+        assert_eq!(args.image, "demo");
+        assert_eq!(args.command, ["sh", "-c", "echo -e hi"]);
+        assert_eq!(args.net, "none");
+    }
+}

@@ -1,0 +1,678 @@
+//! The container's mount namespace: what is mounted where, then `pivot_root`.
+//!
+//! [`plan`] is pure: it turns the container's root and options into a list of [`Op`]s, which the
+//! tests check one by one. [`apply`] performs them in the child, and [`enter`] switches the root.
+#![forbid(unsafe_code)]
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+
+use crate::spec::Volume;
+
+/// One step of setting up the container's mounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Mount {
+        source: Option<PathBuf>,
+        target: PathBuf,
+        fstype: Option<&'static str>,
+        flags: MsFlags,
+        data: Option<&'static str>,
+    },
+    /// A character device node with this mode.
+    Mknod {
+        path: PathBuf,
+        major: u64,
+        minor: u64,
+        mode: u32,
+    },
+    Mkdir {
+        path: PathBuf,
+        mode: u32,
+    },
+    /// An empty file (a mount point for a device bind).
+    Touch {
+        path: PathBuf,
+    },
+    /// Make `path` read-only (bind it onto itself, remount read-only); nothing if it is missing.
+    ReadOnly {
+        path: PathBuf,
+    },
+    /// Hide `path`: `/dev/null` over a file, an empty read-only tmpfs over a directory; nothing
+    /// if it is missing.
+    Mask {
+        path: PathBuf,
+    },
+    Symlink {
+        target: &'static str,
+        link: PathBuf,
+    },
+}
+
+/// What the mount plan depends on.
+#[derive(Debug, Clone)]
+pub struct RootfsSpec<'a> {
+    pub rootfs: &'a Path,
+    pub volumes: &'a [Volume],
+    pub read_only: bool,
+    /// In a new user namespace: bind the host's device nodes (mknod is refused there).
+    pub userns: bool,
+    /// The host's network namespace: a user namespace that does not own it cannot mount sysfs,
+    /// so `/sys` is then a read-only bind of the host's.
+    pub net_host: bool,
+}
+
+/// The device nodes of a minimal `/dev`, as docker creates them: (name, major, minor).
+pub const DEVICES: [(&str, u64, u64); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+fn in_root(root: &Path, p: impl AsRef<Path>) -> PathBuf {
+    let p = p.as_ref();
+    root.join(p.strip_prefix("/").unwrap_or(p))
+}
+
+/// Paths of `/proc` and `/sys` that docker hides from containers (moby `oci/defaults.go`): they
+/// expose or change the host kernel's state, which namespaces do not cover.
+pub const MASKED_PATHS: [&str; 10] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+];
+
+/// Paths of `/proc` that docker makes read-only: writing them changes the whole host
+/// (`/proc/sysrq-trigger` can reboot it, `/proc/sys` holds the global sysctls).
+pub const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// The mount operations, in order.
+pub fn plan(spec: &RootfsSpec<'_>) -> Vec<Op> {
+    let root = spec.rootfs;
+    let m = |source: Option<&str>, target: PathBuf, fstype, flags, data| Op::Mount {
+        source: source.map(PathBuf::from),
+        target,
+        fstype,
+        flags,
+        data,
+    };
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let mut ops = vec![
+        // Nothing we mount may propagate back to the host (a shared `/` would carry the
+        // container's /proc and /dev into the host's namespace), and the host's later mounts
+        // must not appear in the container.
+        m(
+            None,
+            "/".into(),
+            None,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None,
+        ),
+        // pivot_root needs the new root to be a mount point of its own in this namespace.
+        Op::Mount {
+            source: Some(root.to_path_buf()),
+            target: root.to_path_buf(),
+            fstype: None,
+            flags: MsFlags::MS_BIND | MsFlags::MS_REC,
+            data: None,
+        },
+        m(
+            Some("proc"),
+            in_root(root, "proc"),
+            Some("proc"),
+            nosuid_nodev_noexec,
+            None,
+        ),
+        m(
+            Some("tmpfs"),
+            in_root(root, "dev"),
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+            Some("mode=755,size=65536k"),
+        ),
+    ];
+    for (name, major, minor) in DEVICES {
+        let path = in_root(root, format!("dev/{name}"));
+        if spec.userns {
+            ops.push(Op::Touch { path: path.clone() });
+            ops.push(Op::Mount {
+                source: Some(PathBuf::from(format!("/dev/{name}"))),
+                target: path,
+                fstype: None,
+                flags: MsFlags::MS_BIND,
+                data: None,
+            });
+        } else {
+            ops.push(Op::Mknod {
+                path,
+                major,
+                minor,
+                mode: 0o666,
+            });
+        }
+    }
+    ops.push(Op::Mkdir {
+        path: in_root(root, "dev/pts"),
+        mode: 0o755,
+    });
+    // A devpts instance of its own: the container's ptys are not the host's.
+    ops.push(m(
+        Some("devpts"),
+        in_root(root, "dev/pts"),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+    ));
+    ops.push(Op::Symlink {
+        target: "pts/ptmx",
+        link: in_root(root, "dev/ptmx"),
+    });
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        ops.push(Op::Symlink {
+            target,
+            link: in_root(root, format!("dev/{name}")),
+        });
+    }
+    ops.push(Op::Mkdir {
+        path: in_root(root, "dev/shm"),
+        mode: 0o1777,
+    });
+    ops.push(m(
+        Some("shm"),
+        in_root(root, "dev/shm"),
+        Some("tmpfs"),
+        nosuid_nodev_noexec,
+        Some("mode=1777,size=65536k"),
+    ));
+    if spec.userns && spec.net_host {
+        ops.push(Op::Mount {
+            source: Some(PathBuf::from("/sys")),
+            target: in_root(root, "sys"),
+            fstype: None,
+            flags: MsFlags::MS_BIND | MsFlags::MS_REC,
+            data: None,
+        });
+        ops.push(m(
+            None,
+            in_root(root, "sys"),
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None,
+        ));
+    } else {
+        ops.push(m(
+            Some("sysfs"),
+            in_root(root, "sys"),
+            Some("sysfs"),
+            nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+            None,
+        ));
+    }
+    for v in spec.volumes {
+        let target = in_root(root, &v.container);
+        ops.push(Op::Mount {
+            source: Some(v.host.clone()),
+            target: target.clone(),
+            fstype: None,
+            flags: MsFlags::MS_BIND | MsFlags::MS_REC,
+            data: None,
+        });
+        if v.read_only {
+            // MS_RDONLY is ignored on the first bind; it takes a remount of the bind.
+            ops.push(m(
+                None,
+                target,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+                None,
+            ));
+        }
+    }
+    for p in READONLY_PATHS {
+        ops.push(Op::ReadOnly {
+            path: in_root(root, p),
+        });
+    }
+    for p in MASKED_PATHS {
+        ops.push(Op::Mask {
+            path: in_root(root, p),
+        });
+    }
+    if spec.read_only {
+        ops.push(m(
+            None,
+            root.to_path_buf(),
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None,
+        ));
+    }
+    ops
+}
+
+/// Perform the operations in order; the error names the step that failed.
+pub fn apply(ops: &[Op]) -> Result<()> {
+    for op in ops {
+        match op {
+            Op::Mount {
+                source,
+                target,
+                fstype,
+                flags,
+                data,
+            } => mount(source.as_deref(), target.as_path(), *fstype, *flags, *data).with_context(
+                || {
+                    format!(
+                        "mount({:?}, {}, {:?}, {:?}, {:?})",
+                        source,
+                        target.display(),
+                        fstype,
+                        flags,
+                        data
+                    )
+                },
+            )?,
+            Op::Mknod {
+                path,
+                major,
+                minor,
+                mode,
+            } => {
+                mknod(
+                    path.as_path(),
+                    SFlag::S_IFCHR,
+                    Mode::from_bits_truncate(*mode),
+                    makedev(*major, *minor),
+                )
+                .with_context(|| format!("mknod {}", path.display()))?;
+                chmod(path, *mode)?;
+            }
+            Op::Mkdir { path, mode } => {
+                match std::fs::create_dir(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(e).with_context(|| format!("mkdir {}", path.display())),
+                }
+                chmod(path, *mode)?;
+            }
+            Op::ReadOnly { path } => {
+                if std::fs::symlink_metadata(path).is_err() {
+                    continue;
+                }
+                let target = path.as_path();
+                mount(
+                    Some(target),
+                    target,
+                    None::<&str>,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None::<&str>,
+                )
+                .with_context(|| format!("bind {} onto itself", path.display()))?;
+                let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+                mount(None::<&str>, target, None::<&str>, ro, None::<&str>)
+                    .with_context(|| format!("remount {} read-only", path.display()))?;
+            }
+            Op::Mask { path } => {
+                let Ok(meta) = std::fs::symlink_metadata(path) else {
+                    continue;
+                };
+                if meta.is_dir() {
+                    mount(
+                        Some("tmpfs"),
+                        path.as_path(),
+                        Some("tmpfs"),
+                        MsFlags::MS_RDONLY,
+                        None::<&str>,
+                    )
+                    .with_context(|| format!("masking {} with an empty tmpfs", path.display()))?;
+                } else {
+                    mount(
+                        Some("/dev/null"),
+                        path.as_path(),
+                        None::<&str>,
+                        MsFlags::MS_BIND,
+                        None::<&str>,
+                    )
+                    .with_context(|| format!("masking {} with /dev/null", path.display()))?;
+                }
+            }
+            Op::Touch { path } => {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+            }
+            Op::Symlink { target, link } => std::os::unix::fs::symlink(target, link)
+                .with_context(|| format!("symlink {}", link.display()))?,
+        }
+    }
+    Ok(())
+}
+
+fn chmod(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {}", path.display()))
+}
+
+/// How the container's root was entered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entered {
+    PivotRoot,
+    Chroot,
+}
+
+/// Make `rootfs` the root: `pivot_root`, or `chroot` when asked (`no_pivot`) or when the kernel
+/// refuses pivot_root (EINVAL: the current root is the initramfs, which cannot be unmounted).
+pub fn enter(rootfs: &Path, no_pivot: bool) -> Result<Entered> {
+    nix::unistd::chdir(rootfs).with_context(|| format!("chdir {}", rootfs.display()))?;
+    if !no_pivot {
+        match pivot_root_here() {
+            Ok(()) => return Ok(Entered::PivotRoot),
+            Err(e) => {
+                tracing::warn!("pivot_root refused ({e:#}); falling back to chroot, which leaves the old root's mounts in this namespace");
+            }
+        }
+    }
+    // runc's --no-pivot sequence: move the new root over `/`, then chroot into it, so the old
+    // root is at least covered.
+    if let Err(e) = mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>) {
+        tracing::debug!("moving the root over / failed ({e}); chroot alone");
+    }
+    nix::unistd::chroot(".").context("chroot .")?;
+    nix::unistd::chdir("/").context("chdir / after chroot")?;
+    Ok(Entered::Chroot)
+}
+
+/// `pivot_root(".", ".")` as runc does it, without a directory for the old root.
+///
+/// After the call the old root is mounted on top of the new one at `/`; we are standing in the
+/// new root (cwd). Making the old root a slave first keeps the lazy unmount below from
+/// propagating to the host (our mounts are already private, but a volume mount could be shared),
+/// and `umount2(".", MNT_DETACH)` removes the top mount, i.e. the old root, leaving the new one.
+/// See pivot_root(2), "pivot_root(".", ".")", and runc's `pivotRoot` in libcontainer/rootfs_linux.go.
+fn pivot_root_here() -> Result<()> {
+    nix::unistd::pivot_root(".", ".").context("pivot_root(\".\", \".\")")?;
+    mount(
+        None::<&str>,
+        ".",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .context("making the old root a slave")?;
+    umount2(".", MntFlags::MNT_DETACH).context("detaching the old root")?;
+    nix::unistd::chdir("/").context("chdir / after pivot_root")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mounts(ops: &[Op]) -> Vec<(Option<&str>, &str, Option<&str>, MsFlags)> {
+        ops.iter()
+            .filter_map(|op| match op {
+                Op::Mount {
+                    source,
+                    target,
+                    fstype,
+                    flags,
+                    ..
+                } => Some((
+                    source.as_deref().and_then(|s| s.to_str()),
+                    target.to_str().unwrap(),
+                    *fstype,
+                    *flags,
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn plan_starts_private_binds_root_and_mounts_proc_dev_sys() {
+        let spec = RootfsSpec {
+            rootfs: Path::new("/c/rootfs"),
+            volumes: &[],
+            read_only: false,
+            userns: false,
+            net_host: false,
+        };
+        let ops = plan(&spec);
+        let m = mounts(&ops);
+        assert_eq!(
+            m[0],
+            (None, "/", None, MsFlags::MS_REC | MsFlags::MS_PRIVATE)
+        );
+        assert_eq!(
+            m[1],
+            (
+                Some("/c/rootfs"),
+                "/c/rootfs",
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC
+            )
+        );
+        let by_target = |t: &str| m.iter().find(|x| x.1 == t).copied().unwrap();
+        assert_eq!(by_target("/c/rootfs/proc").2, Some("proc"));
+        assert_eq!(by_target("/c/rootfs/dev").2, Some("tmpfs"));
+        assert_eq!(by_target("/c/rootfs/dev/pts").2, Some("devpts"));
+        assert_eq!(by_target("/c/rootfs/dev/shm").2, Some("tmpfs"));
+        let sys = by_target("/c/rootfs/sys");
+        assert_eq!(sys.2, Some("sysfs"));
+        assert!(sys.3.contains(MsFlags::MS_RDONLY));
+        // The device nodes come after /dev is mounted and before /dev/pts.
+        let pos = |pred: &dyn Fn(&Op) -> bool| ops.iter().position(pred).unwrap();
+        let dev =
+            pos(&|o| matches!(o, Op::Mount { target, .. } if target == Path::new("/c/rootfs/dev")));
+        let null = pos(
+            &|o| matches!(o, Op::Mknod { path, major: 1, minor: 3, mode: 0o666 } if path == Path::new("/c/rootfs/dev/null")),
+        );
+        let pts = pos(
+            &|o| matches!(o, Op::Mount { target, .. } if target == Path::new("/c/rootfs/dev/pts")),
+        );
+        assert!(dev < null && null < pts);
+        assert_eq!(
+            ops.iter().filter(|o| matches!(o, Op::Mknod { .. })).count(),
+            6
+        );
+        assert!(ops.contains(&Op::Symlink {
+            target: "pts/ptmx",
+            link: "/c/rootfs/dev/ptmx".into()
+        }));
+        // Nothing read-only about the root without --read-only.
+        assert!(!m
+            .iter()
+            .any(|x| x.1 == "/c/rootfs" && x.3.contains(MsFlags::MS_REMOUNT)));
+    }
+
+    #[test]
+    fn volumes_bind_then_remount_read_only_and_root_last() {
+        let vols = [
+            Volume {
+                host: "/srv/data".into(),
+                container: "/data".into(),
+                read_only: true,
+            },
+            Volume {
+                host: "/srv/rw".into(),
+                container: "/rw".into(),
+                read_only: false,
+            },
+        ];
+        let spec = RootfsSpec {
+            rootfs: Path::new("/r"),
+            volumes: &vols,
+            read_only: true,
+            userns: false,
+            net_host: false,
+        };
+        let ops = plan(&spec);
+        let m = mounts(&ops);
+        let n = m.len();
+        assert_eq!(
+            m[n - 4],
+            (
+                Some("/srv/data"),
+                "/r/data",
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC
+            )
+        );
+        assert_eq!(
+            m[n - 3],
+            (
+                None,
+                "/r/data",
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY
+            )
+        );
+        assert_eq!(
+            m[n - 2],
+            (
+                Some("/srv/rw"),
+                "/r/rw",
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REC
+            )
+        );
+        assert_eq!(
+            m[n - 1],
+            (
+                None,
+                "/r",
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY
+            )
+        );
+    }
+
+    #[test]
+    fn apply_makes_dirs_and_symlinks_and_names_failures() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ops = [
+            Op::Mkdir {
+                path: tmp.path().join("shm"),
+                mode: 0o1777,
+            },
+            Op::Symlink {
+                target: "pts/ptmx",
+                link: tmp.path().join("ptmx"),
+            },
+        ];
+        apply(&ops).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(tmp.path().join("shm"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777,
+            0o1777
+        );
+        assert_eq!(
+            std::fs::read_link(tmp.path().join("ptmx")).unwrap(),
+            Path::new("pts/ptmx")
+        );
+        let err = apply(&[Op::Mkdir {
+            path: tmp.path().join("no/such/parent"),
+            mode: 0o755,
+        }])
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("no/such/parent"));
+    }
+
+    #[test]
+    fn in_a_user_namespace_devices_are_binds_and_sys_of_the_host_too() {
+        let spec = RootfsSpec {
+            rootfs: Path::new("/r"),
+            volumes: &[],
+            read_only: false,
+            userns: true,
+            net_host: true,
+        };
+        let ops = plan(&spec);
+        assert!(!ops.iter().any(|o| matches!(o, Op::Mknod { .. })));
+        assert!(ops.contains(&Op::Touch {
+            path: "/r/dev/null".into()
+        }));
+        let m = mounts(&ops);
+        assert!(m.contains(&(Some("/dev/null"), "/r/dev/null", None, MsFlags::MS_BIND)));
+        assert!(m.contains(&(
+            Some("/sys"),
+            "/r/sys",
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC
+        )));
+        assert!(!m.iter().any(|x| x.2 == Some("sysfs")));
+        // With its own network namespace, the user namespace may mount a sysfs of its own.
+        let own_net = RootfsSpec {
+            net_host: false,
+            ..spec
+        };
+        assert!(mounts(&plan(&own_net)).iter().any(|x| x.2 == Some("sysfs")));
+    }
+
+    #[test]
+    fn host_kernel_knobs_are_read_only_or_masked_after_proc_and_sys() {
+        let spec = RootfsSpec {
+            rootfs: Path::new("/r"),
+            volumes: &[],
+            read_only: false,
+            userns: false,
+            net_host: false,
+        };
+        let ops = plan(&spec);
+        let pos = |want: &Op| ops.iter().position(|o| o == want).unwrap();
+        let sys = ops
+            .iter()
+            .position(|o| {
+                matches!(
+                    o,
+                    Op::Mount {
+                        fstype: Some("sysfs"),
+                        ..
+                    }
+                )
+            })
+            .unwrap();
+        let trigger = pos(&Op::ReadOnly {
+            path: "/r/proc/sysrq-trigger".into(),
+        });
+        let kcore = pos(&Op::Mask {
+            path: "/r/proc/kcore".into(),
+        });
+        let firmware = pos(&Op::Mask {
+            path: "/r/sys/firmware".into(),
+        });
+        assert!(sys < trigger && sys < kcore && sys < firmware);
+    }
+}

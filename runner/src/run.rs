@@ -1,0 +1,426 @@
+//! `runner run`: the steps of starting a container, in order, and taking everything down again.
+//!
+//! 1. find the image and the unionfs binary; make the container directory and its init layer;
+//! 2. mount the union (writable, init, image layers top first);
+//! 3. create the cgroup and write the limits;
+//! 4. block the signals to forward, then clone the child into new namespaces (into the cgroup
+//!    directly on v2), join it to the cgroup (v1) and let it go;
+//! 5. supervise it; then kill what is left, remove the cgroup, unmount, and keep or delete the
+//!    writable layer.
+//!
+//! Every resource is held by [`Resources`], whose drop takes down whatever an early error left.
+#![forbid(unsafe_code)]
+
+use std::fs;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use layer_tool::store::Store;
+use nix::fcntl::OFlag;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::cgroup::Cgroup;
+use crate::child::{self, ChildConfig, ChildFds, FORWARDED};
+use crate::container::{now, ContainerDir, Containers, State, Status};
+use crate::initlayer::{self, InitLayer};
+use crate::spec::{Net, RunSpec};
+use crate::supervise::{self, TtyRelay};
+use crate::sys::{self, Forked};
+use crate::union::{self, UnionMount};
+use crate::{init, process, tty};
+
+/// What an early error must take down; also the normal teardown.
+struct Resources {
+    containers: Containers,
+    dir: ContainerDir,
+    name: String,
+    /// Delete the container directory at the end (always before the command started).
+    delete_dir: bool,
+    mount: Option<UnionMount>,
+    cgroup: Option<Cgroup>,
+}
+
+impl Resources {
+    /// Take everything down in order: processes and cgroup (the container's mount namespace dies
+    /// with its last process), then the union, then the directory if it is not kept.
+    fn teardown(&mut self) -> Result<()> {
+        let mut first_err = None;
+        if let Some(cg) = self.cgroup.take() {
+            if let Err(e) = cg.remove() {
+                first_err.get_or_insert(e);
+            }
+        }
+        if let Some(m) = self.mount.take() {
+            if let Err(e) = m.unmount() {
+                first_err.get_or_insert(e);
+            }
+        }
+        if self.delete_dir {
+            if union::is_mounted(&self.dir.rootfs()) {
+                first_err.get_or_insert(anyhow::anyhow!(
+                    "{} is still mounted; not deleting the container directory",
+                    self.dir.rootfs().display()
+                ));
+            } else {
+                if let Err(e) = fs::remove_dir_all(&self.dir.dir) {
+                    first_err.get_or_insert(
+                        anyhow::Error::new(e)
+                            .context(format!("removing {}", self.dir.dir.display())),
+                    );
+                }
+                self.containers.release_name(&self.name);
+            }
+            self.delete_dir = false;
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Resources {
+    fn drop(&mut self) {
+        if let Err(e) = self.teardown() {
+            tracing::error!("cleaning up container {}: {e:#}", self.name);
+        }
+    }
+}
+
+/// Run a container; returns the exit code for the runner (the command's, 128+N for signal N).
+pub fn run(spec: RunSpec) -> Result<i32> {
+    // Block the signals we forward (and SIGCHLD) before anything exists: one that arrives during
+    // the set-up stops it cleanly (checked before the clone), and one that arrives between the
+    // clone and the supervise loop waits, pending, for the signalfd.
+    let mask = BlockedSignals::block()?;
+    run_blocked(spec, &mask)
+}
+
+fn run_blocked(spec: RunSpec, mask: &BlockedSignals) -> Result<i32> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!(
+            "runner run must be started as root: the union mount and the cgroup need it \
+             (rootless containers are not supported; --userns confines a container that root starts)"
+        );
+    }
+    if !Path::new("/dev/fuse").exists() {
+        bail!("no /dev/fuse: load the fuse module (modprobe fuse); the container's root is a FUSE mount");
+    }
+    let store = Store::from_env();
+    let (image_dir, image) = store.find_image(&spec.image).map_err(|e| {
+        if spec.image == "demo" {
+            e.context("the demo image is not in the store: build it with `bash scripts/build-demo-image.sh`")
+        } else {
+            e
+        }
+    })?;
+    let mut layers = Vec::new();
+    for l in image.layer_dirs(&image_dir) {
+        // Canonical paths: `image.json` names layers relative to the image (`../../layers/…`).
+        let canon = fs::canonicalize(&l)
+            .with_context(|| format!("layer {} of image {} is missing", l.display(), image.name))?;
+        if !canon.is_dir() {
+            bail!(
+                "layer {} of image {} is not a directory",
+                l.display(),
+                image.name
+            );
+        }
+        layers.push(canon);
+    }
+    let layers_top_first: Vec<PathBuf> = layers.iter().rev().cloned().collect();
+    let bin = union::find_unionfs_bin()?;
+
+    let containers = Containers::new(store.root());
+    let (dir, name) = containers.create(spec.name.as_deref())?;
+    let mut res = Resources {
+        containers,
+        dir: dir.clone(),
+        name: name.clone(),
+        delete_dir: true,
+        mount: None,
+        cgroup: None,
+    };
+    let hostname = match (&spec.hostname, spec.net) {
+        (Some(h), _) => h.clone(),
+        (None, Net::Host) => nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| dir.id[..12].to_string()),
+        (None, Net::None) => dir.id[..12].to_string(),
+    };
+    let proc_spec = process::process_spec(
+        &image.config,
+        &spec.command,
+        &spec.env,
+        spec.user.as_deref(),
+        spec.workdir.as_deref(),
+        &hostname,
+        spec.tty,
+    )?;
+    child::check_argv(&proc_spec.argv)?;
+
+    let (mut dirs, mut files) = (vec![PathBuf::from(&proc_spec.workdir)], Vec::new());
+    for v in &spec.volumes {
+        if v.host.is_dir() {
+            dirs.push(v.container.clone());
+        } else {
+            files.push(v.container.clone());
+        }
+    }
+    let init_layer = InitLayer {
+        hostname: &hostname,
+        net: spec.net,
+        dirs,
+        files,
+    };
+    initlayer::write(&dir.init(), &init_layer, &layers_top_first)?;
+
+    let mut state = State {
+        id: dir.id.clone(),
+        name: name.clone(),
+        image: image.name.clone(),
+        image_dir: image_dir.clone(),
+        layers: layers.clone(),
+        command: proc_spec.argv.clone(),
+        created: now(),
+        status: Status::Created,
+        runner_pid: Some(std::process::id() as i32),
+        pid: None,
+        exit_code: None,
+        cgroups: Vec::new(),
+    };
+    dir.save(&state)?;
+
+    let args = union::mount_args(
+        &dir.upper(),
+        &dir.init(),
+        &layers_top_first,
+        &dir.rootfs(),
+        &dir.daemon_log_file(),
+    )?;
+    res.mount = Some(UnionMount::mount(
+        &bin,
+        &args,
+        &dir.rootfs(),
+        &dir.log_file(),
+    )?);
+
+    let cgroup = Cgroup::create(&format!("runner-{}", dir.id), &spec.limits)?;
+    state.cgroups = cgroup.dirs();
+    dir.save(&state)?;
+    res.cgroup = Some(cgroup);
+
+    let outcome = start_and_supervise(
+        &spec, &dir, &hostname, proc_spec, &mut res, &mut state, mask,
+    )?;
+
+    let code = init::exit_code(outcome.status).unwrap_or(child::SETUP_FAILED);
+    let failed_before_exec = !outcome.error.is_empty();
+    if failed_before_exec {
+        let _ = writeln!(std::io::stderr(), "runner: {}", outcome.error);
+    }
+    if code == 128 + Signal::SIGKILL as i32 && res.cgroup.as_ref().is_some_and(|c| c.oom_killed()) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "runner: container {name} was killed by the out-of-memory killer (memory limit {} bytes)",
+            spec.limits.memory.unwrap_or(0)
+        );
+    }
+    state.status = Status::Exited;
+    state.exit_code = Some(code);
+    state.pid = None;
+    state.runner_pid = None;
+    // A container that never ran its command is not kept; otherwise --rm decides.
+    res.delete_dir = spec.remove || failed_before_exec;
+    if !res.delete_dir {
+        dir.save(&state)?;
+    }
+    res.teardown()?;
+    Ok(code)
+}
+
+fn start_and_supervise(
+    spec: &RunSpec,
+    dir: &ContainerDir,
+    hostname: &str,
+    proc_spec: process::ProcessSpec,
+    res: &mut Resources,
+    state: &mut State,
+    mask: &BlockedSignals,
+) -> Result<supervise::Outcome> {
+    // The clone copies this process as it is; a second thread would be missing in the child
+    // with whatever locks it held.
+    let threads = sys::thread_count().context("counting threads")?;
+    if threads != 1 {
+        bail!("internal error: the runner has {threads} threads at clone time; it must have one");
+    }
+
+    // A Ctrl-C or SIGTERM during the set-up: stop here, and let the teardown undo it all.
+    let pending = sys::pending_signals().context("sigpending")?;
+    if let Some(sig) = [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ]
+    .into_iter()
+    .find(|s| pending.contains(*s))
+    {
+        bail!("interrupted by {sig} before the container started");
+    }
+    let sigfd = SignalFd::with_flags(&mask.set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .context("signalfd")?;
+
+    let (go_read, go_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
+    let (err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
+    let pty = if spec.tty {
+        Some(tty::channel()?)
+    } else {
+        None
+    };
+    let _raw = spec.tty.then(tty::RawMode::enter);
+
+    let cfg = ChildConfig {
+        rootfs: dir.rootfs(),
+        volumes: spec.volumes.clone(),
+        read_only: spec.read_only,
+        hostname: hostname.to_string(),
+        net: spec.net,
+        no_pivot: spec.no_pivot,
+        userns: spec.userns,
+        init: spec.init,
+        process: proc_spec,
+        exec_sigmask: mask.old,
+    };
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC;
+    if spec.net == Net::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if spec.userns {
+        // Created first by the kernel, so it owns the other new namespaces.
+        flags |= CloneFlags::CLONE_NEWUSER;
+    }
+    let cgroup = res
+        .cgroup
+        .as_ref()
+        .expect("cgroup created before the clone");
+    let cgroup_fd: Option<OwnedFd> = match cgroup.clone_into_dir() {
+        Some(d) => Some(
+            nix::fcntl::open(
+                d,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .with_context(|| format!("opening {}", d.display()))?,
+        ),
+        None => None,
+    };
+
+    let (tty_ours, tty_theirs) = match pty {
+        Some((ours, theirs)) => (Some(ours), Some(theirs)),
+        None => (None, None),
+    };
+    let forked = sys::clone_process(flags.bits() as u64, cgroup_fd.as_ref().map(|f| f.as_fd()))
+        .context("clone")?;
+    let (pid, pidfd, joined) = match forked {
+        Forked::Child => {
+            drop((go_write, err_read, tty_ours, sigfd));
+            child::run(
+                &cfg,
+                ChildFds {
+                    go: go_read,
+                    err: err_write,
+                    tty_channel: tty_theirs,
+                },
+            )
+        }
+        Forked::Parent {
+            pid,
+            pidfd,
+            joined_cgroup,
+        } => (pid, pidfd, joined_cgroup),
+    };
+    drop((go_read, err_write, tty_theirs, cgroup_fd));
+
+    let started = (|| -> Result<()> {
+        if !joined {
+            cgroup.add(pid)?;
+        }
+        if spec.userns {
+            // Before the go: the child's first step needs its capabilities in the namespace,
+            // which it has only once it maps to an id.
+            write_id_maps(pid)?;
+        }
+        state.status = Status::Running;
+        state.pid = Some(pid.as_raw());
+        dir.save(state)?;
+        fs::File::from(go_write)
+            .write_all(b"g")
+            .context("releasing the container process")?;
+        Ok(())
+    })();
+    if let Err(e) = started {
+        // The child sees end-of-file on the go pipe (or is killed here) and exits.
+        let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+        return Err(e);
+    }
+    res.delete_dir = spec.remove;
+    // The container sends its pty master once its /dev/pts exists (or closes the socket on error).
+    let relay = match &tty_ours {
+        Some(ch) => tty::receive_master(ch)?.map(|master| TtyRelay { master }),
+        None => None,
+    };
+    drop(tty_ours);
+    if let Some(r) = &relay {
+        supervise::copy_winsize(r.master.as_fd());
+    }
+    supervise::supervise(pid, &pidfd, &sigfd, err_read, relay.as_ref())
+}
+
+/// The signals the runner handles itself, blocked; the old mask comes back on drop.
+struct BlockedSignals {
+    set: SigSet,
+    old: SigSet,
+}
+
+impl BlockedSignals {
+    fn block() -> Result<BlockedSignals> {
+        let mut set = SigSet::empty();
+        for s in FORWARDED {
+            set.add(s);
+        }
+        set.add(Signal::SIGCHLD);
+        set.add(Signal::SIGWINCH);
+        let mut old = SigSet::empty();
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))
+            .context("sigprocmask")?;
+        Ok(BlockedSignals { set, old })
+    }
+}
+
+impl Drop for BlockedSignals {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.old), None);
+    }
+}
+
+/// The identity maps of `--userns`: every id maps to itself (the whole 32-bit range, less the
+/// invalid id 4294967295), so files keep their owners, while capabilities stay in the namespace.
+pub const IDENTITY_MAP: &str = "0 0 4294967295\n";
+
+fn write_id_maps(pid: nix::unistd::Pid) -> Result<()> {
+    for file in ["uid_map", "gid_map"] {
+        let path = format!("/proc/{pid}/{file}");
+        fs::write(&path, IDENTITY_MAP).with_context(|| format!("writing {path}"))?;
+    }
+    Ok(())
+}

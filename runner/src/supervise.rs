@@ -1,0 +1,185 @@
+//! The runner's side while the container runs: forward signals, relay the pty, collect the
+//! child's setup error, and reap it.
+//!
+//! One `poll` loop over a pidfd (readable when the child exits: it exists from the clone on, so an
+//! exit is never missed), a signalfd (the forwarded signals were blocked before the clone), the
+//! error pipe and, with `-t`, the terminal and the pty.
+#![forbid(unsafe_code)]
+
+use std::fs;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use anyhow::{Context, Result};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::sys;
+
+/// What the container's end looks like to the runner.
+#[derive(Debug)]
+pub struct Outcome {
+    pub status: WaitStatus,
+    /// What the child wrote to the error pipe before exec (empty when it exec'd).
+    pub error: String,
+}
+
+/// The pty relay of `-t`.
+pub struct TtyRelay {
+    pub master: OwnedFd,
+}
+
+/// Wait for the container's first process, forwarding signals and relaying the tty meanwhile.
+pub fn supervise(
+    pid: Pid,
+    pidfd: &OwnedFd,
+    sigfd: &SignalFd,
+    err_pipe: OwnedFd,
+    tty: Option<&TtyRelay>,
+) -> Result<Outcome> {
+    let mut err_pipe = Some(fs::File::from(err_pipe));
+    let mut error = Vec::new();
+    let stdin = std::io::stdin();
+    let mut stdin_open = tty.is_some();
+    let mut master_open = tty.is_some();
+    loop {
+        let mut fds: Vec<PollFd> = vec![
+            PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sigfd.as_fd(), PollFlags::POLLIN),
+        ];
+        let err_idx = err_pipe.as_ref().map(|f| {
+            fds.push(PollFd::new(f.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        let stdin_idx = (stdin_open).then(|| {
+            fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        let master_idx = match (tty, master_open) {
+            (Some(t), true) => {
+                fds.push(PollFd::new(t.master.as_fd(), PollFlags::POLLIN));
+                Some(fds.len() - 1)
+            }
+            _ => None,
+        };
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e).context("poll"),
+        }
+        let ready = |i: usize| fds[i].revents().is_some_and(|r| !r.is_empty());
+        let exited = ready(0);
+        let got_signal = ready(1);
+        let err_ready = err_idx.is_some_and(ready);
+        let stdin_ready = stdin_idx.is_some_and(ready);
+        let master_ready = master_idx.is_some_and(ready);
+        drop(fds);
+
+        if got_signal {
+            while let Ok(Some(info)) = sigfd.read_signal() {
+                let sig = info.ssi_signo as i32;
+                if sig == Signal::SIGWINCH as i32 {
+                    if let Some(t) = tty {
+                        copy_winsize(t.master.as_fd());
+                    }
+                } else if sig != Signal::SIGCHLD as i32 {
+                    tracing::debug!(sig, "forwarding signal");
+                    if let Err(e) = sys::pidfd_send_signal(pidfd.as_fd(), sig) {
+                        tracing::debug!("forwarding signal {sig}: {e}");
+                    }
+                }
+            }
+        }
+        if err_ready {
+            if let Some(f) = err_pipe.as_mut() {
+                let mut buf = [0u8; 4096];
+                match f.read(&mut buf) {
+                    Ok(0) | Err(_) => err_pipe = None,
+                    Ok(n) => error.extend_from_slice(&buf[..n]),
+                }
+            }
+        }
+        if stdin_ready {
+            let mut buf = [0u8; 4096];
+            match stdin.lock().read(&mut buf) {
+                Ok(0) | Err(_) => stdin_open = false,
+                Ok(n) => {
+                    if let Some(t) = tty {
+                        write_all_to_pty(t.master.as_fd(), &buf[..n]);
+                    }
+                }
+            }
+        }
+        if master_ready {
+            if let Some(t) = tty {
+                if !relay_output(t.master.as_fd()) {
+                    master_open = false;
+                }
+            }
+        }
+        if exited {
+            break;
+        }
+    }
+    let status = loop {
+        match waitpid(pid, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => break r.with_context(|| format!("waitpid {pid}"))?,
+        }
+    };
+    // What the child wrote just before exiting, and the pty's last output.
+    if let Some(mut f) = err_pipe {
+        let _ = f.read_to_end(&mut error);
+    }
+    if let Some(t) = tty {
+        while master_open && relay_output(t.master.as_fd()) {}
+    }
+    Ok(Outcome {
+        status,
+        error: String::from_utf8_lossy(&error).trim().to_string(),
+    })
+}
+
+/// Write all of `data` to the (non-blocking) pty, waiting for room when it is full.
+fn write_all_to_pty(master: BorrowedFd<'_>, mut data: &[u8]) {
+    while !data.is_empty() {
+        match nix::unistd::write(master, data) {
+            Ok(n) => data = &data[n..],
+            Err(nix::errno::Errno::EAGAIN) => {
+                let mut fds = [PollFd::new(master, PollFlags::POLLOUT)];
+                if !matches!(poll(&mut fds, PollTimeout::from(1000u16)), Ok(n) if n > 0) {
+                    return; // the container reads nothing: drop the input rather than hang
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Copy what the pty has to stdout; false once the pty is closed (EIO) or drained after exit.
+fn relay_output(master: BorrowedFd<'_>) -> bool {
+    let mut buf = [0u8; 8192];
+    match nix::unistd::read(master, &mut buf) {
+        Ok(0) => false,
+        Ok(n) => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&buf[..n]);
+            let _ = out.flush();
+            true
+        }
+        Err(nix::errno::Errno::EINTR) => true,
+        Err(e) if std::io::Error::from(e).kind() == ErrorKind::WouldBlock => false,
+        Err(_) => false,
+    }
+}
+
+/// Give the pty the window size of our terminal.
+pub fn copy_winsize(master: BorrowedFd<'_>) {
+    if let Ok(ws) = sys::get_winsize(std::io::stdin().as_fd()) {
+        let _ = sys::set_winsize(master, &ws);
+    }
+}
