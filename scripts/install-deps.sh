@@ -28,3 +28,10 @@ fi
 if [ ! -e /dev/fuse ]; then
   modprobe fuse 2>/dev/null || true
 fi
+
+# pjdfstest (the POSIX filesystem conformance suite, Rust port from crates.io), for
+# unionfs/tests/conformance.rs. Built once into target/tools.
+tools="$(cd "$(dirname "$0")/.." && pwd)/target/tools"
+if [ ! -x "$tools/bin/pjdfstest" ]; then
+  cargo install pjdfstest --version 0.2.2 --locked --root "$tools" --quiet
+fi
