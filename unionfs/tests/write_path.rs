@@ -815,3 +815,20 @@ fn fsync_flock_and_posix_locks() {
     let d = fs::File::open(u.m.as_ref().unwrap().mnt.clone()).unwrap();
     d.sync_all().unwrap();
 }
+
+#[test]
+fn the_root_itself_can_be_chowned_chmodded_and_touched() {
+    if !can_mount() {
+        return;
+    }
+    let u = Union2::new(|_| {});
+    let root = u.m.as_ref().unwrap().mnt.clone();
+    chown(&root, 0, 0);
+    set_mode(&root, 0o751);
+    set_times(&root, 1_300_000_000);
+    let m = fs::metadata(&root).unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o751);
+    assert_eq!(m.mtime(), 1_300_000_000);
+    assert_eq!(fs::metadata(u.fx.path("A")).unwrap().mode() & 0o7777, 0o751);
+    u.assert_lower_unchanged();
+}

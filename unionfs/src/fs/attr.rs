@@ -1,5 +1,6 @@
 //! setattr: chmod, chown, truncate and utimens, each after a copy-up.
 
+use std::ffi::OsStr;
 use std::os::fd::AsFd;
 use std::time::SystemTime;
 
@@ -57,6 +58,12 @@ impl Union {
         let found = self.copy_up(&path, &found)?;
         let branch = self.branches.get(found.top());
         let (parent, name) = split(&path);
+        // The root has no name in a parent: address it as "." of itself.
+        let name = if name.is_empty() {
+            OsStr::new(".")
+        } else {
+            name
+        };
         let dir = branch.dir(parent).ctx(|| format!("open {parent:?}"))?;
         let is_link = found.st.st_mode & libc::S_IFMT == libc::S_IFLNK;
         if set.uid.is_some() || set.gid.is_some() {
