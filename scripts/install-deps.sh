@@ -10,6 +10,7 @@ packages=(
   iproute2         # `ip`, to check a container's network namespace
   procps           # ps, used by the demo
   util-linux       # unshare, mount
+  podman           # a real client: unionfs as the overlay driver's mount_program
 )
 missing=()
 for p in "${packages[@]}"; do
