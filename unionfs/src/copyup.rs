@@ -75,8 +75,32 @@ impl Union {
         } else {
             self.copy_object(target, rel, &cur, contents)?;
         }
+        if !cur.is_dir() {
+            self.redirect_open_readers(rel, &cur, target);
+        }
         self.resolve(rel)?
             .ok_or_else(|| Error::new(libc::EIO, format!("{rel:?} lost in copy-up")))
+    }
+
+    /// Points the open (read-only) handles of the file just copied up at the copy, so readers
+    /// see what writers now write. Best effort: a handle that cannot be moved keeps the old file.
+    fn redirect_open_readers(&self, rel: &Path, old: &Found, target: usize) {
+        let node = self.inos.ino(old.st.st_dev, old.st.st_ino);
+        let handles = self.handles.files_of(node);
+        if handles.is_empty() {
+            return;
+        }
+        let branch = self.branches.get(target);
+        for h in handles {
+            if let crate::handle::Handle::File(f) = &*h {
+                if f.branch() == target {
+                    continue;
+                }
+                if let Ok(fd) = branch.open_file(rel, OFlag::O_RDONLY, Mode::empty()) {
+                    f.redirect(std::fs::File::from(fd), target);
+                }
+            }
+        }
     }
 
     /// Makes directory `dir_rel` and its parents exist in branch `target`, each copied from the
@@ -419,21 +443,27 @@ pub(crate) fn remove_tree_at(dir: &nix::dir::Dir, name: &OsStr) -> Result<()> {
 // shows there. The writable branch then holds the group as real hardlinks, so it stays one file
 // after a remount, and a commit or squash of the branch keeps the links.
 impl Union {
-    /// True when `found` is a non-directory of a read-only branch with several links.
+    /// True when `found` is a non-directory with several links in a branch below the top one
+    /// (where a name of its group may be hidden, and from where it may be copied up).
     fn in_lower_link_group(&self, found: &Found) -> bool {
-        found.st.st_mode & libc::S_IFMT != libc::S_IFDIR
-            && found.st.st_nlink > 1
-            && !self.branches.get(found.top()).writable()
+        found.st.st_mode & libc::S_IFMT != libc::S_IFDIR && found.st.st_nlink > 1 && found.top() > 0
+    }
+
+    /// The names of `found`'s link group in its branch. A writable branch changes through the
+    /// union, so its groups are walked again after names changed.
+    fn group_names(&self, found: &Found) -> Vec<PathBuf> {
+        let branch = self.branches.get(found.top());
+        let gen = branch
+            .writable()
+            .then(|| self.names_gen.load(std::sync::atomic::Ordering::Acquire));
+        self.link_groups
+            .names(found.top(), &branch.path, found.st.st_ino, gen)
     }
 
     /// The other names of `found`'s link group that the union shows from the same branch file.
     fn visible_group_names(&self, rel: &Path, found: &Found) -> Result<Vec<PathBuf>> {
-        let branch = self.branches.get(found.top());
         let mut out = Vec::new();
-        for name in self
-            .link_groups
-            .names(found.top(), &branch.path, found.st.st_ino)
-        {
+        for name in self.group_names(found) {
             if name == rel {
                 continue;
             }
@@ -461,12 +491,8 @@ impl Union {
             found.st.st_nlink = n as _;
             return Ok(());
         }
-        let branch = self.branches.get(found.top());
         let mut visible = 0u64;
-        for name in self
-            .link_groups
-            .names(found.top(), &branch.path, found.st.st_ino)
-        {
+        for name in self.group_names(found) {
             if let Some(f) = self.resolve_if_shown(&name)? {
                 if f.top() == found.top()
                     && f.st.st_ino == found.st.st_ino

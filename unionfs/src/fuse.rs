@@ -11,17 +11,16 @@ use fuser::{
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use fuser::BackingId;
 use nix::sys::stat::FileStat;
-use parking_lot::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::Error;
 use crate::fs::attr::{SetAttr, SetTime};
 use crate::fs::{Attr, Caller, Entry, Union};
+use crate::iomode::{Choice, IoModes};
 
 /// How long the kernel may cache entries and attributes when a read-only branch may change
 /// behind the mount's back (`ro`): this bounds how stale the view can get.
@@ -35,16 +34,8 @@ pub struct UnionFuse {
     ttl: Duration,
     /// The kernel agreed to FUSE passthrough at init.
     passthrough: AtomicBool,
-    /// Per node: the backing file its passthrough handles share; closed (dropped) when the
-    /// last of them is released.
-    backing: Mutex<HashMap<u64, NodeBacking>>,
-}
-
-struct NodeBacking {
-    id: Arc<BackingId>,
-    /// (dev, ino) of the branch file behind `id`.
-    file: (u64, u64),
-    handles: Vec<u64>,
+    /// Per node with open handles: passthrough (and its backing file) or cached.
+    io: IoModes<BackingId>,
 }
 
 impl UnionFuse {
@@ -58,14 +49,12 @@ impl UnionFuse {
             core,
             ttl,
             passthrough: AtomicBool::new(false),
-            backing: Mutex::new(HashMap::new()),
+            io: IoModes::default(),
         }
     }
 
-    /// Registers handle `fh`'s branch file with the kernel for passthrough, when the kernel
-    /// agreed to it. The kernel allows one backing file per inode at a time: opens of a node
-    /// whose backing is the same branch file share its id; an open of another file (the node
-    /// was copied up while a reader keeps the lower one) gets None.
+    /// Chooses how handle `fh` is served (see [`crate::iomode`]): None means through the
+    /// daemon, with the flags of `cached_flags`.
     fn backing_for(
         &self,
         node: u64,
@@ -75,56 +64,23 @@ impl UnionFuse {
         if !self.passthrough.load(Ordering::Relaxed) {
             return None;
         }
-        let file = self.core.handle_file(node, fh)?;
+        let (file, writable) = self.core.handle_file(node, fh)?;
         let st = nix::sys::stat::fstat(&file).ok()?;
-        let key = (st.st_dev, st.st_ino);
-        let mut map = self.backing.lock();
-        if let Some(b) = map.get_mut(&node) {
-            if b.file != key {
-                return None;
-            }
-            b.handles.push(fh);
-            return Some(Arc::clone(&b.id));
-        }
-        match open_backing(&file) {
-            Ok(id) => {
-                let id = Arc::new(id);
-                map.insert(
-                    node,
-                    NodeBacking {
-                        id: Arc::clone(&id),
-                        file: key,
-                        handles: vec![fh],
-                    },
-                );
-                Some(id)
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "passthrough refused; serving through the daemon");
-                None
-            }
+        let choice = self.io.open(node, fh, (st.st_dev, st.st_ino), writable, || {
+            open_backing(&file)
+                .map_err(|e| tracing::debug!(error = %e, "passthrough refused; serving through the daemon"))
+                .ok()
+        });
+        match choice {
+            Choice::Passthrough(id) => Some(id),
+            Choice::Cached => None,
         }
     }
 
-    /// A handle closed: its node's backing goes when its last passthrough handle does.
-    fn release_backing(&self, node: u64, fh: u64) {
-        let mut map = self.backing.lock();
-        if let Some(b) = map.get_mut(&node) {
-            b.handles.retain(|h| *h != fh);
-            if b.handles.is_empty() {
-                map.remove(&node);
-            }
-        }
-    }
-
-    /// Without passthrough: keep the page cache across opens when nobody else changes the
-    /// branches (every write goes through this mount's inodes, so the cache stays right).
-    /// With passthrough on, a handle that cannot share its node's backing bypasses the page
-    /// cache (the kernel refuses cached and passthrough opens of one inode at once).
-    fn open_flags(&self) -> FopenFlags {
-        if self.passthrough.load(Ordering::Relaxed) {
-            FopenFlags::FOPEN_DIRECT_IO
-        } else if self.ttl == LONG_TTL {
+    /// Open flags of a handle served through the daemon: keep the page cache across opens when
+    /// nobody else changes the branches (every write goes through this mount's inodes).
+    fn cached_flags(&self) -> FopenFlags {
+        if self.ttl == LONG_TTL {
             FopenFlags::FOPEN_KEEP_CACHE
         } else {
             FopenFlags::empty()
@@ -424,7 +380,7 @@ impl Filesystem for UnionFuse {
         match self.core.open(ino.0, flags.0) {
             Ok(fh) => match self.backing_for(ino.0, fh, |f| reply.open_backing(f)) {
                 Some(id) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),
-                None => reply.opened(FileHandle(fh), self.open_flags()),
+                None => reply.opened(FileHandle(fh), self.cached_flags()),
             },
             Err(e) => reply.error(errno("open", &e)),
         }
@@ -486,7 +442,7 @@ impl Filesystem for UnionFuse {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.release_backing(ino.0, fh.0);
+        self.io.release(ino.0, fh.0);
         self.core.release(fh.0);
         reply.ok();
     }
@@ -506,8 +462,15 @@ impl Filesystem for UnionFuse {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // When nothing changes the branches behind our back, the kernel may keep a directory's
+        // listing across opens; it drops it when the directory changes through the mount.
+        let flags = if self.ttl == LONG_TTL {
+            FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE
+        } else {
+            FopenFlags::empty()
+        };
         match self.core.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => reply.opened(FileHandle(fh), flags),
             Err(e) => reply.error(errno("opendir", &e)),
         }
     }
@@ -700,7 +663,7 @@ impl Filesystem for UnionFuse {
                         &attr,
                         Generation(0),
                         FileHandle(fh),
-                        self.open_flags(),
+                        self.cached_flags(),
                     ),
                 }
             }

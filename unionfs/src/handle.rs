@@ -5,16 +5,41 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
 
-/// An open file: the branch file's descriptor.
+/// An open file: the branch file's descriptor. A read-only handle of a lower file is moved to
+/// the copy when its node is copied up, so it reads what writers write (as overlayfs does
+/// since Linux 4.19).
 #[derive(Debug)]
 pub struct FileHandle {
     pub node: u64,
-    pub file: File,
-    pub branch: usize,
+    current: RwLock<(Arc<File>, usize)>,
+}
+
+impl FileHandle {
+    pub fn new(node: u64, file: File, branch: usize) -> FileHandle {
+        FileHandle {
+            node,
+            current: RwLock::new((Arc::new(file), branch)),
+        }
+    }
+
+    /// The branch file now behind this handle.
+    pub fn file(&self) -> Arc<File> {
+        Arc::clone(&self.current.read().0)
+    }
+
+    /// The branch the file is in.
+    pub fn branch(&self) -> usize {
+        self.current.read().1
+    }
+
+    /// Moves the handle to another file of its node (after a copy-up).
+    pub fn redirect(&self, file: File, branch: usize) {
+        *self.current.write() = (Arc::new(file), branch);
+    }
 }
 
 /// One entry of a directory listing as the kernel gets it.
@@ -85,9 +110,18 @@ impl HandleTable {
     /// A descriptor of some open file handle of `node` (for an unlinked, still open file).
     pub fn any_file_of(&self, node: u64) -> Option<File> {
         self.map.iter().find_map(|h| match &**h.value() {
-            Handle::File(f) if f.node == node => f.file.try_clone().ok(),
+            Handle::File(f) if f.node == node => f.file().try_clone().ok(),
             _ => None,
         })
+    }
+
+    /// Every open file handle of `node`.
+    pub fn files_of(&self, node: u64) -> Vec<Arc<Handle>> {
+        self.map
+            .iter()
+            .filter(|h| matches!(&**h.value(), Handle::File(f) if f.node == node))
+            .map(|h| Arc::clone(h.value()))
+            .collect()
     }
 
     pub fn remove(&self, fh: u64) {

@@ -26,6 +26,8 @@ struct Node {
     lookups: u64,
     /// For a directory: its branches, valid while the union's layer generation is unchanged.
     layers: Option<(u64, Layers)>,
+    /// The file has no extended attributes (known from a listxattr; cleared by setxattr).
+    no_xattrs: bool,
 }
 
 #[derive(Debug, Default)]
@@ -76,6 +78,20 @@ impl InodeTable {
         match &t.nodes.get(&id)?.layers {
             Some((g, l)) if *g == gen => Some(l.clone()),
             _ => None,
+        }
+    }
+
+    pub fn has_no_xattrs(&self, id: u64) -> bool {
+        self.inner
+            .lock()
+            .nodes
+            .get(&id)
+            .is_some_and(|n| n.no_xattrs)
+    }
+
+    pub fn set_no_xattrs(&self, id: u64, none: bool) {
+        if let Some(n) = self.inner.lock().nodes.get_mut(&id) {
+            n.no_xattrs = none;
         }
     }
 

@@ -13,6 +13,7 @@ pub mod fs;
 pub mod fuse;
 pub mod handle;
 pub mod inode;
+pub mod iomode;
 pub mod linkgroup;
 pub mod mount;
 pub mod pathlock;

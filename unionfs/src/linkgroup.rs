@@ -16,10 +16,12 @@ use crate::whiteout::{classify, EntryKind};
 
 /// Per branch index: inode number -> names (relative paths) of that inode.
 type Groups = HashMap<u64, Vec<PathBuf>>;
+/// A branch's groups and the names generation they were walked at (None: a read-only branch).
+type Walked = (Option<u64>, Arc<Groups>);
 
 #[derive(Debug, Default)]
 pub struct LinkGroups {
-    per_branch: Mutex<HashMap<usize, Arc<Groups>>>,
+    per_branch: Mutex<HashMap<usize, Walked>>,
     /// (branch, inode) -> (names generation, how many names the union shows).
     counts: Mutex<HashMap<(usize, u64), (u64, u64)>>,
 }
@@ -38,16 +40,18 @@ impl LinkGroups {
     }
 
     /// Every name in branch `index` (rooted at `root`) of the inode `ino`.
-    pub fn names(&self, index: usize, root: &Path, ino: u64) -> Vec<PathBuf> {
+    /// `gen`: for a writable branch, the union's names generation; the walk is redone when it
+    /// changed since the last one.
+    pub fn names(&self, index: usize, root: &Path, ino: u64, gen: Option<u64>) -> Vec<PathBuf> {
         let groups = {
             let mut map = self.per_branch.lock();
             match map.get(&index) {
-                Some(g) => Arc::clone(g),
-                None => {
+                Some((g, groups)) if *g == gen => Arc::clone(groups),
+                _ => {
                     let mut g = Groups::new();
                     walk(root, PathBuf::new(), &mut g);
                     let g = Arc::new(g);
-                    map.insert(index, Arc::clone(&g));
+                    map.insert(index, (gen, Arc::clone(&g)));
                     g
                 }
             }
@@ -95,7 +99,7 @@ mod tests {
         fs::hard_link(d.path().join("a"), d.path().join(".wh.c")).unwrap();
         fs::write(d.path().join("single"), "y").unwrap();
         let ino = fs::metadata(d.path().join("a")).unwrap().ino();
-        let mut names = LinkGroups::default().names(0, d.path(), ino);
+        let mut names = LinkGroups::default().names(0, d.path(), ino, None);
         names.sort();
         assert_eq!(names, vec![PathBuf::from("a"), PathBuf::from("sub/b")]);
     }

@@ -93,8 +93,8 @@ impl Union {
             }
             let handle = fh.and_then(|fh| self.handles.get(fh, node).ok());
             match handle.as_deref() {
-                Some(Handle::File(f)) if f.branch == found.top() => {
-                    nix::unistd::ftruncate(&f.file, size as i64)
+                Some(Handle::File(f)) if f.branch() == found.top() => {
+                    nix::unistd::ftruncate(&*f.file(), size as i64)
                         .ctx(|| format!("truncate {path:?}"))?
                 }
                 _ => {
@@ -126,7 +126,9 @@ impl Union {
     ) -> Result<Attr> {
         let file = match fh.and_then(|fh| self.handles.get(fh, node).ok()) {
             Some(h) => match &*h {
-                Handle::File(f) if self.branches.get(f.branch).writable() => f.file.try_clone()?,
+                Handle::File(f) if self.branches.get(f.branch()).writable() => {
+                    f.file().try_clone()?
+                }
                 _ => return Err(gone),
             },
             None => self.handles.any_file_of(node).ok_or(gone)?,

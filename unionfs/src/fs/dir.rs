@@ -173,7 +173,7 @@ impl Union {
 
     pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, caller: Caller) -> Result<Entry> {
         let (ppath, players) = self.prepare_create(parent, name)?;
-        let t = self.create_target(&players)?;
+        let t = self.create_target(&ppath, &players, name)?;
         self.ensure_dirs(t, &ppath)?;
         let dir = self
             .branches

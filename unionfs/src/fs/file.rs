@@ -42,11 +42,9 @@ impl Union {
         let fd = branch
             .open_file(&path, branch_flags(flags), Mode::empty())
             .ctx(|| format!("open {path:?} in branch {}", branch.path.display()))?;
-        Ok(self.handles.insert(Handle::File(FileHandle {
-            node,
-            file: File::from(fd),
-            branch: b,
-        })))
+        Ok(self
+            .handles
+            .insert(Handle::File(FileHandle::new(node, File::from(fd), b))))
     }
 
     pub fn create(
@@ -67,7 +65,7 @@ impl Union {
             }
             Err(e) => return Err(e),
         };
-        let t = self.create_target(&players)?;
+        let t = self.create_target(&ppath, &players, name)?;
         self.ensure_dirs(t, &ppath)?;
         let branch = self.branches.get(t);
         let dir = branch.dir(&ppath).ctx(|| format!("open {ppath:?}"))?;
@@ -85,19 +83,25 @@ impl Union {
         .ctx(|| format!("create {rel:?} in branch {}", branch.path.display()))?;
         self.after_create(t, parent, &ppath, name, false)?;
         let entry = self.entry_at(parent, t, &rel)?;
-        let fh = self.handles.insert(Handle::File(FileHandle {
-            node: entry.node,
-            file: File::from(fd),
-            branch: t,
-        }));
+        let fh = self
+            .handles
+            .insert(Handle::File(FileHandle::new(entry.node, File::from(fd), t)));
         Ok((entry, fh))
     }
 
     /// A second descriptor of an open handle's branch file (for the kernel's passthrough).
-    pub fn handle_file(&self, node: u64, fh: u64) -> Option<File> {
+    /// And whether that file stays the node's file for as long as it is open: true in the
+    /// topmost writable branch, from which nothing is ever copied to another branch (a file
+    /// of a lower branch, writable or not, may be copied up while open).
+    pub fn handle_file(&self, node: u64, fh: u64) -> Option<(File, bool)> {
         let h = self.handles.file(fh, node).ok()?;
         match &*h {
-            Handle::File(f) => f.file.try_clone().ok(),
+            Handle::File(f) => Some((
+                f.file().try_clone().ok()?,
+                self.branches
+                    .topmost_rw_at_or_above(self.branches.len() - 1)
+                    == Some(f.branch()),
+            )),
             Handle::Dir(_) => None,
         }
     }
@@ -121,7 +125,7 @@ impl Union {
             let mut done = 0;
             while done < buf.len() {
                 let n =
-                    nix::sys::uio::pread(&h.file, &mut buf[done..], offset as i64 + done as i64)
+                    nix::sys::uio::pread(&*h.file(), &mut buf[done..], offset as i64 + done as i64)
                         .ctx(|| "read")?;
                 if n == 0 {
                     break;
@@ -137,8 +141,9 @@ impl Union {
         self.with_file(node, fh, |h| {
             let mut done = 0;
             while done < data.len() {
-                let n = nix::sys::uio::pwrite(&h.file, &data[done..], offset as i64 + done as i64)
-                    .ctx(|| "write")?;
+                let n =
+                    nix::sys::uio::pwrite(&*h.file(), &data[done..], offset as i64 + done as i64)
+                        .ctx(|| "write")?;
                 if n == 0 {
                     return Err(Error::errno(libc::ENOSPC));
                 }
@@ -151,9 +156,9 @@ impl Union {
     pub fn fsync(&self, node: u64, fh: u64, datasync: bool) -> Result<()> {
         self.with_file(node, fh, |h| {
             if datasync {
-                nix::unistd::fdatasync(&h.file).ctx(|| "fdatasync")
+                nix::unistd::fdatasync(&*h.file()).ctx(|| "fdatasync")
             } else {
-                nix::unistd::fsync(&h.file).ctx(|| "fsync")
+                nix::unistd::fsync(&*h.file()).ctx(|| "fsync")
             }
         })
     }
@@ -161,7 +166,7 @@ impl Union {
     pub fn fallocate(&self, node: u64, fh: u64, offset: u64, length: u64, mode: i32) -> Result<()> {
         self.with_file(node, fh, |h| {
             nix::fcntl::fallocate(
-                &h.file,
+                &*h.file(),
                 FallocateFlags::from_bits_truncate(mode),
                 offset as i64,
                 length as i64,
@@ -180,7 +185,7 @@ impl Union {
             _ => return Err(Error::errno(libc::EINVAL)),
         };
         self.with_file(node, fh, |h| {
-            nix::unistd::lseek(h.file.as_fd(), offset, whence).ctx(|| "lseek")
+            nix::unistd::lseek(h.file().as_fd(), offset, whence).ctx(|| "lseek")
         })
     }
 

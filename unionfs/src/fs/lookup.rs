@@ -31,7 +31,7 @@ impl Union {
         if let Some(fh) = fh {
             if let Ok(h) = self.handles.get(fh, node) {
                 if let Handle::File(f) = &*h {
-                    let st = nix::sys::stat::fstat(f.file.as_fd()).ctx(|| "fstat open file")?;
+                    let st = nix::sys::stat::fstat(f.file().as_fd()).ctx(|| "fstat open file")?;
                     return Ok(Attr { ino: node, st });
                 }
             }

@@ -399,18 +399,37 @@ impl Union {
             .ok_or_else(|| Error::errno(libc::EROFS))
     }
 
-    /// The branch where a new name in `parent` goes (aufs `create=tdp`): the topmost writable
-    /// branch holding the parent directory, else the topmost writable branch above the parent
-    /// (its directories are copied up there).
-    pub(crate) fn create_target(&self, parent: &Layers) -> Result<usize> {
+    /// The branch where a new name in directory `ppath` goes (aufs `create=tdp`): the topmost
+    /// writable branch holding the directory, when no branch above it (in the directory) has a
+    /// whiteout that would hide the name there; else the topmost writable branch above the
+    /// directory's top (its directories are copied up there).
+    pub(crate) fn create_target(
+        &self,
+        ppath: &Path,
+        parent: &Layers,
+        name: &OsStr,
+    ) -> Result<usize> {
         self.ensure_writable()?;
-        if let Some(b) = parent
+        let tdp = parent
             .branches
             .iter()
-            .copied()
-            .find(|b| self.branches.get(*b).writable())
-        {
-            return Ok(b);
+            .position(|b| self.branches.get(*b).writable());
+        if let Some(i) = tdp {
+            let hidden = parent.branches[..i].iter().any(|&above| {
+                self.branches
+                    .get(above)
+                    .dir(ppath)
+                    .ok()
+                    .and_then(|d| {
+                        stat_at(&d, &crate::whiteout::whiteout_name(name))
+                            .ok()
+                            .flatten()
+                    })
+                    .is_some()
+            });
+            if !hidden {
+                return Ok(parent.branches[i]);
+            }
         }
         self.branches
             .topmost_rw_at_or_above(parent.top())

@@ -165,7 +165,7 @@ impl Union {
         caller: Caller,
     ) -> Result<Entry> {
         let (ppath, players) = self.prepare_create(parent, name)?;
-        let t = self.create_target(&players)?;
+        let t = self.create_target(&ppath, &players, name)?;
         self.ensure_dirs(t, &ppath)?;
         let dir = self
             .branches
@@ -189,7 +189,7 @@ impl Union {
         caller: Caller,
     ) -> Result<Entry> {
         let (ppath, players) = self.prepare_create(parent, name)?;
-        let t = self.create_target(&players)?;
+        let t = self.create_target(&ppath, &players, name)?;
         self.ensure_dirs(t, &ppath)?;
         let dir = self
             .branches
@@ -213,9 +213,14 @@ impl Union {
         if found.is_dir() {
             return Err(Error::errno(libc::EPERM));
         }
-        let (ppath, _) = self.prepare_create(newparent, newname)?;
-        let found = self.copy_up(&path, &found)?;
-        let t = found.top();
+        let (ppath, players) = self.prepare_create(newparent, newname)?;
+        // Both names in one writable branch, at or above the new name's directory (a lower
+        // branch could hide the new name under a whiteout).
+        let t = self
+            .branches
+            .topmost_rw_at_or_above(self.change_target(&found)?.min(players.top()))
+            .ok_or_else(|| Error::errno(libc::EROFS))?;
+        self.copy_up_to(&path, &found, t, crate::copyup::Contents::All)?;
         self.ensure_dirs(t, &ppath)?;
         let (spath, sname) = split(&path);
         let branch = self.branches.get(t);
@@ -280,14 +285,15 @@ impl Union {
         }
         self.ensure_writable()?;
         // Both names must end in one writable branch, at or above wherever they show now.
+        // And at or above the top branch of the target directory: a branch below it may hold a
+        // whiteout or an opaque marker that would hide the new name.
         let mut t = self.change_target(&src)?;
-        if let Some(d) = &dst {
-            if d.top() < t {
-                t = self
-                    .branches
-                    .topmost_rw_at_or_above(d.top())
-                    .ok_or_else(|| Error::errno(libc::EROFS))?;
-            }
+        let limit = dst.as_ref().map_or(dpl.top(), |d| d.top()).min(dpl.top());
+        if limit < t {
+            t = self
+                .branches
+                .topmost_rw_at_or_above(limit)
+                .ok_or_else(|| Error::errno(libc::EROFS))?;
         }
         self.materialize(&src_rel, &src, t)?;
         if exchange {
@@ -344,6 +350,19 @@ impl Union {
             }
             self.inodes.rename((parent, name), (newparent, newname));
         } else {
+            // Each directory now stands where the other was: where a lower branch has a
+            // directory of that name, it must not merge in.
+            for (p, pl_parent, nm, rel) in [
+                (&dp, newparent, newname, &dst_rel),
+                (&sp, parent, name, &src_rel),
+            ] {
+                let (_, pl) = self.dir_layers(pl_parent)?;
+                if let Some(f) = self.resolve_child(p, &pl, nm)? {
+                    if f.is_dir() && f.layers.branches.len() > 1 {
+                        self.make_opaque(t, rel)?;
+                    }
+                }
+            }
             self.inodes.exchange((parent, name), (newparent, newname));
         }
         self.names_changed();

@@ -18,6 +18,10 @@ impl Union {
         if is_layer_xattr(attr.as_bytes()) {
             return Err(Error::errno(libc::ENODATA));
         }
+        // `ls -l` asks every file for security.selinux and ACLs; most have no xattrs at all.
+        if self.changes_only_through_us() && self.inodes.has_no_xattrs(node) {
+            return Err(Error::errno(libc::ENODATA));
+        }
         let (path, found) = self.node(node)?;
         let (b, (parent, name)) = (found.top(), split(&path));
         let dir = self
@@ -25,7 +29,16 @@ impl Union {
             .get(b)
             .dir(parent)
             .ctx(|| format!("open {parent:?}"))?;
-        Ok(sys::getxattr_at(dir.as_fd(), name, attr)?)
+        match sys::getxattr_at(dir.as_fd(), name, attr) {
+            Ok(v) => Ok(v),
+            Err(nix::errno::Errno::ENODATA) => {
+                if sys::listxattr_at(dir.as_fd(), name).is_ok_and(|l| l.is_empty()) {
+                    self.inodes.set_no_xattrs(node, true);
+                }
+                Err(Error::errno(libc::ENODATA))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The NUL-separated list of names.
@@ -50,6 +63,7 @@ impl Union {
     }
 
     pub fn setxattr(&self, node: u64, attr: &OsStr, value: &[u8], flags: i32) -> Result<()> {
+        self.inodes.set_no_xattrs(node, false);
         if is_layer_xattr(attr.as_bytes()) {
             return Err(Error::errno(libc::EPERM));
         }
