@@ -82,8 +82,9 @@ impl Union {
             .ok_or_else(|| Error::new(libc::EIO, format!("{rel:?} lost in copy-up")))
     }
 
-    /// Points the open (read-only) handles of the file just copied up at the copy, so readers
-    /// see what writers now write. Best effort: a handle that cannot be moved keeps the old file.
+    /// Points the open handles of the file just copied up at the copy (opened the way each
+    /// handle was), so they see what writers now write and write where readers read. Best
+    /// effort: a handle that cannot be moved keeps the old file.
     fn redirect_open_readers(&self, rel: &Path, old: &Found, target: usize) {
         let node = self.inos.ino(old.st.st_dev, old.st.st_ino);
         let handles = self.handles.files_of(node);
@@ -96,7 +97,8 @@ impl Union {
                 if f.branch() == target {
                     continue;
                 }
-                if let Ok(fd) = branch.open_file(rel, OFlag::O_RDONLY, Mode::empty()) {
+                let flags = f.flags & !(OFlag::O_TRUNC | OFlag::O_CREAT | OFlag::O_EXCL);
+                if let Ok(fd) = branch.open_file(rel, flags, Mode::empty()) {
                     f.redirect(std::fs::File::from(fd), target);
                 }
             }

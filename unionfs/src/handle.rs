@@ -9,19 +9,21 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::error::{Error, Result};
 
-/// An open file: the branch file's descriptor. A read-only handle of a lower file is moved to
-/// the copy when its node is copied up, so it reads what writers write (as overlayfs does
-/// since Linux 4.19).
+/// An open file: the branch file's descriptor. A handle is moved to the copy when its node is
+/// copied up, so it reads what writers write (as overlayfs does since Linux 4.19).
 #[derive(Debug)]
 pub struct FileHandle {
     pub node: u64,
+    /// The flags the branch file was opened with (to open its copy the same way).
+    pub flags: nix::fcntl::OFlag,
     current: RwLock<(Arc<File>, usize)>,
 }
 
 impl FileHandle {
-    pub fn new(node: u64, file: File, branch: usize) -> FileHandle {
+    pub fn new(node: u64, file: File, branch: usize, flags: nix::fcntl::OFlag) -> FileHandle {
         FileHandle {
             node,
+            flags,
             current: RwLock::new((Arc::new(file), branch)),
         }
     }

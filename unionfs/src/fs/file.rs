@@ -39,12 +39,16 @@ impl Union {
         }
         let b = found.top();
         let branch = self.branches.get(b);
+        let oflags = branch_flags(flags);
         let fd = branch
-            .open_file(&path, branch_flags(flags), Mode::empty())
+            .open_file(&path, oflags, Mode::empty())
             .ctx(|| format!("open {path:?} in branch {}", branch.path.display()))?;
-        Ok(self
-            .handles
-            .insert(Handle::File(FileHandle::new(node, File::from(fd), b))))
+        Ok(self.handles.insert(Handle::File(FileHandle::new(
+            node,
+            File::from(fd),
+            b,
+            oflags,
+        ))))
     }
 
     pub fn create(
@@ -83,9 +87,12 @@ impl Union {
         .ctx(|| format!("create {rel:?} in branch {}", branch.path.display()))?;
         self.after_create(t, parent, &ppath, name, false)?;
         let entry = self.entry_at(parent, t, &rel)?;
-        let fh = self
-            .handles
-            .insert(Handle::File(FileHandle::new(entry.node, File::from(fd), t)));
+        let fh = self.handles.insert(Handle::File(FileHandle::new(
+            entry.node,
+            File::from(fd),
+            t,
+            branch_flags(flags),
+        )));
         Ok((entry, fh))
     }
 
