@@ -422,3 +422,34 @@ fn regression_old_read_fd_follows_the_copy_up() {
     ];
     run_ops(stack, &ops, true);
 }
+
+/// A writer's fd in a writable lower branch, then the file is renamed into a directory of the
+/// upper branch (so it is copied up): the fd was moved to the copy read-only and the next
+/// write failed with EBADF. `B0=rw:B1=rw`, B0 holds `a/`, B1 holds `b`:
+/// `exec 5<> b; mv b a/a` (RENAME_NOREPLACE); `printf L >&5`.
+#[test]
+fn regression_writer_fd_follows_rename_out_of_writable_lower_branch() {
+    if !can_mount() {
+        return;
+    }
+    let stack = StackBuilder::new(2).dir(0, "a").file(1, "b", "").build();
+    let mut run = Run::start_with(stack, true, true, vec!["rw"]);
+    for op in [
+        Op::Open {
+            slot: 0,
+            path: PathSel::Fresh(p("b")),
+            write: true,
+        },
+        Op::RenameNoReplace {
+            from: PathSel::Fresh(p("b")),
+            to: PathSel::Fresh(p("a/a")),
+        },
+        Op::WriteBack {
+            slot: 0,
+            data: b"L".to_vec(),
+        },
+    ] {
+        run.step(&op);
+    }
+    run.finish();
+}
