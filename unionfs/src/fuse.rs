@@ -176,6 +176,13 @@ fn reply_entry(reply: ReplyEntry, ttl: &Duration, op: &str, r: crate::error::Res
     }
 }
 
+fn reply_empty(reply: ReplyEmpty, op: &str, r: crate::error::Result<()>) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(errno(op, &e)),
+    }
+}
+
 fn set_time(t: Option<TimeOrNow>) -> Option<SetTime> {
     t.map(|t| match t {
         TimeOrNow::Now => SetTime::Now,
@@ -312,17 +319,11 @@ impl Filesystem for UnionFuse {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.core.unlink(parent.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("unlink", &e)),
-        }
+        reply_empty(reply, "unlink", self.core.unlink(parent.0, name));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.core.rmdir(parent.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("rmdir", &e)),
-        }
+        reply_empty(reply, "rmdir", self.core.rmdir(parent.0, name));
     }
 
     fn symlink(
@@ -455,10 +456,7 @@ impl Filesystem for UnionFuse {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.core.fsync(ino.0, fh.0, datasync) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("fsync", &e)),
-        }
+        reply_empty(reply, "fsync", self.core.fsync(ino.0, fh.0, datasync));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -566,10 +564,7 @@ impl Filesystem for UnionFuse {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        match self.core.fsyncdir(ino.0) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("fsyncdir", &e)),
-        }
+        reply_empty(reply, "fsyncdir", self.core.fsyncdir(ino.0));
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -598,10 +593,11 @@ impl Filesystem for UnionFuse {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        match self.core.setxattr(ino.0, name, value, flags) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("setxattr", &e)),
-        }
+        reply_empty(
+            reply,
+            "setxattr",
+            self.core.setxattr(ino.0, name, value, flags),
+        );
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -619,17 +615,15 @@ impl Filesystem for UnionFuse {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.core.removexattr(ino.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("removexattr", &e)),
-        }
+        reply_empty(reply, "removexattr", self.core.removexattr(ino.0, name));
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        match self.core.access(ino.0, mask.bits(), caller(req)) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("access", &e)),
-        }
+        reply_empty(
+            reply,
+            "access",
+            self.core.access(ino.0, mask.bits(), caller(req)),
+        );
     }
 
     fn create(
@@ -681,10 +675,11 @@ impl Filesystem for UnionFuse {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        match self.core.fallocate(ino.0, fh.0, offset, length, mode) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("fallocate", &e)),
-        }
+        reply_empty(
+            reply,
+            "fallocate",
+            self.core.fallocate(ino.0, fh.0, offset, length, mode),
+        );
     }
 
     fn lseek(

@@ -103,6 +103,8 @@ pub fn check_fuse_device() -> anyhow::Result<()> {
 /// Mounts the union and returns the session, ready and serving once `run` is called (the
 /// kernel's INIT has been answered when this returns).
 pub fn mount(cfg: &Config) -> anyhow::Result<Session<UnionFuse>> {
+    // Held back from here on: once the mount is visible, SIGTERM must unmount, not kill.
+    shutdown_signals().thread_block()?;
     let union = Union::new(cfg).map_err(|e| anyhow::anyhow!("opening branches: {e}"))?;
     let dev = kernel_mount(cfg)?;
     match Session::from_fd(
@@ -125,11 +127,10 @@ pub fn mount(cfg: &Config) -> anyhow::Result<Session<UnionFuse>> {
 /// Serves a mounted session until it is unmounted. SIGTERM, SIGINT and SIGHUP unmount
 /// (lazily, like `umount -l`) so the daemon never leaves a dead mount behind.
 pub fn serve(session: Session<UnionFuse>, mountpoint: &Path) -> anyhow::Result<()> {
-    let mut signals = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        signals.add(s);
-    }
-    // Blocked here, before the session threads start, so only the waiter below sees them.
+    let signals = shutdown_signals();
+    // Blocked (again: `mount` blocked them before the mount appeared, so a signal sent the
+    // moment it did is not lost) in this thread before the session threads start, so only
+    // the waiter below takes them.
     signals.thread_block()?;
     let mnt = mountpoint.to_path_buf();
     std::thread::Builder::new()
@@ -142,6 +143,14 @@ pub fn serve(session: Session<UnionFuse>, mountpoint: &Path) -> anyhow::Result<(
         })?;
     session.run()?;
     Ok(())
+}
+
+fn shutdown_signals() -> SigSet {
+    let mut signals = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        signals.add(s);
+    }
+    signals
 }
 
 /// Runs the mount in the background: forks, the child mounts and reports back through a pipe,

@@ -172,14 +172,7 @@ impl Union {
     }
 
     pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, caller: Caller) -> Result<Entry> {
-        let (ppath, players) = self.prepare_create(parent, name)?;
-        let t = self.create_target(&ppath, &players, name)?;
-        self.ensure_dirs(t, &ppath)?;
-        let dir = self
-            .branches
-            .get(t)
-            .dir(&ppath)
-            .ctx(|| format!("open {ppath:?}"))?;
+        let (ppath, t, dir) = self.place_new_name(parent, name)?;
         let mode = self.creation_mode(&dir, mode, caller.umask);
         sys::as_caller(caller.uid, caller.gid, || {
             nix::sys::stat::mkdirat(&dir, name, Mode::from_bits_truncate(mode & 0o7777))

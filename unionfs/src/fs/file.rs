@@ -59,7 +59,7 @@ impl Union {
         flags: i32,
         caller: Caller,
     ) -> Result<(Entry, u64)> {
-        let (ppath, players) = match self.prepare_create(parent, name) {
+        let (ppath, t, dir) = match self.place_new_name(parent, name) {
             Ok(p) => p,
             // Raced with another creator: without O_EXCL, open what is there.
             Err(e) if e.is(libc::EEXIST) && flags & libc::O_EXCL == 0 => {
@@ -69,10 +69,7 @@ impl Union {
             }
             Err(e) => return Err(e),
         };
-        let t = self.create_target(&ppath, &players, name)?;
-        self.ensure_dirs(t, &ppath)?;
         let branch = self.branches.get(t);
-        let dir = branch.dir(&ppath).ctx(|| format!("open {ppath:?}"))?;
         let rel = child_path(&ppath, name);
         let mode = self.creation_mode(&dir, mode, caller.umask);
         let oflags = branch_flags(flags) | OFlag::O_CREAT | OFlag::O_EXCL;

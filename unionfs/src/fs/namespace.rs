@@ -32,6 +32,24 @@ impl Union {
         Ok((ppath, players))
     }
 
+    /// Everything a new name needs before it is made: the checks of `prepare_create`, the
+    /// branch it goes to (its directories copied up there) and that directory, held open.
+    pub(crate) fn place_new_name(
+        &self,
+        parent: u64,
+        name: &OsStr,
+    ) -> Result<(PathBuf, usize, std::os::fd::OwnedFd)> {
+        let (ppath, players) = self.prepare_create(parent, name)?;
+        let t = self.create_target(&ppath, &players, name)?;
+        self.ensure_dirs(t, &ppath)?;
+        let dir = self
+            .branches
+            .get(t)
+            .dir(&ppath)
+            .ctx(|| format!("open {ppath:?}"))?;
+        Ok((ppath, t, dir))
+    }
+
     /// After a new name was made in branch `t`: drop its whiteout there, and make a new
     /// directory opaque when lower branches still hold that name (so old content stays gone).
     pub(crate) fn after_create(
@@ -164,14 +182,7 @@ impl Union {
         target: &Path,
         caller: Caller,
     ) -> Result<Entry> {
-        let (ppath, players) = self.prepare_create(parent, name)?;
-        let t = self.create_target(&ppath, &players, name)?;
-        self.ensure_dirs(t, &ppath)?;
-        let dir = self
-            .branches
-            .get(t)
-            .dir(&ppath)
-            .ctx(|| format!("open {ppath:?}"))?;
+        let (ppath, t, dir) = self.place_new_name(parent, name)?;
         sys::as_caller(caller.uid, caller.gid, || {
             nix::unistd::symlinkat(target, &dir, name)
         })
@@ -188,14 +199,7 @@ impl Union {
         rdev: u64,
         caller: Caller,
     ) -> Result<Entry> {
-        let (ppath, players) = self.prepare_create(parent, name)?;
-        let t = self.create_target(&ppath, &players, name)?;
-        self.ensure_dirs(t, &ppath)?;
-        let dir = self
-            .branches
-            .get(t)
-            .dir(&ppath)
-            .ctx(|| format!("open {ppath:?}"))?;
+        let (ppath, t, dir) = self.place_new_name(parent, name)?;
         let kind = SFlag::from_bits_truncate(mode & libc::S_IFMT);
         let perm = Mode::from_bits_truncate(self.creation_mode(&dir, mode, caller.umask) & 0o7777);
         sys::as_caller(caller.uid, caller.gid, || {
