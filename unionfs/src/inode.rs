@@ -179,6 +179,12 @@ impl InodeTable {
                 t.by_name.remove(&a);
             }
         }
+        // After the kernel let go of most of a big walk, give the tables' memory back.
+        if t.nodes.capacity() > 4 * t.nodes.len() + 4096 {
+            t.nodes.shrink_to_fit();
+            t.by_name.shrink_to_fit();
+            crate::sys::return_free_memory();
+        }
     }
 
     /// `parent/name` no longer exists (unlink, rmdir, or the source of a rename).

@@ -196,3 +196,13 @@ pub fn fork() -> anyhow::Result<nix::unistd::ForkResult> {
     // any logging thread exists), so the child has a consistent copy of every lock and buffer.
     Ok(unsafe { nix::unistd::fork() }?)
 }
+
+/// Hands memory the allocator keeps after large frees back to the system (glibc's
+/// `malloc_trim`), so the daemon's resident size follows what the kernel still caches.
+pub fn return_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free heap memory; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
