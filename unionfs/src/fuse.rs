@@ -97,6 +97,14 @@ fn caller(req: &Request) -> Caller {
     }
 }
 
+/// The caller of a call that creates, with its umask.
+fn creator(req: &Request, umask: u32) -> Caller {
+    Caller {
+        umask,
+        ..caller(req)
+    }
+}
+
 fn errno(op: &str, e: &Error) -> Errno {
     match e.code() {
         libc::ENOENT
@@ -285,10 +293,7 @@ impl Filesystem for UnionFuse {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let who = Caller {
-            umask,
-            ..caller(req)
-        };
+        let who = creator(req, umask);
         reply_entry(
             reply,
             &self.ttl,
@@ -306,10 +311,7 @@ impl Filesystem for UnionFuse {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let who = Caller {
-            umask,
-            ..caller(req)
-        };
+        let who = creator(req, umask);
         reply_entry(
             reply,
             &self.ttl,
@@ -636,10 +638,7 @@ impl Filesystem for UnionFuse {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let who = Caller {
-            umask,
-            ..caller(req)
-        };
+        let who = creator(req, umask);
         match self.core.create(parent.0, name, mode, flags, who) {
             Ok((e, fh)) => {
                 let attr = file_attr(&e.attr);

@@ -6,7 +6,7 @@ use std::os::fd::AsFd;
 use nix::sys::statvfs::Statvfs;
 
 use crate::error::{Context, Error, Result};
-use crate::fs::{split, Attr, Caller, Entry, Union};
+use crate::fs::{Attr, Caller, Entry, Union};
 use crate::handle::Handle;
 
 impl Union {
@@ -57,9 +57,7 @@ impl Union {
 
     pub fn readlink(&self, node: u64) -> Result<OsString> {
         let (path, found) = self.node(node)?;
-        let branch = self.branches.get(found.top());
-        let (parent, name) = split(&path);
-        let dir = branch.dir(parent).ctx(|| format!("open {parent:?}"))?;
+        let (dir, name) = self.top_entry(&path, &found)?;
         nix::fcntl::readlinkat(&dir, name).ctx(|| format!("readlink {path:?}"))
     }
 

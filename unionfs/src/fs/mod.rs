@@ -337,6 +337,22 @@ impl Union {
         self.names_gen.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// The directory that holds `path` in its top branch, open, and the name inside it (the
+    /// one place the per-node operations get at their branch entry).
+    pub(crate) fn top_entry<'p>(
+        &self,
+        path: &'p Path,
+        found: &Found,
+    ) -> Result<(OwnedFd, &'p OsStr)> {
+        let (parent, name) = split(path);
+        let dir = self
+            .branches
+            .get(found.top())
+            .dir(parent)
+            .ctx(|| format!("open {parent:?}"))?;
+        Ok((dir, name))
+    }
+
     pub fn attr_of(&self, st: &FileStat) -> Attr {
         Attr {
             ino: self.inos.ino(st.st_dev, st.st_ino),

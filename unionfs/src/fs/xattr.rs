@@ -6,7 +6,7 @@ use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 
 use crate::error::{Context, Error, Result};
-use crate::fs::{split, Union};
+use crate::fs::Union;
 use crate::sys;
 
 fn is_layer_xattr(name: &[u8]) -> bool {
@@ -23,12 +23,7 @@ impl Union {
             return Err(Error::errno(libc::ENODATA));
         }
         let (path, found) = self.node(node)?;
-        let (b, (parent, name)) = (found.top(), split(&path));
-        let dir = self
-            .branches
-            .get(b)
-            .dir(parent)
-            .ctx(|| format!("open {parent:?}"))?;
+        let (dir, name) = self.top_entry(&path, &found)?;
         match sys::getxattr_at(dir.as_fd(), name, attr) {
             Ok(v) => Ok(v),
             Err(nix::errno::Errno::ENODATA) => {
@@ -44,12 +39,7 @@ impl Union {
     /// The NUL-separated list of names.
     pub fn listxattr(&self, node: u64) -> Result<Vec<u8>> {
         let (path, found) = self.node(node)?;
-        let (b, (parent, name)) = (found.top(), split(&path));
-        let dir = self
-            .branches
-            .get(b)
-            .dir(parent)
-            .ctx(|| format!("open {parent:?}"))?;
+        let (dir, name) = self.top_entry(&path, &found)?;
         let raw = sys::listxattr_at(dir.as_fd(), name)?;
         let mut out = Vec::with_capacity(raw.len());
         for n in raw
@@ -69,12 +59,7 @@ impl Union {
         }
         let (path, found) = self.node(node)?;
         let found = self.copy_up(&path, &found)?;
-        let (parent, name) = split(&path);
-        let dir = self
-            .branches
-            .get(found.top())
-            .dir(parent)
-            .ctx(|| format!("open {parent:?}"))?;
+        let (dir, name) = self.top_entry(&path, &found)?;
         sys::setxattr_at(dir.as_fd(), name, attr, value, flags)
             .ctx(|| format!("setxattr {attr:?} on {path:?}"))
     }
@@ -87,12 +72,7 @@ impl Union {
         // Nothing to remove means no copy-up either.
         self.getxattr(node, attr)?;
         let found = self.copy_up(&path, &found)?;
-        let (parent, name) = split(&path);
-        let dir = self
-            .branches
-            .get(found.top())
-            .dir(parent)
-            .ctx(|| format!("open {parent:?}"))?;
+        let (dir, name) = self.top_entry(&path, &found)?;
         sys::removexattr_at(dir.as_fd(), name, attr)
             .ctx(|| format!("removexattr {attr:?} on {path:?}"))
     }
