@@ -49,13 +49,97 @@ pub fn drop_bounding(keep: u64) -> Result<()> {
     sys::clear_ambient_caps().context("prctl(PR_CAP_AMBIENT_CLEAR_ALL)")
 }
 
-/// Step 2, after setuid: for uid 0 keep exactly `keep` as effective and permitted (inheritable
-/// empty, as docker since CVE-2022-24769). For other uids setuid already emptied both sets.
-pub fn set_process_caps(uid: u32, keep: u64) -> Result<()> {
-    if uid != 0 {
-        return Ok(());
+/// Every capability the kernel headers name, by number (capability(7)).
+pub const ALL_CAPS: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The number of a capability named as OCI bundles name them (`CAP_SYS_ADMIN`).
+pub fn number(name: &str) -> Option<u32> {
+    ALL_CAPS.iter().position(|c| *c == name).map(|n| n as u32)
+}
+
+/// The five capability sets of a process, as bit masks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CapSets {
+    pub bounding: u64,
+    pub effective: u64,
+    pub permitted: u64,
+    pub inheritable: u64,
+    pub ambient: u64,
+}
+
+impl CapSets {
+    /// docker's: the default set bounds every user; uid 0 has it effective and permitted
+    /// (inheritable empty, as docker since CVE-2022-24769); other users start with none.
+    pub fn docker_default(uid: u32) -> CapSets {
+        let keep = default_mask();
+        let own = if uid == 0 { keep } else { 0 };
+        CapSets {
+            bounding: keep,
+            effective: own,
+            permitted: own,
+            inheritable: 0,
+            ambient: 0,
+        }
     }
-    sys::capset(keep, keep, 0).context("capset")
+}
+
+/// Step 2, after setuid (with keep-caps for other uids): set effective, permitted and
+/// inheritable exactly, then raise the ambient ones (which must be permitted and inheritable).
+pub fn set_process_caps(sets: &CapSets) -> Result<()> {
+    sys::capset(sets.effective, sets.permitted, sets.inheritable).context("capset")?;
+    for cap in 0..64u32 {
+        if sets.ambient & (1u64 << cap) != 0 {
+            sys::raise_ambient_cap(cap).with_context(|| {
+                format!(
+                    "prctl(PR_CAP_AMBIENT_RAISE, {})",
+                    ALL_CAPS.get(cap as usize).unwrap_or(&"?")
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,32 +15,79 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::unistd::{Gid, Uid};
 
 use crate::process::{exec_failure, find_command, resolve_user, ExecError, ProcessSpec};
-use crate::rootfs::{self, Entered, RootfsSpec};
-use crate::spec::{Net, Volume};
+use crate::rootfs::{self, Entered};
 use crate::{caps, init, sys};
 
 /// Exit code for a failure of the runner itself (docker's 125).
 pub const SETUP_FAILED: i32 = 125;
 
+/// Whose credentials the command runs with.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// `UID[:GID]` or `NAME[:GROUP]`, looked up in the container's `/etc/passwd` and `/etc/group`
+    /// once inside its root (`runner run -u`); no supplementary groups.
+    Lookup(String),
+    /// Numeric ids as an OCI bundle gives them.
+    Ids {
+        uid: u32,
+        gid: u32,
+        additional_gids: Vec<u32>,
+    },
+}
+
+/// The capability sets of the command.
+#[derive(Debug, Clone, Copy)]
+pub enum CapsPolicy {
+    /// docker's default set for uid 0, nothing for other users (`runner run`).
+    DockerDefault,
+    /// The OCI bundle's sets, as bit masks.
+    Sets(caps::CapSets),
+}
+
+/// One resource limit: (`RLIMIT_*` number, soft, hard).
+pub type Rlimit = (i32, u64, u64);
+
 /// Everything the child needs, prepared by the parent before the clone.
 #[derive(Debug)]
 pub struct ChildConfig {
     pub rootfs: PathBuf,
-    pub volumes: Vec<Volume>,
-    pub read_only: bool,
-    pub hostname: String,
-    pub net: Net,
+    /// The mount namespace's set-up before the root is entered ([`rootfs::plan`] or the OCI
+    /// bundle's mounts); paths below `rootfs` are resolved inside it.
+    pub mounts: Vec<rootfs::Op>,
+    pub hostname: Option<String>,
+    pub domainname: Option<String>,
+    /// Bring up `lo` (a new network namespace).
+    pub lo_up: bool,
     pub no_pivot: bool,
-    /// In a new user namespace: device nodes are bind mounts of the host's (mknod is refused).
-    pub userns: bool,
+    /// Set up the mount namespace and enter the root (false for `exec`, whose joined mount
+    /// namespace is rooted in the container's root already).
+    pub enter_root: bool,
+    /// Existing namespaces to join, in order (a user namespace first), before anything else.
+    pub join: Vec<(OwnedFd, CloneFlags)>,
+    /// A cgroup namespace of its own, made once the cgroup is joined (so it is rooted there).
+    pub unshare_cgroupns: bool,
     pub init: bool,
     pub process: ProcessSpec,
+    pub identity: Identity,
+    pub caps: CapsPolicy,
+    pub no_new_privs: bool,
+    pub rlimits: Vec<Rlimit>,
+    pub oom_score_adj: Option<i32>,
+    pub umask: Option<u32>,
+    /// An AppArmor profile to switch to at exec.
+    pub apparmor: Option<String>,
+    pub seccomp: Option<crate::oci::seccomp::Filter>,
+    /// Die with the runner (`runner run`); an OCI container outlives `create`.
+    pub die_with_parent: bool,
     /// The signal mask to restore right before exec (the runner blocks the ones it forwards).
     pub exec_sigmask: SigSet,
+    /// Descriptors 3..3+N are passed to the command (`--preserve-fds`); the rest are closed.
+    pub preserve_fds: u32,
 }
 
 /// The pipe ends the child holds.
@@ -50,8 +97,15 @@ pub struct ChildFds {
     pub go: OwnedFd,
     /// Write end of the error pipe (close-on-exec).
     pub err: OwnedFd,
-    /// With `-t`: the socket to send the pty master to the runner over.
+    /// With a terminal: the socket to send the pty master over (the runner's, or the OCI
+    /// console socket).
     pub tty_channel: Option<OwnedFd>,
+    /// OCI `create`: one byte written here says the set-up is done and the process waits for
+    /// `start` on `exec_gate`.
+    pub ready: Option<OwnedFd>,
+    /// OCI `create`: the container's exec fifo, (read end, a write end of our own so the read
+    /// blocks instead of seeing end-of-file); `start` writes one byte.
+    pub exec_gate: Option<(OwnedFd, OwnedFd)>,
 }
 
 /// Run in the cloned child; never returns.
@@ -60,12 +114,15 @@ pub fn run(cfg: &ChildConfig, fds: ChildFds) -> ! {
         go,
         err,
         tty_channel,
+        ready,
+        exec_gate,
     } = fds;
-    let mut err = fs::File::from(err);
+    let err = fs::File::from(err);
+    let mut err_out = &err;
     // A panic must not unwind out of here: the frames above belong to the runner's copy of
     // itself, whose destructors would unmount and delete the container from inside it.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        setup_and_exec(cfg, go, tty_channel, &err)
+        setup_and_exec(cfg, go, tty_channel, ready, exec_gate, &err)
     }));
     let result = result.unwrap_or_else(|_| {
         Err(Failure::Setup(anyhow::anyhow!(
@@ -75,22 +132,24 @@ pub fn run(cfg: &ChildConfig, fds: ChildFds) -> ! {
     let code = match result {
         Ok(never) => match never {},
         Err(Failure::Exec(e)) => {
-            let _ = writeln!(err, "{}", e.message);
+            let _ = writeln!(err_out, "{}", e.message);
             e.code
         }
         Err(Failure::Setup(e)) => {
-            let _ = writeln!(err, "container setup failed: {e:#}");
+            let _ = writeln!(err_out, "container setup failed: {e:#}");
             SETUP_FAILED
         }
         Err(Failure::Quiet) => SETUP_FAILED,
     };
+    let _ = err_out.flush();
     sys::exit_now(code)
 }
 
 enum Failure {
     Setup(anyhow::Error),
     Exec(ExecError),
-    /// The runner went away before the go: nothing to report to.
+    /// The runner went away before the go, or the container was deleted before `start`:
+    /// nothing to report to.
     Quiet,
 }
 
@@ -106,6 +165,8 @@ fn setup_and_exec(
     cfg: &ChildConfig,
     go: OwnedFd,
     tty_channel: Option<OwnedFd>,
+    ready: Option<OwnedFd>,
+    exec_gate: Option<(OwnedFd, OwnedFd)>,
     err: &fs::File,
 ) -> Result<Never, Failure> {
     let mut byte = [0u8; 1];
@@ -113,38 +174,66 @@ fn setup_and_exec(
         Ok(1) => {}
         _ => return Err(Failure::Quiet),
     }
-    // If the runner is killed, the container goes too (its mounts and cgroup are the runner's
-    // to clean; `runner rm` does it for a runner that died).
-    sys::set_parent_death_signal(libc::SIGKILL).context("prctl(PR_SET_PDEATHSIG)")?;
+    if cfg.die_with_parent {
+        // If the runner is killed, the container goes too (its mounts and cgroup are the
+        // runner's to clean; `runner rm` does it for a runner that died).
+        sys::set_parent_death_signal(libc::SIGKILL).context("prctl(PR_SET_PDEATHSIG)")?;
+    }
+    for (fd, kind) in &cfg.join {
+        nix::sched::setns(fd, *kind).with_context(|| format!("setns({kind:?})"))?;
+    }
+    if cfg.unshare_cgroupns {
+        nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).context("unshare(CLONE_NEWCGROUP)")?;
+    }
+    // Through the host's /proc, before the root changes (lowering needs CAP_SYS_RESOURCE).
+    if let Some(adj) = cfg.oom_score_adj {
+        fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .with_context(|| format!("writing {adj} to /proc/self/oom_score_adj"))?;
+    }
+    if let Some(profile) = &cfg.apparmor {
+        fs::write("/proc/self/attr/apparmor/exec", format!("exec {profile}"))
+            .or_else(|_| fs::write("/proc/self/attr/exec", format!("exec {profile}")))
+            .with_context(|| format!("setting the AppArmor profile {profile:?}"))?;
+    }
 
-    rootfs::apply(&rootfs::plan(&RootfsSpec {
-        rootfs: &cfg.rootfs,
-        volumes: &cfg.volumes,
-        read_only: cfg.read_only,
-        userns: cfg.userns,
-        net_host: cfg.net == Net::Host,
-    }))?;
-    nix::unistd::sethostname(&cfg.hostname)
-        .with_context(|| format!("sethostname {:?}", cfg.hostname))?;
-    if cfg.net == Net::None {
+    if cfg.enter_root {
+        rootfs::apply(&cfg.mounts, Some(&cfg.rootfs))?;
+    }
+    if let Some(h) = &cfg.hostname {
+        nix::unistd::sethostname(h).with_context(|| format!("sethostname {h:?}"))?;
+    }
+    if let Some(d) = &cfg.domainname {
+        sys::set_domainname(d).with_context(|| format!("setdomainname {d:?}"))?;
+    }
+    if cfg.lo_up {
         sys::interface_up(c"lo").context("bringing up lo")?;
     }
-    if rootfs::enter(&cfg.rootfs, cfg.no_pivot)? == Entered::Chroot {
+    if cfg.enter_root && rootfs::enter(&cfg.rootfs, cfg.no_pivot)? == Entered::Chroot {
         tracing::info!("container root entered with chroot");
     }
 
-    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let group = fs::read_to_string("/etc/group").unwrap_or_default();
-    let user = resolve_user(&cfg.process.user, &passwd, &group)?;
+    let (uid, gid, groups, home) = match &cfg.identity {
+        Identity::Lookup(spec) => {
+            let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+            let group = fs::read_to_string("/etc/group").unwrap_or_default();
+            let user = resolve_user(spec, &passwd, &group)?;
+            (user.uid, user.gid, Vec::new(), user.home)
+        }
+        Identity::Ids {
+            uid,
+            gid,
+            additional_gids,
+        } => (*uid, *gid, additional_gids.clone(), String::new()),
+    };
     let mut env = cfg.process.env.clone();
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!("HOME={}", user.home));
+    if !env.iter().any(|e| e.starts_with("HOME=")) && !home.is_empty() {
+        env.push(format!("HOME={home}"));
     }
     nix::unistd::chdir(Path::new(&cfg.process.workdir))
         .with_context(|| format!("chdir to the working directory {}", cfg.process.workdir))?;
 
     // A session of its own: a Ctrl-C at the runner's terminal reaches the container once, as a
-    // forwarded signal; with -t the pty becomes its controlling terminal.
+    // forwarded signal; with a terminal the pty becomes its controlling terminal.
     nix::unistd::setsid().context("setsid")?;
     if let Some(channel) = tty_channel {
         let tty = crate::tty::open_in_container(&channel)?;
@@ -168,20 +257,61 @@ fn setup_and_exec(
     )
     .map_err(Failure::Exec)?;
 
-    caps::drop_bounding(caps::default_mask())?;
-    nix::unistd::setgroups(&[]).context("setgroups")?;
-    nix::unistd::setgid(Gid::from_raw(user.gid)).with_context(|| format!("setgid {}", user.gid))?;
-    nix::unistd::setuid(Uid::from_raw(user.uid)).with_context(|| format!("setuid {}", user.uid))?;
-    caps::set_process_caps(user.uid, caps::default_mask())?;
-    sys::set_no_new_privs().context("prctl(PR_SET_NO_NEW_PRIVS)")?;
-    // A change of credentials clears the parent-death signal: set it again.
-    sys::set_parent_death_signal(libc::SIGKILL).context("prctl(PR_SET_PDEATHSIG)")?;
-    sys::cloexec_from_3().context("close_range(3, ~0, CLOSE_RANGE_CLOEXEC)")?;
+    for &(resource, soft, hard) in &cfg.rlimits {
+        sys::set_rlimit(resource, soft, hard)
+            .with_context(|| format!("setrlimit({resource}, {soft}, {hard})"))?;
+    }
+    if let Some(mask) = cfg.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    }
+    // Without no_new_privs, installing a filter takes CAP_SYS_ADMIN: before the caps go.
+    if !cfg.no_new_privs {
+        if let Some(f) = &cfg.seccomp {
+            crate::oci::seccomp::install(f)?;
+        }
+    }
+    let sets = match cfg.caps {
+        CapsPolicy::DockerDefault => caps::CapSets::docker_default(uid),
+        CapsPolicy::Sets(s) => s,
+    };
+    caps::drop_bounding(sets.bounding)?;
+    if uid != 0 {
+        // Keep the permitted set across setuid; capset below trims it to what is asked.
+        sys::set_keep_caps(true).context("prctl(PR_SET_KEEPCAPS)")?;
+    }
+    let gids: Vec<Gid> = groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&gids).context("setgroups")?;
+    nix::unistd::setgid(Gid::from_raw(gid)).with_context(|| format!("setgid {gid}"))?;
+    nix::unistd::setuid(Uid::from_raw(uid)).with_context(|| format!("setuid {uid}"))?;
+    caps::set_process_caps(&sets)?;
+    if cfg.no_new_privs {
+        sys::set_no_new_privs().context("prctl(PR_SET_NO_NEW_PRIVS)")?;
+    }
+    if cfg.die_with_parent {
+        // A change of credentials clears the parent-death signal: set it again.
+        sys::set_parent_death_signal(libc::SIGKILL).context("prctl(PR_SET_PDEATHSIG)")?;
+    }
+    sys::cloexec_from(3 + cfg.preserve_fds).context("close_range(CLOSE_RANGE_CLOEXEC)")?;
 
     let argv = cstrings(&cfg.process.argv)?;
     let envp = cstrings(&env)?;
     let program_c = CString::new(program.as_os_str().as_encoded_bytes())
         .context("program path has a NUL byte")?;
+
+    if let Some(ready) = ready {
+        fs::File::from(ready)
+            .write_all(b"r")
+            .context("telling the runtime the container is created")?;
+    }
+    if let Some((gate, own_writer)) = exec_gate {
+        wait_for_start(gate)?;
+        drop(own_writer);
+    }
+    if cfg.no_new_privs {
+        if let Some(f) = &cfg.seccomp {
+            crate::oci::seccomp::install(f)?;
+        }
+    }
 
     if cfg.init {
         // pid 1 stays here as the reaper; the command runs in a child of it.
@@ -203,6 +333,24 @@ fn setup_and_exec(
             &cfg.exec_sigmask,
             &cfg.process.argv[0],
         )
+    }
+}
+
+/// Block until `start` writes its byte into the exec fifo (we hold a writer too, so the read
+/// blocks rather than seeing end-of-file while nobody else has it open).
+fn wait_for_start(gate: OwnedFd) -> Result<(), Failure> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let fl = OFlag::from_bits_truncate(fcntl(&gate, FcntlArg::F_GETFL).context("fcntl")?);
+    fcntl(&gate, FcntlArg::F_SETFL(fl - OFlag::O_NONBLOCK)).context("fcntl(F_SETFL)")?;
+    let mut f = fs::File::from(gate);
+    let mut byte = [0u8; 1];
+    loop {
+        match f.read(&mut byte) {
+            Ok(1) => return Ok(()),
+            Ok(_) => return Err(Failure::Quiet),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Err(Failure::Quiet),
+        }
     }
 }
 

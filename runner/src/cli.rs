@@ -4,7 +4,11 @@
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "runner", version, about = "Run containers on a unionfs root")]
+#[command(
+    name = "runner",
+    version = concat!(env!("CARGO_PKG_VERSION"), "\nspec: 1.2.0"),
+    about = "Run containers on a unionfs root"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

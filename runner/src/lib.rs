@@ -14,6 +14,7 @@ pub mod container;
 pub mod init;
 pub mod initlayer;
 pub mod manage;
+pub mod oci;
 pub mod process;
 pub mod rootfs;
 pub mod run;

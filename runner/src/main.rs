@@ -15,7 +15,19 @@ fn main() {
         .with_target(false)
         .without_time()
         .init();
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if runner::oci::cli::is_oci_command_line(&args) {
+        let cli = match runner::oci::cli::OciCli::try_parse_from(&args) {
+            Ok(cli) => cli,
+            Err(e) if !e.use_stderr() => e.exit(),
+            Err(e) => {
+                let _ = e.print();
+                std::process::exit(2);
+            }
+        };
+        std::process::exit(runner::oci::commands::main(cli));
+    }
+    let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => e.exit(), // --help, --version
         Err(e) => {

@@ -4,7 +4,7 @@
 //! tests check one by one. [`apply`] performs them in the child, and [`enter`] switches the root.
 #![forbid(unsafe_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -18,9 +18,9 @@ pub enum Op {
     Mount {
         source: Option<PathBuf>,
         target: PathBuf,
-        fstype: Option<&'static str>,
+        fstype: Option<String>,
         flags: MsFlags,
-        data: Option<&'static str>,
+        data: Option<String>,
     },
     /// A character device node with this mode.
     Mknod {
@@ -47,8 +47,28 @@ pub enum Op {
         path: PathBuf,
     },
     Symlink {
-        target: &'static str,
+        target: String,
         link: PathBuf,
+    },
+    /// A device node or fifo (`kind` `c`, `b` or `p`) with its mode and owner; one already there
+    /// is replaced.
+    Device {
+        path: PathBuf,
+        kind: char,
+        major: u64,
+        minor: u64,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    /// `mkdir -p` (mode 0755 for what it creates).
+    MkdirAll {
+        path: PathBuf,
+    },
+    /// Write `value` to a file that exists (a sysctl under `/proc/sys`).
+    Write {
+        path: PathBuf,
+        value: String,
     },
 }
 
@@ -105,16 +125,106 @@ pub const READONLY_PATHS: [&str; 5] = [
     "/proc/sysrq-trigger",
 ];
 
+/// The symlinks every container's `/dev` has (runtime-spec "Default Devices" and runc).
+pub fn dev_symlinks(root: &Path) -> Vec<Op> {
+    [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ]
+    .into_iter()
+    .map(|(name, target)| Op::Symlink {
+        target: target.to_string(),
+        link: in_root(root, format!("dev/{name}")),
+    })
+    .collect()
+}
+
+/// `root` joined with the container path `path`, every symlink on the way resolved as the
+/// container will see it, inside `root` (an absolute link starts again at `root`, `..` stops at
+/// it), so that a link in the image can never aim a mount of ours at the host. What does not
+/// exist yet is taken literally (then it cannot be a link). Like Go's filepath-securejoin.
+pub fn secure_join(root: &Path, path: &Path) -> Result<PathBuf> {
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+    fn parts(p: &Path) -> VecDeque<OsString> {
+        p.components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_os_string()),
+                Component::ParentDir => Some(OsString::from("..")),
+                _ => None,
+            })
+            .collect()
+    }
+    let mut pending = parts(path);
+    let mut resolved = PathBuf::new();
+    let mut links = 0;
+    while let Some(part) = pending.pop_front() {
+        if part == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate = resolved.join(&part);
+        let on_host = root.join(&candidate);
+        match std::fs::symlink_metadata(&on_host) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > 40 {
+                    anyhow::bail!(
+                        "too many levels of symbolic links in {} below {}",
+                        path.display(),
+                        root.display()
+                    );
+                }
+                let target = std::fs::read_link(&on_host)
+                    .with_context(|| format!("readlink {}", on_host.display()))?;
+                if target.is_absolute() {
+                    resolved = PathBuf::new();
+                }
+                let mut next = parts(&target);
+                next.extend(pending);
+                pending = next;
+            }
+            _ => resolved = candidate,
+        }
+    }
+    Ok(root.join(resolved))
+}
+
+/// Where an op's path really is: a path below `root` with its symlinks resolved inside `root`
+/// ([`secure_join`]); with `keep_last`, the last component is not followed (it is what the op
+/// creates). Paths outside `root` (mount sources, the root itself) are taken as they are.
+fn resolve(root: Option<&Path>, path: &Path, keep_last: bool) -> Result<PathBuf> {
+    let Some(root) = root else {
+        return Ok(path.to_path_buf());
+    };
+    let Ok(rel) = path.strip_prefix(root) else {
+        return Ok(path.to_path_buf());
+    };
+    if rel.as_os_str().is_empty() {
+        return Ok(path.to_path_buf());
+    }
+    match (keep_last, rel.parent(), rel.file_name()) {
+        (true, Some(parent), Some(name)) => Ok(secure_join(root, parent)?.join(name)),
+        _ => secure_join(root, rel),
+    }
+}
+
 /// The mount operations, in order.
 pub fn plan(spec: &RootfsSpec<'_>) -> Vec<Op> {
     let root = spec.rootfs;
-    let m = |source: Option<&str>, target: PathBuf, fstype, flags, data| Op::Mount {
-        source: source.map(PathBuf::from),
-        target,
-        fstype,
-        flags,
-        data,
-    };
+    let m =
+        |source: Option<&str>, target: PathBuf, fstype: Option<&str>, flags, data: Option<&str>| {
+            Op::Mount {
+                source: source.map(PathBuf::from),
+                target,
+                fstype: fstype.map(String::from),
+                flags,
+                data: data.map(String::from),
+            }
+        };
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let mut ops = vec![
         // Nothing we mount may propagate back to the host (a shared `/` would carry the
@@ -182,21 +292,7 @@ pub fn plan(spec: &RootfsSpec<'_>) -> Vec<Op> {
         MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
     ));
-    ops.push(Op::Symlink {
-        target: "pts/ptmx",
-        link: in_root(root, "dev/ptmx"),
-    });
-    for (name, target) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-    ] {
-        ops.push(Op::Symlink {
-            target,
-            link: in_root(root, format!("dev/{name}")),
-        });
-    }
+    ops.extend(dev_symlinks(root));
     ops.push(Op::Mkdir {
         path: in_root(root, "dev/shm"),
         mode: 0o1777,
@@ -274,102 +370,186 @@ pub fn plan(spec: &RootfsSpec<'_>) -> Vec<Op> {
     ops
 }
 
-/// Perform the operations in order; the error names the step that failed.
-pub fn apply(ops: &[Op]) -> Result<()> {
+/// Perform the operations in order; the error names the step that failed. Paths below `root`
+/// are resolved inside it first ([`secure_join`]): the image's symlinks cannot redirect them.
+pub fn apply(ops: &[Op], root: Option<&Path>) -> Result<()> {
     for op in ops {
-        match op {
-            Op::Mount {
-                source,
-                target,
-                fstype,
-                flags,
-                data,
-            } => mount(source.as_deref(), target.as_path(), *fstype, *flags, *data).with_context(
-                || {
-                    format!(
-                        "mount({:?}, {}, {:?}, {:?}, {:?})",
-                        source,
-                        target.display(),
-                        fstype,
-                        flags,
-                        data
-                    )
-                },
-            )?,
-            Op::Mknod {
-                path,
-                major,
-                minor,
-                mode,
-            } => {
-                mknod(
-                    path.as_path(),
-                    SFlag::S_IFCHR,
-                    Mode::from_bits_truncate(*mode),
-                    makedev(*major, *minor),
+        apply_one(op, root)?;
+    }
+    Ok(())
+}
+
+fn apply_one(op: &Op, root: Option<&Path>) -> Result<()> {
+    match op {
+        Op::Mount {
+            source,
+            target,
+            fstype,
+            flags,
+            data,
+        } => {
+            let target = resolve(root, target, false)?;
+            mount(
+                source.as_deref(),
+                target.as_path(),
+                fstype.as_deref(),
+                *flags,
+                data.as_deref(),
+            )
+            .with_context(|| {
+                format!(
+                    "mount({:?}, {}, {:?}, {:?}, {:?})",
+                    source,
+                    target.display(),
+                    fstype,
+                    flags,
+                    data
                 )
-                .with_context(|| format!("mknod {}", path.display()))?;
-                chmod(path, *mode)?;
+            })?
+        }
+        Op::Mknod {
+            path,
+            major,
+            minor,
+            mode,
+        } => {
+            let path = resolve(root, path, true)?;
+            mknod(
+                path.as_path(),
+                SFlag::S_IFCHR,
+                Mode::from_bits_truncate(*mode),
+                makedev(*major, *minor),
+            )
+            .with_context(|| format!("mknod {}", path.display()))?;
+            chmod(&path, *mode)?;
+        }
+        Op::Device {
+            path,
+            kind,
+            major,
+            minor,
+            mode,
+            uid,
+            gid,
+        } => {
+            let path = resolve(root, path, true)?;
+            let kind_flag = match kind {
+                'b' => SFlag::S_IFBLK,
+                'p' => SFlag::S_IFIFO,
+                _ => SFlag::S_IFCHR,
+            };
+            if std::fs::symlink_metadata(&path).is_ok() {
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("replacing {}", path.display()))?;
             }
-            Op::Mkdir { path, mode } => {
-                match std::fs::create_dir(path) {
+            mknod(
+                path.as_path(),
+                kind_flag,
+                Mode::from_bits_truncate(*mode),
+                makedev(*major, *minor),
+            )
+            .with_context(|| format!("mknod {}", path.display()))?;
+            chmod(&path, *mode)?;
+            nix::unistd::fchownat(
+                nix::fcntl::AT_FDCWD,
+                &path,
+                Some(nix::unistd::Uid::from_raw(*uid)),
+                Some(nix::unistd::Gid::from_raw(*gid)),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .with_context(|| format!("chown {}", path.display()))?;
+        }
+        Op::Mkdir { path, mode } => {
+            let path = resolve(root, path, true)?;
+            match std::fs::create_dir(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e).with_context(|| format!("mkdir {}", path.display())),
+            }
+            chmod(&path, *mode)?;
+        }
+        Op::MkdirAll { path } => {
+            // One level at a time, each resolved inside the root.
+            let rel = root
+                .and_then(|r| path.strip_prefix(r).ok())
+                .unwrap_or(path.as_path());
+            let base = root.map(Path::to_path_buf).unwrap_or_default();
+            let mut sofar = PathBuf::new();
+            for c in rel.components() {
+                sofar.push(c);
+                let here = resolve(root, &base.join(&sofar), false)?;
+                match std::fs::create_dir(&here) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(e).with_context(|| format!("mkdir {}", path.display())),
+                    Err(e) => return Err(e).with_context(|| format!("mkdir {}", here.display())),
                 }
-                chmod(path, *mode)?;
             }
-            Op::ReadOnly { path } => {
-                if std::fs::symlink_metadata(path).is_err() {
-                    continue;
-                }
-                let target = path.as_path();
+        }
+        Op::ReadOnly { path } => {
+            let path = resolve(root, path, false)?;
+            if std::fs::symlink_metadata(&path).is_err() {
+                return Ok(());
+            }
+            let target = path.as_path();
+            mount(
+                Some(target),
+                target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .with_context(|| format!("bind {} onto itself", path.display()))?;
+            let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+            mount(None::<&str>, target, None::<&str>, ro, None::<&str>)
+                .with_context(|| format!("remount {} read-only", path.display()))?;
+        }
+        Op::Mask { path } => {
+            let path = resolve(root, path, false)?;
+            let Ok(meta) = std::fs::symlink_metadata(&path) else {
+                return Ok(());
+            };
+            if meta.is_dir() {
                 mount(
-                    Some(target),
-                    target,
-                    None::<&str>,
-                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    Some("tmpfs"),
+                    path.as_path(),
+                    Some("tmpfs"),
+                    MsFlags::MS_RDONLY,
                     None::<&str>,
                 )
-                .with_context(|| format!("bind {} onto itself", path.display()))?;
-                let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-                mount(None::<&str>, target, None::<&str>, ro, None::<&str>)
-                    .with_context(|| format!("remount {} read-only", path.display()))?;
+                .with_context(|| format!("masking {} with an empty tmpfs", path.display()))?;
+            } else {
+                mount(
+                    Some("/dev/null"),
+                    path.as_path(),
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .with_context(|| format!("masking {} with /dev/null", path.display()))?;
             }
-            Op::Mask { path } => {
-                let Ok(meta) = std::fs::symlink_metadata(path) else {
-                    continue;
-                };
-                if meta.is_dir() {
-                    mount(
-                        Some("tmpfs"),
-                        path.as_path(),
-                        Some("tmpfs"),
-                        MsFlags::MS_RDONLY,
-                        None::<&str>,
-                    )
-                    .with_context(|| format!("masking {} with an empty tmpfs", path.display()))?;
-                } else {
-                    mount(
-                        Some("/dev/null"),
-                        path.as_path(),
-                        None::<&str>,
-                        MsFlags::MS_BIND,
-                        None::<&str>,
-                    )
-                    .with_context(|| format!("masking {} with /dev/null", path.display()))?;
-                }
+        }
+        Op::Touch { path } => {
+            let path = resolve(root, path, false)?;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("creating {}", path.display()))?;
+        }
+        Op::Symlink { target, link } => {
+            let link = resolve(root, link, true)?;
+            match std::os::unix::fs::symlink(target, &link) {
+                Ok(()) => {}
+                // An image may bring its own /dev entries; a tmpfs /dev has none.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e).with_context(|| format!("symlink {}", link.display())),
             }
-            Op::Touch { path } => {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(path)
-                    .with_context(|| format!("creating {}", path.display()))?;
-            }
-            Op::Symlink { target, link } => std::os::unix::fs::symlink(target, link)
-                .with_context(|| format!("symlink {}", link.display()))?,
+        }
+        Op::Write { path, value } => {
+            let path = resolve(root, path, false)?;
+            std::fs::write(&path, value)
+                .with_context(|| format!("writing {value:?} to {}", path.display()))?;
         }
     }
     Ok(())
@@ -448,7 +628,7 @@ mod tests {
                 } => Some((
                     source.as_deref().and_then(|s| s.to_str()),
                     target.to_str().unwrap(),
-                    *fstype,
+                    fstype.as_deref(),
                     *flags,
                 )),
                 _ => None,
@@ -504,7 +684,7 @@ mod tests {
             6
         );
         assert!(ops.contains(&Op::Symlink {
-            target: "pts/ptmx",
+            target: "pts/ptmx".to_string(),
             link: "/c/rootfs/dev/ptmx".into()
         }));
         // Nothing read-only about the root without --read-only.
@@ -584,11 +764,11 @@ mod tests {
                 mode: 0o1777,
             },
             Op::Symlink {
-                target: "pts/ptmx",
+                target: "pts/ptmx".to_string(),
                 link: tmp.path().join("ptmx"),
             },
         ];
-        apply(&ops).unwrap();
+        apply(&ops, None).unwrap();
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(tmp.path().join("shm"))
@@ -602,10 +782,13 @@ mod tests {
             std::fs::read_link(tmp.path().join("ptmx")).unwrap(),
             Path::new("pts/ptmx")
         );
-        let err = apply(&[Op::Mkdir {
-            path: tmp.path().join("no/such/parent"),
-            mode: 0o755,
-        }])
+        let err = apply(
+            &[Op::Mkdir {
+                path: tmp.path().join("no/such/parent"),
+                mode: 0o755,
+            }],
+            None,
+        )
         .unwrap_err();
         assert!(format!("{err:#}").contains("no/such/parent"));
     }
@@ -658,9 +841,9 @@ mod tests {
                 matches!(
                     o,
                     Op::Mount {
-                        fstype: Some("sysfs"),
+                        fstype: Some(t),
                         ..
-                    }
+                    } if t == "sysfs"
                 )
             })
             .unwrap();

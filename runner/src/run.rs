@@ -24,9 +24,10 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::cgroup::Cgroup;
-use crate::child::{self, ChildConfig, ChildFds, FORWARDED};
+use crate::child::{self, CapsPolicy, ChildConfig, ChildFds, Identity, FORWARDED};
 use crate::container::{now, ContainerDir, Containers, State, Status};
 use crate::initlayer::{self, InitLayer};
+use crate::rootfs::{self, RootfsSpec};
 use crate::spec::{Net, RunSpec};
 use crate::supervise::{self, TtyRelay};
 use crate::sys::{self, Forked};
@@ -221,6 +222,9 @@ fn run_blocked(spec: RunSpec, mask: &BlockedSignals) -> Result<i32> {
 
     let code = init::exit_code(outcome.status).unwrap_or(child::SETUP_FAILED);
     let failed_before_exec = !outcome.error.is_empty();
+    if let Some(msg) = &outcome.root_died {
+        let _ = writeln!(std::io::stderr(), "runner: container {name}: {msg}");
+    }
     if failed_before_exec {
         let _ = writeln!(std::io::stderr(), "runner: {}", outcome.error);
     }
@@ -285,17 +289,38 @@ fn start_and_supervise(
     };
     let _raw = spec.tty.then(tty::RawMode::enter);
 
-    let cfg = ChildConfig {
-        rootfs: dir.rootfs(),
-        volumes: spec.volumes.clone(),
+    let rootfs = dir.rootfs();
+    let mounts = rootfs::plan(&RootfsSpec {
+        rootfs: &rootfs,
+        volumes: &spec.volumes,
         read_only: spec.read_only,
-        hostname: hostname.to_string(),
-        net: spec.net,
-        no_pivot: spec.no_pivot,
         userns: spec.userns,
+        net_host: spec.net == Net::Host,
+    });
+    let user = proc_spec.user.clone();
+    let cfg = ChildConfig {
+        rootfs,
+        mounts,
+        hostname: Some(hostname.to_string()),
+        domainname: None,
+        lo_up: spec.net == Net::None,
+        no_pivot: spec.no_pivot,
+        enter_root: true,
+        join: Vec::new(),
+        unshare_cgroupns: false,
         init: spec.init,
         process: proc_spec,
+        identity: Identity::Lookup(user),
+        caps: CapsPolicy::DockerDefault,
+        no_new_privs: true,
+        rlimits: Vec::new(),
+        oom_score_adj: None,
+        umask: None,
+        apparmor: None,
+        seccomp: None,
+        die_with_parent: true,
         exec_sigmask: mask.old,
+        preserve_fds: 0,
     };
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
@@ -339,6 +364,8 @@ fn start_and_supervise(
                     go: go_read,
                     err: err_write,
                     tty_channel: tty_theirs,
+                    ready: None,
+                    exec_gate: None,
                 },
             )
         }
@@ -383,7 +410,14 @@ fn start_and_supervise(
     if let Some(r) = &relay {
         supervise::copy_winsize(r.master.as_fd());
     }
-    supervise::supervise(pid, &pidfd, &sigfd, err_read, relay.as_ref())
+    let root = res.mount.as_ref().and_then(|m| {
+        m.daemon().map(|d| supervise::RootDaemon {
+            pid: d.pid,
+            pidfd: d.pidfd.as_fd(),
+            rootfs: m.path(),
+        })
+    });
+    supervise::supervise(pid, &pidfd, &sigfd, err_read, relay.as_ref(), root)
 }
 
 /// The signals the runner handles itself, blocked; the old mask comes back on drop.

@@ -98,6 +98,7 @@ impl RunSpec {
                 Some(w) if (10..=1000).contains(&w) => Some(w),
                 Some(w) => bail!("--io-weight {w}: out of range 10..=1000"),
             },
+            ..Default::default()
         };
         let net = match a.net.as_str() {
             "none" | "" => Net::None,

@@ -3,12 +3,20 @@
 //!
 //! One `poll` loop over a pidfd (readable when the child exits: it exists from the clone on, so an
 //! exit is never missed), a signalfd (the forwarded signals were blocked before the clone), the
-//! error pipe and, with `-t`, the terminal and the pty.
+//! error pipe, the pidfd of the unionfs daemon that serves the container's root and, with `-t`,
+//! the terminal and the pty.
+//!
+//! When the daemon dies the container's root is gone: every file access fails (ENOTCONN), and a
+//! page of a mapped binary that is not in memory yet kills its process with SIGBUS. A shell
+//! looping over such commands never ends by itself, and pid 1 ignores the forwarded SIGTERM, so
+//! the runner kills the container (SIGKILL to its pid 1 ends the whole pid namespace), says why,
+//! and takes the rest down as after any exit.
 #![forbid(unsafe_code)]
 
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -25,6 +33,16 @@ pub struct Outcome {
     pub status: WaitStatus,
     /// What the child wrote to the error pipe before exec (empty when it exec'd).
     pub error: String,
+    /// Set when the daemon serving the container's root died while the container ran (the
+    /// runner then killed the container): what happened, to report.
+    pub root_died: Option<String>,
+}
+
+/// The daemon serving the container's root, watched while the container runs.
+pub struct RootDaemon<'a> {
+    pub pid: Pid,
+    pub pidfd: BorrowedFd<'a>,
+    pub rootfs: &'a Path,
 }
 
 /// The pty relay of `-t`.
@@ -39,9 +57,11 @@ pub fn supervise(
     sigfd: &SignalFd,
     err_pipe: OwnedFd,
     tty: Option<&TtyRelay>,
+    root: Option<RootDaemon<'_>>,
 ) -> Result<Outcome> {
     let mut err_pipe = Some(fs::File::from(err_pipe));
     let mut error = Vec::new();
+    let mut root_died = None;
     let stdin = std::io::stdin();
     let mut stdin_open = tty.is_some();
     let mut master_open = tty.is_some();
@@ -65,6 +85,13 @@ pub fn supervise(
             }
             _ => None,
         };
+        let root_idx = match &root {
+            Some(r) if root_died.is_none() => {
+                fds.push(PollFd::new(r.pidfd, PollFlags::POLLIN));
+                Some(fds.len() - 1)
+            }
+            _ => None,
+        };
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
@@ -76,7 +103,21 @@ pub fn supervise(
         let err_ready = err_idx.is_some_and(ready);
         let stdin_ready = stdin_idx.is_some_and(ready);
         let master_ready = master_idx.is_some_and(ready);
+        let root_gone = root_idx.is_some_and(ready);
         drop(fds);
+
+        if let (true, Some(r)) = (root_gone, &root) {
+            let msg = format!(
+                "the container's root filesystem died: the unionfs daemon (pid {}) serving {} exited while the container ran; killing the container",
+                r.pid,
+                r.rootfs.display()
+            );
+            tracing::error!("{msg}");
+            if let Err(e) = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL) {
+                tracing::debug!("killing the container: {e}");
+            }
+            root_died = Some(msg);
+        }
 
         if got_signal {
             while let Ok(Some(info)) = sigfd.read_signal() {
@@ -140,6 +181,7 @@ pub fn supervise(
     Ok(Outcome {
         status,
         error: String::from_utf8_lossy(&error).trim().to_string(),
+        root_died,
     })
 }
 

@@ -199,6 +199,68 @@ pub fn clear_ambient_caps() -> io::Result<()> {
     Ok(())
 }
 
+/// Raise one capability in the ambient set (`PR_CAP_AMBIENT_RAISE`).
+pub fn raise_ambient_cap(cap: u32) -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    let ret = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+            cap as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `PR_SET_KEEPCAPS`: keep the permitted capabilities across a setuid away from uid 0.
+pub fn set_keep_caps(keep: bool) -> io::Result<()> {
+    prctl(libc::PR_SET_KEEPCAPS, keep as libc::c_ulong)
+}
+
+/// `setrlimit(2)` for a resource number (`RLIMIT_*`).
+pub fn set_rlimit(resource: i32, soft: u64, hard: u64) -> io::Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: `lim` is a valid rlimit for the duration of the call; the resource number is
+    // checked by the kernel (EINVAL).
+    let ret = unsafe { libc::setrlimit(resource as _, &lim) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `getrlimit(2)`: (soft, hard).
+pub fn get_rlimit(resource: i32) -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is valid for writes for the duration of the call.
+    let ret = unsafe { libc::getrlimit(resource as _, &mut lim) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((lim.rlim_cur, lim.rlim_max))
+}
+
+/// `setdomainname(2)` (in the container's own UTS namespace).
+pub fn set_domainname(name: &str) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `name`'s bytes, valid for the call.
+    let ret = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// `PR_SET_NO_NEW_PRIVS`: execve can never grant privileges again (setuid bits, file caps).
 pub fn set_no_new_privs() -> io::Result<()> {
     // SAFETY: integer arguments only.
@@ -400,15 +462,16 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
     Ok(out)
 }
 
-/// Mark every descriptor from 3 up close-on-exec (`close_range(3, ~0, CLOSE_RANGE_CLOEXEC)`), so
-/// the command inherits only stdin, stdout and stderr, whatever the runner was given.
-pub fn cloexec_from_3() -> io::Result<()> {
+/// Mark every descriptor from `first` up close-on-exec (`close_range(first, ~0,
+/// CLOSE_RANGE_CLOEXEC)`), so the command inherits only stdin, stdout, stderr (and what
+/// `--preserve-fds` passes), whatever the runner was given.
+pub fn cloexec_from(first: u32) -> io::Result<()> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: integer arguments only; marking descriptors close-on-exec affects no memory.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_close_range,
-            3 as libc::c_uint,
+            first as libc::c_uint,
             libc::c_uint::MAX,
             CLOSE_RANGE_CLOEXEC,
         )
@@ -468,4 +531,65 @@ pub fn pending_signals() -> io::Result<nix::sys::signal::SigSet> {
     let raw = unsafe { raw.assume_init() };
     // SAFETY: `raw` is a valid sigset_t obtained from the kernel via libc.
     Ok(unsafe { nix::sys::signal::SigSet::from_sigset_t_unchecked(raw) })
+}
+
+/// `seccomp(SECCOMP_SET_MODE_FILTER, flags, prog)`: attach a classic-BPF filter to the calling
+/// thread (and its future children). The kernel refuses with EACCES unless no_new_privs is set or
+/// the caller has CAP_SYS_ADMIN in its user namespace. `flags` are `SECCOMP_FILTER_FLAG_*` bits.
+pub fn seccomp_set_mode_filter(
+    program: &[seccompiler::sock_filter],
+    flags: libc::c_ulong,
+) -> io::Result<()> {
+    /// The kernel's `struct sock_fprog`.
+    #[repr(C)]
+    struct SockFprog {
+        len: libc::c_ushort,
+        filter: *const seccompiler::sock_filter,
+    }
+    let len = libc::c_ushort::try_from(program.len())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let prog = SockFprog {
+        len,
+        filter: program.as_ptr(),
+    };
+    // SAFETY: `prog` points to `len` instructions that live across the call; seccompiler's
+    // `sock_filter` is `#[repr(C)]` {u16, u8, u8, u32}, the layout of the kernel's
+    // `struct sock_filter`. The kernel copies the program and keeps no pointer to our memory.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            &prog as *const SockFprog,
+        )
+    };
+    match ret {
+        0 => Ok(()),
+        // With SECCOMP_FILTER_FLAG_TSYNC, a positive result names a thread that could not sync.
+        tid if tid > 0 => Err(io::Error::other(format!(
+            "thread {tid} could not be synchronised to the new filter (TSYNC)"
+        ))),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
+/// Fork for a test that must run code in a separate process (to install a seccomp filter, say),
+/// returning the child's pid to the parent. The child runs `child` and leaves with `_exit` and its
+/// result as the exit code (125 if it panicked), never returning into the test harness.
+///
+/// The test harness is multi-threaded, so `child` must keep to what is safe after fork(2) in a
+/// multi-threaded process: system calls, no allocation, no locks (another thread may have held
+/// the allocator's lock at the instant of the fork; the child would wait forever).
+#[cfg(test)]
+pub fn fork_for_test(child: impl FnOnce() -> i32) -> io::Result<Pid> {
+    // SAFETY: the child does only what `child` does and then `_exit`s; by the contract above that
+    // is async-signal-safe work, which is sound in the child of a multi-threaded process (it can
+    // never observe another thread's half-done update, since it takes no locks).
+    match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+        nix::unistd::ForkResult::Child => {
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(125);
+            exit_now(code)
+        }
+        nix::unistd::ForkResult::Parent { child } => Ok(child),
+    }
 }

@@ -60,22 +60,32 @@ pub fn mount_args(
     mnt: &Path,
     daemon_log: &Path,
 ) -> Result<Vec<OsString>> {
-    let mut branches = Vec::new();
-    for (path, perm) in [(upper, "rw"), (init, "rr")]
+    let branches: Vec<(&Path, &str)> = [(upper, "rw"), (init, "rr")]
         .into_iter()
         .chain(layers_top_first.iter().map(|l| (l.as_path(), "rr")))
-    {
+        .collect();
+    branch_args(&branches, mnt, daemon_log)
+}
+
+/// The arguments of `unionfs mount` for any list of (branch, permission), top first.
+pub fn branch_args(
+    branches: &[(&Path, &str)],
+    mnt: &Path,
+    daemon_log: &Path,
+) -> Result<Vec<OsString>> {
+    let mut spec = Vec::new();
+    for (path, perm) in branches {
         let s = path
             .to_str()
             .with_context(|| format!("branch path {} is not UTF-8", path.display()))?;
         if s.contains(':') || s.contains('=') {
             bail!("branch path {s:?} contains ':' or '=', which the branch list cannot carry");
         }
-        branches.push(format!("{s}={perm}"));
+        spec.push(format!("{s}={perm}"));
     }
     Ok(vec![
         "mount".into(),
-        branches.join(":").into(),
+        spec.join(":").into(),
         mnt.into(),
         "-o".into(),
         MOUNT_OPTIONS.into(),
@@ -126,6 +136,33 @@ pub struct UnionMount {
     bin: PathBuf,
     mnt: PathBuf,
     mounted: bool,
+    /// The daemon serving the mount, when it could be found: watched while the container runs
+    /// (its exit means the container's root is gone) and awaited after the unmount.
+    daemon: Option<Daemon>,
+}
+
+/// The process serving a union, held by a pidfd (never confused with a recycled pid).
+#[derive(Debug)]
+pub struct Daemon {
+    pub pid: nix::unistd::Pid,
+    pub pidfd: OwnedFd,
+}
+
+impl Daemon {
+    /// The daemon serving `mnt`: the pid it recorded when the mount became ready (cheap: one
+    /// file and one command line), else a scan of `/proc` for `BIN mount … MNT`.
+    fn find(bin: &Path, mnt: &Path) -> Option<Daemon> {
+        let pid = unionfs::mount::daemon_pid(mnt).or_else(|| find_daemon(bin, mnt))?;
+        let pidfd = crate::sys::pidfd_open(pid).ok()?;
+        Some(Daemon { pid, pidfd })
+    }
+
+    /// True once the process has exited (its pidfd polls readable).
+    pub fn has_exited(&self) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let mut fds = [PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN)];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+    }
 }
 
 impl UnionMount {
@@ -156,10 +193,11 @@ impl UnionMount {
                     .join("\n")
             );
         }
-        let m = UnionMount {
+        let mut m = UnionMount {
             bin: bin.to_path_buf(),
             mnt: mnt.to_path_buf(),
             mounted: true,
+            daemon: None,
         };
         // The binary returns once it serves; poll the mount table briefly in case it returns
         // just before the kernel lists the mount.
@@ -174,6 +212,10 @@ impl UnionMount {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+        m.daemon = Daemon::find(bin, mnt);
+        if m.daemon.is_none() {
+            tracing::warn!(mnt = %mnt.display(), "cannot find the unionfs daemon: its death will not be noticed while the container runs");
+        }
         Ok(m)
     }
 
@@ -181,25 +223,37 @@ impl UnionMount {
         &self.mnt
     }
 
+    /// The daemon serving the mount, if it was found.
+    pub fn daemon(&self) -> Option<&Daemon> {
+        self.daemon.as_ref()
+    }
+
     /// `unionfs umount MNT`; falls back to a lazy unmount (logged) if that fails.
     /// Then wait for the daemon to exit: `umount` returns once the kernel has dropped the mount,
     /// and the daemon leaves a moment later.
     pub fn unmount(mut self) -> Result<()> {
         self.mounted = false;
-        unmount_and_wait(&self.bin, &self.mnt)
+        match self.daemon.take() {
+            Some(d) => {
+                unmount_path(&self.bin, &self.mnt)?;
+                wait_for_exit(&d.pidfd, &self.mnt);
+                Ok(())
+            }
+            None => unmount_and_wait(&self.bin, &self.mnt),
+        }
     }
 }
 
 /// Unmount the union at `mnt` and wait for its daemon to exit (found first, while it still
-/// serves the mount; looked up only now, off the container's start-up path).
+/// serves the mount).
 pub fn unmount_and_wait(bin: &Path, mnt: &Path) -> Result<()> {
-    let daemon = find_daemon(bin, mnt).and_then(|pid| crate::sys::pidfd_open(pid).ok());
-    if daemon.is_none() {
+    let daemon = Daemon::find(bin, mnt);
+    if daemon.is_none() && is_mounted(mnt) {
         tracing::warn!(mnt = %mnt.display(), "cannot find the unionfs daemon; its exit is not awaited");
     }
     unmount_path(bin, mnt)?;
-    if let Some(pidfd) = daemon {
-        wait_for_exit(&pidfd, mnt);
+    if let Some(d) = daemon {
+        wait_for_exit(&d.pidfd, mnt);
     }
     Ok(())
 }

@@ -70,6 +70,40 @@ pub struct Limits {
     pub cpuset_cpus: Option<String>,
     /// Block I/O weight on the blkio scale (10..=1000); v2 converts it to `io.weight`.
     pub io_weight: Option<u16>,
+    /// CPU shares (v1 `cpu.shares`; v2 converts them to `cpu.weight`).
+    pub cpu_shares: Option<u64>,
+    /// Memory nodes as the kernel writes them (`0-1`).
+    pub cpuset_mems: Option<String>,
+    /// Device access rules (OCI `linux.resources.devices`), in order; v1 only.
+    pub devices: Vec<DeviceRule>,
+    /// Join every hierarchy the runner knows, not only those a limit needs (OCI containers:
+    /// engines read statistics from all of them).
+    pub join_all: bool,
+}
+
+/// One device cgroup rule: allow or deny `access` (`rwm`) to a type (`a`, `c`, `b`) and numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRule {
+    pub allow: bool,
+    /// `a`, `c` or `b`.
+    pub kind: char,
+    pub major: Option<i64>,
+    pub minor: Option<i64>,
+    pub access: String,
+}
+
+impl DeviceRule {
+    /// The line v1's `devices.allow`/`devices.deny` take: `c 1:3 rwm`, `a *:* rwm`.
+    pub fn v1_line(&self) -> String {
+        let num = |n: Option<i64>| n.map_or("*".to_string(), |n| n.to_string());
+        format!(
+            "{} {}:{} {}",
+            self.kind,
+            num(self.major),
+            num(self.minor),
+            self.access
+        )
+    }
 }
 
 /// A container's cgroup in either mode.
@@ -85,6 +119,28 @@ impl Cgroup {
     /// `$RUNNER_CGROUP_ROOT` replaces [`CGROUP_ROOT`]: on a hybrid host, pointing it at the
     /// cgroup2 mount (`/sys/fs/cgroup/unified`) exercises the v2 path (without controllers).
     pub fn create(name: &str, limits: &Limits) -> Result<Cgroup> {
+        Cgroup::create_at(Path::new(name), limits)
+    }
+
+    /// Create the cgroup at `path` (OCI `cgroupsPath`): an absolute path is taken from the root
+    /// of each hierarchy, a relative one from the runner's own cgroup, as runc does.
+    pub fn create_at(path: &Path, limits: &Limits) -> Result<Cgroup> {
+        let absolute = path.is_absolute();
+        let name = path
+            .strip_prefix("/")
+            .unwrap_or(path)
+            .to_str()
+            .context("the cgroup path is not UTF-8")?;
+        if name.is_empty()
+            || Path::new(name)
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            bail!(
+                "invalid cgroup path {}: it must name a group below the root without '..'",
+                path.display()
+            );
+        }
         let root = std::env::var_os("RUNNER_CGROUP_ROOT")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(CGROUP_ROOT));
@@ -93,8 +149,15 @@ impl Cgroup {
             Mode::V2 => {
                 let own =
                     fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
-                let own = v2::own_cgroup_dir(root, &own)?;
-                let parent = v2::choose_parent(root, &own, limits)?;
+                let parent = if absolute {
+                    root.to_path_buf()
+                } else {
+                    let own = v2::own_cgroup_dir(root, &own)?;
+                    v2::choose_parent(root, &own, limits)?
+                };
+                if !limits.devices.is_empty() {
+                    bail!("linux.resources.devices: device rules need an eBPF program on cgroup v2, which this runner does not load");
+                }
                 Ok(Cgroup::V2(v2::Cgroup::create(&parent, name, limits)?))
             }
             Mode::V1 { hybrid } => {
@@ -103,7 +166,11 @@ impl Cgroup {
                     .context("reading /proc/self/mountinfo")?;
                 let own =
                     fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
-                let parents = v1::own_cgroup_dirs(&mountinfo, &own)?;
+                let parents = if absolute {
+                    v1::hierarchy_roots(&mountinfo)?
+                } else {
+                    v1::own_cgroup_dirs(&mountinfo, &own)?
+                };
                 Ok(Cgroup::V1(v1::Cgroup::create(&parents, name, limits)?))
             }
         }
@@ -145,6 +212,11 @@ impl Cgroup {
     pub fn remove(&self) -> Result<()> {
         remove_dirs(&self.dirs(), Duration::from_secs(5))
     }
+}
+
+/// Move `pid` into the group at `dir` (one hierarchy).
+pub fn write_procs(dir: &Path, pid: Pid) -> Result<()> {
+    write_file(dir, "cgroup.procs", &pid.to_string())
 }
 
 /// Pids listed in `DIR/cgroup.procs` (an absent file lists none).

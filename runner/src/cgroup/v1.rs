@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use super::{keyed_value, write_file, Limits};
 
 /// The v1 controllers the runner writes.
-pub const CONTROLLERS: [&str; 5] = ["cpu", "cpuset", "memory", "pids", "blkio"];
+pub const CONTROLLERS: [&str; 6] = ["cpu", "cpuset", "memory", "pids", "blkio", "devices"];
 
 /// For each controller in [`CONTROLLERS`] that is mounted, the directory of the caller's own
 /// cgroup in that hierarchy, from the texts of `/proc/self/mountinfo` and `/proc/self/cgroup`.
@@ -44,6 +44,22 @@ pub fn own_cgroup_dirs(
         );
         out.insert(controller, Path::new(mount_point).join(rel));
     }
+    if out.is_empty() {
+        bail!(
+            "no cgroup v1 controller ({}) is mounted",
+            CONTROLLERS.join(", ")
+        );
+    }
+    Ok(out)
+}
+
+/// For each controller in [`CONTROLLERS`] that is mounted, its mount point: the base of an
+/// absolute OCI `cgroupsPath`.
+pub fn hierarchy_roots(mountinfo: &str) -> Result<BTreeMap<&'static str, PathBuf>> {
+    let out: BTreeMap<_, _> = CONTROLLERS
+        .into_iter()
+        .filter_map(|c| Some((c, PathBuf::from(find_mount(mountinfo, c)?.1))))
+        .collect();
     if out.is_empty() {
         bail!(
             "no cgroup v1 controller ({}) is mounted",
@@ -114,14 +130,19 @@ impl Cgroup {
                 bail!("the cgroup v1 {controller} controller is not mounted, but a limit needs it");
             };
             let dir = parent.join(name);
+            make_parents(parent, name, controller == "cpuset")?;
             fs::create_dir(&dir).with_context(|| format!("creating cgroup {}", dir.display()))?;
             self.dirs.insert(controller, dir.clone());
+            let parent = dir.parent().unwrap_or(parent);
             match controller {
                 "cpu" => {
                     if let Some(q) = limits.cpu {
                         // Period first: the kernel checks the quota against the current period.
                         write_file(&dir, "cpu.cfs_period_us", &q.period_us.to_string())?;
                         write_file(&dir, "cpu.cfs_quota_us", &q.quota_us.to_string())?;
+                    }
+                    if let Some(shares) = limits.cpu_shares {
+                        write_file(&dir, "cpu.shares", &shares.to_string())?;
                     }
                 }
                 "memory" => {
@@ -144,7 +165,10 @@ impl Cgroup {
                 }
                 "cpuset" => {
                     // A new v1 cpuset starts empty and refuses tasks until both are set.
-                    let mems = read_trimmed(parent, "cpuset.mems")?;
+                    let mems = match &limits.cpuset_mems {
+                        Some(m) => m.clone(),
+                        None => read_trimmed(parent, "cpuset.mems")?,
+                    };
                     write_file(&dir, "cpuset.mems", &mems)?;
                     let cpus = match &limits.cpuset_cpus {
                         Some(c) => c.clone(),
@@ -166,6 +190,16 @@ impl Cgroup {
                             );
                         };
                         write_file(&dir, file, &w.to_string())?;
+                    }
+                }
+                "devices" => {
+                    for rule in &limits.devices {
+                        let file = if rule.allow {
+                            "devices.allow"
+                        } else {
+                            "devices.deny"
+                        };
+                        write_file(&dir, file, &rule.v1_line())?;
                     }
                 }
                 _ => {}
@@ -203,6 +237,9 @@ impl Cgroup {
 /// The hierarchies a container with `limits` joins: `pids` always, the others when a limit
 /// needs them.
 pub fn needed_controllers(limits: &Limits) -> Vec<&'static str> {
+    if limits.join_all {
+        return CONTROLLERS.to_vec();
+    }
     let mut out = vec!["pids"];
     if limits.cpu.is_some() {
         out.push("cpu");
@@ -216,7 +253,38 @@ pub fn needed_controllers(limits: &Limits) -> Vec<&'static str> {
     if limits.io_weight.is_some() {
         out.push("blkio");
     }
+    if limits.cpu_shares.is_some() && !out.contains(&"cpu") {
+        out.push("cpu");
+    }
+    if limits.cpuset_mems.is_some() && !out.contains(&"cpuset") {
+        out.push("cpuset");
+    }
+    if !limits.devices.is_empty() {
+        out.push("devices");
+    }
     out
+}
+
+/// Create the missing intermediate groups of `name` (`a/b/c` makes `a` and `a/b`) under `base`;
+/// a new cpuset group starts empty and refuses tasks, so each new one copies its parent's.
+fn make_parents(base: &Path, name: &str, cpuset: bool) -> Result<()> {
+    let mut dir = base.to_path_buf();
+    let parts: Vec<&str> = name.split('/').filter(|p| !p.is_empty()).collect();
+    for part in parts.iter().take(parts.len().saturating_sub(1)) {
+        let parent = dir.clone();
+        dir.push(part);
+        match fs::create_dir(&dir) {
+            Ok(()) if cpuset => {
+                for file in ["cpuset.cpus", "cpuset.mems"] {
+                    write_file(&dir, file, &read_trimmed(&parent, file)?)?;
+                }
+            }
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("creating cgroup {}", dir.display())),
+        }
+    }
+    Ok(())
 }
 
 fn read_trimmed(dir: &Path, file: &str) -> Result<String> {
@@ -295,6 +363,7 @@ mod tests {
             pids: Some(20),
             cpuset_cpus: Some("1".into()),
             io_weight: Some(300),
+            ..Default::default()
         };
         // A fake group has no blkio.weight file (the kernel makes those): a clear error.
         let parents_no_blkio: BTreeMap<_, _> = parents.clone();

@@ -53,6 +53,9 @@ impl Cgroup {
             write_file(parent, "cgroup.subtree_control", &enable.join(" "))?;
         }
         let dir = parent.join(name);
+        if let Some(p) = dir.parent() {
+            fs::create_dir_all(p).with_context(|| format!("creating cgroup {}", p.display()))?;
+        }
         fs::create_dir(&dir).with_context(|| format!("creating cgroup {}", dir.display()))?;
         let cg = Cgroup { dir };
         if let Err(e) = cg.write_limits(limits) {
@@ -79,6 +82,14 @@ impl Cgroup {
         }
         if let Some(cpus) = &limits.cpuset_cpus {
             write_file(dir, "cpuset.cpus", cpus)?;
+        }
+        if let Some(mems) = &limits.cpuset_mems {
+            write_file(dir, "cpuset.mems", mems)?;
+        }
+        if let Some(shares) = limits.cpu_shares {
+            // runc's conversion of shares (2..262144) to weight (1..10000).
+            let weight = 1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142;
+            write_file(dir, "cpu.weight", &weight.to_string())?;
         }
         if let Some(w) = limits.io_weight {
             write_file(
@@ -152,10 +163,10 @@ pub fn choose_parent(root: &Path, own: &Path, limits: &Limits) -> Result<PathBuf
 /// The controllers `limits` needs enabled in the parent's `cgroup.subtree_control`.
 pub fn needed_controllers(limits: &Limits) -> Vec<&'static str> {
     let mut out = Vec::new();
-    if limits.cpu.is_some() {
+    if limits.cpu.is_some() || limits.cpu_shares.is_some() {
         out.push("cpu");
     }
-    if limits.cpuset_cpus.is_some() {
+    if limits.cpuset_cpus.is_some() || limits.cpuset_mems.is_some() {
         out.push("cpuset");
     }
     if limits.io_weight.is_some() {
@@ -215,6 +226,7 @@ mod tests {
             pids: Some(64),
             cpuset_cpus: Some("0,2".into()),
             io_weight: Some(1000),
+            ..Default::default()
         };
         let cg = Cgroup::create(parent, "ctr", &limits).unwrap();
         assert_eq!(

@@ -1,0 +1,289 @@
+//! `exec`: start one more process in a running container: its namespaces joined, its cgroup
+//! entered, with the bundle's process settings (capabilities, no_new_privs, seccomp, AppArmor)
+//! unless `--process` or the flags say otherwise. Same child code as the container's first
+//! process, without the root set-up (the joined mount namespace is rooted in it already).
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use nix::fcntl::OFlag;
+use nix::sched::CloneFlags;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::stat::Mode;
+
+use crate::child::{self, CapsPolicy, ChildConfig, ChildFds, Identity};
+use crate::oci::bundle::{self, ProcessConfig};
+use crate::oci::state::{self, Root, Status};
+use crate::process::ProcessSpec;
+use crate::sys::{self, Forked};
+
+/// The options of `exec`.
+#[derive(Debug, Clone, Default)]
+pub struct ExecOpts {
+    pub process_file: Option<PathBuf>,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub cwd: Option<String>,
+    /// `UID[:GID]`.
+    pub user: Option<String>,
+    pub additional_gids: Vec<u32>,
+    pub tty: bool,
+    pub console_socket: Option<PathBuf>,
+    pub pid_file: Option<PathBuf>,
+    pub detach: bool,
+    pub no_new_privs: bool,
+    pub preserve_fds: u32,
+}
+
+/// The namespaces to join, in order: user first (it owns the others), mount last.
+const NAMESPACES: [(&str, CloneFlags); 7] = [
+    ("user", CloneFlags::CLONE_NEWUSER),
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ("pid", CloneFlags::CLONE_NEWPID),
+    ("mnt", CloneFlags::CLONE_NEWNS),
+];
+
+/// Run `exec`; returns the process's exit code (0 with `detach`).
+pub fn exec(root: &Root, id: &str, opts: &ExecOpts) -> Result<i32> {
+    let saved = root.load(id)?;
+    let status = state::status(root, &saved);
+    if status != Status::Running {
+        bail!("cannot exec in container {id}: it is {status}, not running");
+    }
+    let (spec, cfg) = bundle::load(&saved.bundle)
+        .with_context(|| format!("reading the bundle of container {id}"))?;
+    drop(spec);
+    let process = process_config(&cfg.process, opts)?;
+    if process.terminal && opts.console_socket.is_none() {
+        bail!("a terminal needs --console-socket to pass it to");
+    }
+
+    // Which of the container's namespaces differ from ours: those are joined.
+    let mut join = Vec::new();
+    let mut pid_ns = None;
+    for (name, kind) in NAMESPACES {
+        let theirs = format!("/proc/{}/ns/{name}", saved.pid);
+        let ours = format!("/proc/self/ns/{name}");
+        let (Ok(t), Ok(o)) = (std::fs::metadata(&theirs), std::fs::metadata(&ours)) else {
+            continue;
+        };
+        if t.ino() == o.ino() && t.dev() == o.dev() {
+            continue;
+        }
+        let fd = nix::fcntl::open(
+            Path::new(&theirs),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("opening {theirs}"))?;
+        if kind == CloneFlags::CLONE_NEWPID {
+            pid_ns = Some(fd);
+        } else {
+            join.push((fd, kind));
+        }
+    }
+    if !state::process_alive(&saved) {
+        bail!("cannot exec in container {id}: its process exited");
+    }
+    if let Some(fd) = &pid_ns {
+        // For our children: the clone below is born in the container's pid namespace.
+        nix::sched::setns(fd, CloneFlags::CLONE_NEWPID).context("setns to the pid namespace")?;
+    }
+
+    let console = match &opts.console_socket {
+        Some(path) => Some(OwnedFd::from(
+            std::os::unix::net::UnixStream::connect(path)
+                .with_context(|| format!("connecting to the console socket {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let mut forwarded = SigSet::empty();
+    for s in child::FORWARDED {
+        forwarded.add(s);
+    }
+    forwarded.add(Signal::SIGCHLD);
+    let mut old_mask = SigSet::empty();
+    if !opts.detach {
+        nix::sys::signal::sigprocmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            Some(&forwarded),
+            Some(&mut old_mask),
+        )
+        .context("sigprocmask")?;
+    }
+    let mut rlimits = process.rlimits.clone();
+    crate::oci::lifecycle::fit_rlimits(&mut rlimits);
+    let cfg_child = ChildConfig {
+        rootfs: PathBuf::from("/"),
+        mounts: Vec::new(),
+        hostname: None,
+        domainname: None,
+        lo_up: false,
+        no_pivot: true,
+        enter_root: false,
+        join,
+        unshare_cgroupns: false,
+        init: false,
+        process: ProcessSpec {
+            argv: process.args.clone(),
+            env: process.env.clone(),
+            user: String::new(),
+            workdir: process.cwd.clone(),
+        },
+        identity: Identity::Ids {
+            uid: process.uid,
+            gid: process.gid,
+            additional_gids: process.additional_gids.clone(),
+        },
+        caps: CapsPolicy::Sets(process.caps),
+        no_new_privs: process.no_new_privs,
+        rlimits,
+        oom_score_adj: process.oom_score_adj,
+        umask: process.umask,
+        apparmor: process.apparmor.clone(),
+        seccomp: cfg.seccomp,
+        die_with_parent: false,
+        exec_sigmask: old_mask,
+        preserve_fds: opts.preserve_fds,
+    };
+
+    let threads = sys::thread_count().context("counting threads")?;
+    if threads != 1 {
+        bail!("internal error: the runtime has {threads} threads at clone time; it must have one");
+    }
+    let (go_read, go_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
+    let (err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
+    let (ready_read, ready_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
+    // Into the container's cgroup directly on v2 (the first directory is the unified one).
+    let v2_dir = saved
+        .cgroup_dirs
+        .first()
+        .filter(|_| saved.cgroup_dirs.len() == 1)
+        .filter(|d| {
+            crate::cgroup::detect(Path::new(crate::cgroup::CGROUP_ROOT))
+                .is_ok_and(|m| m == crate::cgroup::Mode::V2)
+                && d.join("cgroup.procs").exists()
+        });
+    let cgroup_fd = match v2_dir {
+        Some(d) => Some(
+            nix::fcntl::open(
+                d.as_path(),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .with_context(|| format!("opening {}", d.display()))?,
+        ),
+        None => None,
+    };
+    let forked = sys::clone_process(0, cgroup_fd.as_ref().map(|f| f.as_fd())).context("clone")?;
+    let (pid, pidfd, joined) = match forked {
+        Forked::Child => {
+            drop((go_write, err_read, ready_read));
+            child::run(
+                &cfg_child,
+                ChildFds {
+                    go: go_read,
+                    err: err_write,
+                    tty_channel: console,
+                    ready: Some(ready_write),
+                    exec_gate: None,
+                },
+            )
+        }
+        Forked::Parent {
+            pid,
+            pidfd,
+            joined_cgroup,
+        } => (pid, pidfd, joined_cgroup),
+    };
+    drop((go_read, err_write, ready_write, console, cgroup_fd));
+    let released = (|| -> Result<()> {
+        if !joined {
+            for dir in &saved.cgroup_dirs {
+                crate::cgroup::write_procs(dir, pid)?;
+            }
+        }
+        std::fs::File::from(go_write)
+            .write_all(b"g")
+            .context("releasing the process")?;
+        Ok(())
+    })();
+    if let Err(e) = released {
+        let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+        return Err(e);
+    }
+    let mut byte = [0u8; 1];
+    let ready = std::io::Read::read(&mut std::fs::File::from(ready_read), &mut byte).unwrap_or(0);
+    if ready != 1 {
+        let mut msg = String::new();
+        let _ = std::io::Read::read_to_string(&mut std::fs::File::from(err_read), &mut msg);
+        let _ = nix::sys::wait::waitpid(pid, None);
+        bail!("exec failed: {}", msg.trim());
+    }
+    if let Some(pf) = &opts.pid_file {
+        let tmp = pf.with_extension("runner-tmp");
+        std::fs::write(&tmp, pid.to_string())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, pf).with_context(|| format!("writing {}", pf.display()))?;
+    }
+    if opts.detach {
+        return Ok(0);
+    }
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
+    let sigfd = SignalFd::with_flags(&forwarded, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+        .context("signalfd")?;
+    let outcome = crate::supervise::supervise(pid, &pidfd, &sigfd, err_read, None, None)?;
+    if !outcome.error.is_empty() {
+        let _ = writeln!(std::io::stderr(), "runner: {}", outcome.error);
+    }
+    Ok(crate::init::exit_code(outcome.status).unwrap_or(child::SETUP_FAILED))
+}
+
+/// The process to run: `--process FILE`, else the bundle's process with the flags applied.
+fn process_config(base: &ProcessConfig, opts: &ExecOpts) -> Result<ProcessConfig> {
+    if let Some(file) = &opts.process_file {
+        let text = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+        let p: oci_spec::runtime::Process = serde_json::from_slice(&text)
+            .with_context(|| format!("parsing the process {}", file.display()))?;
+        return bundle::check_process(&p);
+    }
+    if opts.args.is_empty() {
+        bail!("exec: no command given (use COMMAND [ARGS...] or --process FILE)");
+    }
+    let mut p = base.clone();
+    p.args = opts.args.clone();
+    for kv in &opts.env {
+        let key = kv.split('=').next().unwrap_or("");
+        p.env.retain(|e| e.split('=').next() != Some(key));
+        p.env.push(kv.clone());
+    }
+    if let Some(cwd) = &opts.cwd {
+        if !cwd.starts_with('/') {
+            bail!("--cwd {cwd:?}: must be absolute");
+        }
+        p.cwd = cwd.clone();
+    }
+    if let Some(user) = &opts.user {
+        let (u, g) = user.split_once(':').unwrap_or((user, "0"));
+        p.uid = u
+            .parse()
+            .with_context(|| format!("--user {user:?}: use numeric UID[:GID]"))?;
+        p.gid = g
+            .parse()
+            .with_context(|| format!("--user {user:?}: use numeric UID[:GID]"))?;
+    }
+    if !opts.additional_gids.is_empty() {
+        p.additional_gids = opts.additional_gids.clone();
+    }
+    p.terminal = opts.tty;
+    p.no_new_privs |= opts.no_new_privs;
+    Ok(p)
+}

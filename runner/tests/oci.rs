@@ -1,0 +1,646 @@
+//! The OCI runtime interface, driven through the binary as an engine drives runc: bundles made
+//! here (`runner spec`, then edited), every command of the lifecycle, each `state` checked
+//! against the runtime-spec's state schema (fixtures/oci/state.schema.json).
+//!
+//! Real containers: root, /dev/fuse, busybox-static and cgroups are needed; under `CI=true` a
+//! missing prerequisite fails the test.
+
+mod common;
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{can_run, image, unionfs_bin, Run};
+use serde_json::{json, Value};
+
+/// A state root of its own and bundles in a scratch directory.
+struct Oci {
+    scratch: tempfile::TempDir,
+}
+
+impl Oci {
+    fn new() -> Oci {
+        Oci {
+            scratch: tempfile::Builder::new()
+                .prefix("runner-oci-test")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.scratch.path().join("state")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runner"));
+        cmd.arg("--root")
+            .arg(self.root())
+            .args(args)
+            .env("UNIONFS_BIN", unionfs_bin().expect("checked by can_run"))
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Run the runtime to completion. Its output goes to files, not pipes: a created
+    /// container's process inherits them (as with runc) and would hold a pipe open.
+    fn runtime(&self, args: &[&str]) -> Run {
+        use std::os::unix::process::ExitStatusExt;
+        let out = tempfile::tempfile().unwrap();
+        let err = tempfile::tempfile().unwrap();
+        let status = self
+            .cmd(args)
+            .stdout(out.try_clone().unwrap())
+            .stderr(err.try_clone().unwrap())
+            .status()
+            .expect("spawning runner");
+        let read = |mut f: fs::File| {
+            use std::io::Seek;
+            f.rewind().unwrap();
+            let mut s = String::new();
+            f.read_to_string(&mut s).unwrap();
+            s
+        };
+        Run {
+            code: status
+                .code()
+                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+            stdout: read(out),
+            stderr: read(err),
+        }
+    }
+
+    /// A bundle: `runner spec`'s default config with `process.args` = `args`, edited by `edit`,
+    /// and a private copy of the test image's base layer as its root (the runtime makes mount
+    /// points in it; the shared image must stay untouched).
+    fn bundle(&self, name: &str, args: &[&str], edit: impl FnOnce(&mut Value)) -> PathBuf {
+        let dir = self.scratch.path().join(name);
+        fs::create_dir_all(&dir).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_runner"))
+            .args(["spec", "--bundle"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "runner spec: {out:?}");
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(image().join("layers/base"))
+            .arg(dir.join("rootfs"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let path = dir.join("config.json");
+        let mut config: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        config["process"]["args"] = json!(args);
+        config["process"]["terminal"] = json!(false);
+        edit(&mut config);
+        fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        dir
+    }
+
+    /// `state ID`, checked against the schema.
+    fn state(&self, id: &str) -> Value {
+        let out = self.runtime(&["state", id]);
+        let v: Value = serde_json::from_str(out.ok())
+            .unwrap_or_else(|e| panic!("state is not JSON ({e}): {out:?}"));
+        let schema: Value = serde_json::from_str(
+            &fs::read_to_string(
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/oci/state.schema.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "state {v} breaks the schema: {errors:?}");
+        assert_eq!(v["id"], id);
+        v
+    }
+
+    fn wait_status(&self, id: &str, want: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self.state(id);
+            if v["status"] == want {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "{id} never became {want}: {v}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Oci {
+    fn drop(&mut self) {
+        // Whatever a failed test left: force-delete every container of this root.
+        if let Ok(rd) = fs::read_dir(self.root()) {
+            for e in rd.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                let _ = self.runtime(&["delete", "--force", &id]);
+            }
+        }
+    }
+}
+
+fn cgroup_leftovers(id: &str) -> Vec<String> {
+    common::leftovers(id)
+        .into_iter()
+        .filter(|l| !l.starts_with("process"))
+        .collect()
+}
+
+#[test]
+fn lifecycle_create_start_kill_delete_with_states_per_the_schema() {
+    if !can_run("oci lifecycle") {
+        return;
+    }
+    let oci = Oci::new();
+    let bundle = oci.bundle("b", &["sleep", "1000"], |_| {});
+    let pid_file = oci.scratch.path().join("pid");
+    let id = "oci-life-1";
+    oci.runtime(&[
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        id,
+    ])
+    .ok();
+    let created = oci.state(id);
+    assert_eq!(created["status"], "created");
+    assert_eq!(created["bundle"], bundle.to_str().unwrap());
+    let pid = created["pid"].as_i64().unwrap();
+    assert!(pid > 0);
+    assert_eq!(
+        fs::read_to_string(&pid_file).unwrap().trim(),
+        pid.to_string()
+    );
+    // Created means set up but not started: the process has not exec'd the command yet.
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains("sleep"),
+        "{cmdline:?}"
+    );
+    assert!(oci.runtime(&["start", "no-such-container"]).code != 0);
+
+    oci.runtime(&["start", id]).ok();
+    let running = oci.wait_status(id, "running");
+    assert_eq!(running["pid"].as_i64(), Some(pid));
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).starts_with("sleep"),
+        "{cmdline:?}"
+    );
+    let again = oci.runtime(&["start", id]);
+    assert!(
+        again.code != 0 && again.stderr.contains("running"),
+        "{again:?}"
+    );
+    let list = oci.runtime(&["list", "--format", "json"]);
+    let list: Value = serde_json::from_str(list.ok()).unwrap();
+    assert_eq!(list[0]["id"], id);
+    let busy = oci.runtime(&["delete", id]);
+    assert!(
+        busy.code != 0 && busy.stderr.contains("running"),
+        "{busy:?}"
+    );
+
+    oci.runtime(&["kill", id, "KILL"]).ok();
+    let stopped = oci.wait_status(id, "stopped");
+    assert_eq!(stopped["pid"], 0);
+    oci.runtime(&["delete", id]).ok();
+    let gone = oci.runtime(&["state", id]);
+    assert!(
+        gone.code != 0 && gone.stderr.contains("does not exist"),
+        "{gone:?}"
+    );
+    assert!(!oci.root().join(id).exists());
+    assert_eq!(cgroup_leftovers(id), Vec::<String>::new());
+}
+
+#[test]
+fn run_passes_output_and_exit_code_and_exec_joins_the_container() {
+    if !can_run("oci run and exec") {
+        return;
+    }
+    let oci = Oci::new();
+    let bundle = oci.bundle(
+        "run",
+        &["sh", "-c", "echo hello $(hostname); exit 7"],
+        |c| {
+            c["hostname"] = json!("ocibox");
+        },
+    );
+    let out = oci.runtime(&["run", "--bundle", bundle.to_str().unwrap(), "oci-run-1"]);
+    assert_eq!(out.code, 7, "{out:?}");
+    assert_eq!(out.stdout.trim(), "hello ocibox");
+    assert!(
+        !oci.root().join("oci-run-1").exists(),
+        "run deletes the container after it"
+    );
+
+    let bundle = oci.bundle("exec", &["sleep", "1000"], |c| {
+        c["process"]["env"] = json!(["PATH=/bin:/usr/bin", "FROM_BUNDLE=1"]);
+        c["root"]["readonly"] = json!(false);
+    });
+    let id = "oci-exec-1";
+    oci.runtime(&["run", "--detach", "--bundle", bundle.to_str().unwrap(), id])
+        .ok();
+    oci.wait_status(id, "running");
+    let out = oci.runtime(&[
+        "exec",
+        "--env",
+        "EXTRA=2",
+        id,
+        "sh",
+        "-c",
+        "echo $FROM_BUNDLE$EXTRA; cat /proc/1/cmdline | tr '\\0' ' '; echo; exit 5",
+    ]);
+    assert_eq!(out.code, 5, "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "12");
+    assert_eq!(
+        lines[1].trim(),
+        "sleep 1000",
+        "pid 1 of the joined pid namespace"
+    );
+    // A process.json as conmon passes it, detached with a pid file.
+    let process = oci.scratch.path().join("process.json");
+    let marker = "/tmp/from-exec";
+    fs::write(
+        &process,
+        serde_json::to_vec(&json!({
+            "args": ["sh", "-c", format!("echo done > {marker}; sleep 1000")],
+            "cwd": "/",
+            "user": {"uid": 0, "gid": 0},
+            "env": ["PATH=/bin"],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let pid_file = oci.scratch.path().join("exec.pid");
+    oci.runtime(&[
+        "exec",
+        "--process",
+        process.to_str().unwrap(),
+        "--detach",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        id,
+    ])
+    .ok();
+    let exec_pid = fs::read_to_string(&pid_file).unwrap();
+    let ps = oci.runtime(&["ps", "--format", "json", id]);
+    let pids: Vec<i64> = serde_json::from_str(ps.ok()).unwrap();
+    assert!(
+        pids.contains(&exec_pid.trim().parse().unwrap()),
+        "{pids:?} {exec_pid}"
+    );
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !bundle.join("rootfs").join(&marker[1..]).exists() {
+        assert!(Instant::now() < deadline, "the exec'd process never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // kill --all reaches the exec'd process too; delete --force takes down the rest.
+    oci.runtime(&["kill", "--all", id, "KILL"]).ok();
+    oci.wait_status(id, "stopped");
+    oci.runtime(&["delete", "--force", id]).ok();
+    assert_eq!(cgroup_leftovers(id), Vec::<String>::new());
+}
+
+#[test]
+fn bundle_errors_name_the_field_and_leave_nothing() {
+    if !can_run("oci errors") {
+        return;
+    }
+    let oci = Oci::new();
+    let cases: Vec<(&str, Box<dyn FnOnce(&mut Value)>, &str)> = vec![
+        (
+            "rdt",
+            Box::new(|c| c["linux"]["intelRdt"] = json!({"closID": "x"})),
+            "linux.intelRdt",
+        ),
+        (
+            "notify",
+            Box::new(|c| {
+                c["linux"]["seccomp"] =
+                    json!({"defaultAction": "SCMP_ACT_NOTIFY", "listenerPath": "/x"})
+            }),
+            "seccomp",
+        ),
+        (
+            "tty",
+            Box::new(|c| c["process"]["terminal"] = json!(true)),
+            "console-socket",
+        ),
+        (
+            "sysctl",
+            Box::new(|c| c["linux"]["sysctl"] = json!({"vm.overcommit_memory": "1"})),
+            "vm.overcommit_memory",
+        ),
+        (
+            "nomountns",
+            Box::new(|c| c["linux"]["namespaces"] = json!([{"type": "pid"}])),
+            "mount namespace",
+        ),
+        (
+            "throttle",
+            Box::new(|c| {
+                c["linux"]["resources"]["blockIO"] =
+                    json!({"throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1}]})
+            }),
+            "blockIO",
+        ),
+    ];
+    for (name, edit, want) in cases {
+        let bundle = oci.bundle(name, &["true"], edit);
+        let id = format!("oci-err-{name}");
+        let out = oci.runtime(&["create", "--bundle", bundle.to_str().unwrap(), &id]);
+        assert!(out.code != 0, "{name}: {out:?}");
+        assert!(
+            out.stderr.contains(want),
+            "{name}: wanted {want:?} in {:?}",
+            out.stderr
+        );
+        assert!(!oci.root().join(&id).exists(), "{name}: state left behind");
+        assert_eq!(cgroup_leftovers(&id), Vec::<String>::new(), "{name}");
+    }
+    let out = oci.runtime(&["create", "--bundle", "/nonexistent/bundle", "x"]);
+    assert!(
+        out.code != 0 && out.stderr.contains("does not exist"),
+        "{out:?}"
+    );
+    let log = oci.scratch.path().join("log.json");
+    let out = oci.runtime(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "kill",
+        "no-such",
+        "KILL",
+    ]);
+    assert!(out.code != 0);
+    let line: Value = serde_json::from_str(fs::read_to_string(&log).unwrap().trim()).unwrap();
+    assert_eq!(line["level"], "error");
+    assert!(
+        line["msg"].as_str().unwrap().contains("does not exist"),
+        "{line}"
+    );
+    let bundle = oci.bundle("dup", &["sleep", "100"], |_| {});
+    oci.runtime(&["create", "--bundle", bundle.to_str().unwrap(), "oci-dup"])
+        .ok();
+    let dup = oci.runtime(&["create", "--bundle", bundle.to_str().unwrap(), "oci-dup"]);
+    assert!(
+        dup.code != 0 && dup.stderr.contains("already exists"),
+        "{dup:?}"
+    );
+    assert_eq!(
+        oci.state("oci-dup")["status"],
+        "created",
+        "the first is untouched"
+    );
+    oci.runtime(&["delete", "--force", "oci-dup"]).ok();
+    assert_eq!(cgroup_leftovers("oci-dup"), Vec::<String>::new());
+}
+
+#[test]
+fn hooks_get_the_state_and_isolation_settings_apply() {
+    if !can_run("oci hooks and settings") {
+        return;
+    }
+    let oci = Oci::new();
+    let out_dir = oci.scratch.path().join("hooks");
+    fs::create_dir_all(&out_dir).unwrap();
+    let hook = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("cat > {}/{name}", out_dir.display())]});
+    let script = "grep CapEff /proc/self/status; mkdir /tmp/x 2>&1; \
+                  cat /etc/motd | wc -c; (echo x > /proc/sys/kernel/domainname) 2>&1; \
+                  ulimit -n; hostname";
+    let bundle = oci.bundle("settings", &["sh", "-c", script], |c| {
+        c["hooks"] = json!({
+            "prestart": [hook("prestart")],
+            "poststart": [hook("poststart")],
+            "poststop": [hook("poststop")],
+        });
+        // Only CAP_KILL and CAP_CHOWN; mkdir refused with EACCES by seccomp.
+        let caps = json!(["CAP_KILL", "CAP_CHOWN"]);
+        c["process"]["capabilities"] =
+            json!({"bounding": caps, "effective": caps, "permitted": caps});
+        c["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256}]);
+        c["process"]["noNewPrivileges"] = json!(true);
+        c["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+        });
+        c["linux"]["maskedPaths"] = json!(["/etc/motd"]);
+        c["linux"]["readonlyPaths"] = json!(["/proc/sys"]);
+        c["hostname"] = json!("hooked");
+    });
+    let id = "oci-hooks-1";
+    let out = oci.runtime(&["run", "--bundle", bundle.to_str().unwrap(), id]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines[0].split_whitespace().nth(1),
+        Some("0000000000000021"),
+        "{out:?}"
+    );
+    assert!(
+        lines[1].contains("Permission denied"),
+        "seccomp errno: {out:?}"
+    );
+    assert_eq!(
+        lines[2].trim(),
+        "0",
+        "masked /proc/kcore reads empty: {out:?}"
+    );
+    assert!(
+        lines[3].contains("Read-only"),
+        "read-only /proc/sys: {out:?}"
+    );
+    assert_eq!(lines[4], "256");
+    assert_eq!(lines[5], "hooked");
+    for name in ["prestart", "poststart", "poststop"] {
+        let text = fs::read_to_string(out_dir.join(name)).unwrap();
+        let state: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(state["id"], id, "{name}: {text}");
+        assert_eq!(state["bundle"], bundle.to_str().unwrap(), "{name}");
+    }
+    let pre: Value =
+        serde_json::from_str(&fs::read_to_string(out_dir.join("prestart")).unwrap()).unwrap();
+    assert_eq!(pre["status"], "created");
+    assert!(pre["pid"].as_i64().unwrap() > 0);
+}
+
+#[test]
+fn union_root_from_the_layers_annotation_and_from_an_image_directory() {
+    if !can_run("oci union root") {
+        return;
+    }
+    let oci = Oci::new();
+    let layers = format!(
+        "{}:{}",
+        image().join("layers/top").display(),
+        image().join("layers/base").display()
+    );
+    let script = "cat /etc/top-file; ls /etc/base-only 2>&1; echo new > /root/new; \
+                  grep ' / ' /proc/self/mountinfo | grep -o fuse.unionfs";
+    let bundle = oci.bundle("union", &["sh", "-c", script], |c| {
+        c["annotations"] = json!({"run.unionfs.layers": layers});
+        c["root"] = json!({"path": "mnt", "readonly": false});
+    });
+    fs::remove_dir_all(bundle.join("rootfs")).unwrap();
+    let before = tree_listing(&image().join("layers"));
+    let id = "oci-union-1";
+    let out = oci.runtime(&["run", "--keep", "--bundle", bundle.to_str().unwrap(), id]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "from the top layer");
+    assert!(lines[1].contains("No such file"), "whited out: {out:?}");
+    assert_eq!(lines[2], "fuse.unionfs");
+    let upper = oci.root().join(id).join("upper");
+    assert_eq!(fs::read_to_string(upper.join("root/new")).unwrap(), "new\n");
+    oci.runtime(&["delete", id]).ok();
+    assert!(
+        !common_is_mounted(&bundle.join("mnt")),
+        "delete unmounts the union"
+    );
+    assert_eq!(
+        tree_listing(&image().join("layers")),
+        before,
+        "layers unchanged"
+    );
+
+    // root.path naming an image directory of the store: mounted beside the state.
+    let bundle = oci.bundle("image", &["cat", "/etc/top-file"], |c| {
+        c["root"]["path"] = json!(image().to_str().unwrap());
+    });
+    let out = oci.runtime(&["run", "--bundle", bundle.to_str().unwrap(), "oci-union-2"]);
+    assert_eq!(out.stdout, "from the top layer\n", "{out:?}");
+    assert_eq!(
+        tree_listing(&image().join("layers")),
+        before,
+        "layers unchanged"
+    );
+    assert!(!image().join("rootfs").exists());
+}
+
+fn common_is_mounted(p: &Path) -> bool {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let p = p.to_str().unwrap();
+    info.lines().any(|l| l.split_whitespace().nth(4) == Some(p))
+}
+
+/// Every path with its size and mode, sorted: enough to see a change to a layer.
+fn tree_listing(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let m = e.path().symlink_metadata().unwrap();
+            out.push(format!(
+                "{} {} {:o}",
+                e.path().display(),
+                m.len(),
+                m.permissions().mode()
+            ));
+            if m.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_terminal_goes_to_the_console_socket() {
+    if !can_run("oci console socket") {
+        return;
+    }
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let oci = Oci::new();
+    let sock_path = oci.scratch.path().join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
+    let bundle = oci.bundle("tty", &["sh", "-c", "tty; echo size $(stty size)"], |c| {
+        c["process"]["terminal"] = json!(true);
+    });
+    let id = "oci-tty-1";
+    let create = std::thread::scope(|s| {
+        let h = s.spawn(|| {
+            oci.runtime(&[
+                "create",
+                "--bundle",
+                bundle.to_str().unwrap(),
+                "--console-socket",
+                sock_path.to_str().unwrap(),
+                id,
+            ])
+        });
+        let (conn, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 64];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = nix::sys::socket::recvmsg::<()>(
+            conn.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            nix::sys::socket::MsgFlags::empty(),
+        )
+        .unwrap();
+        let mut master = None;
+        for c in msg.cmsgs().unwrap() {
+            if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+                // SAFETY: the descriptor arrived with SCM_RIGHTS just now; nothing else owns it.
+                master = Some(unsafe { OwnedFd::from_raw_fd(fds[0]) });
+            }
+        }
+        (
+            h.join().unwrap(),
+            master.expect("a pty master over the console socket"),
+        )
+    });
+    let (out, master) = create;
+    out.ok();
+    oci.runtime(&["start", id]).ok();
+    let mut text = String::new();
+    let mut f = fs::File::from(master);
+    let mut buf = [0u8; 256];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !text.contains("size") && Instant::now() < deadline {
+        match f.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    assert!(
+        text.contains("/dev/pts/"),
+        "the command's terminal: {text:?}"
+    );
+    oci.wait_status(id, "stopped");
+    oci.runtime(&["delete", id]).ok();
+}
+
+#[test]
+fn features_and_version_describe_the_runtime() {
+    let oci = Oci::new();
+    let out = oci.runtime(&["features"]);
+    let v: Value = serde_json::from_str(out.ok()).unwrap();
+    assert_eq!(v["ociVersionMax"], "1.2.0");
+    assert!(v["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("pid")));
+    assert_eq!(v["linux"]["seccomp"]["enabled"], true);
+    let version = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).contains("spec: 1.2.0"));
+}
