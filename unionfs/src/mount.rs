@@ -249,6 +249,28 @@ fn write_pid_file(mountpoint: &Path) {
     let _ = std::fs::write(pid_file(mountpoint), std::process::id().to_string());
 }
 
+/// The pid of the daemon serving `mountpoint`, as it recorded it when the mount became ready
+/// (before `unionfs mount` returned). `None` when there is no record, or when the recorded
+/// process is gone or is not a unionfs daemon of that mountpoint (a stale record). A program that
+/// depends on the union (a container runner) watches this process to learn that its filesystem
+/// died.
+pub fn daemon_pid(mountpoint: &Path) -> Option<nix::unistd::Pid> {
+    use std::os::unix::ffi::OsStrExt;
+    let canonical = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    let pid: i32 = std::fs::read_to_string(pid_file(&canonical))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let pid = nix::unistd::Pid::from_raw(pid);
+    // The daemon's command line names the mountpoint (as given, so compare both spellings).
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let names_it = cmdline
+        .split(|b| *b == 0)
+        .any(|a| a == mountpoint.as_os_str().as_bytes() || a == canonical.as_os_str().as_bytes());
+    (names_it && is_running(pid)).then_some(pid)
+}
+
 /// Waits (a bounded time) for the daemon recorded for `mountpoint` to exit.
 fn wait_for_daemon(mountpoint: &Path) {
     let file = pid_file(mountpoint);
