@@ -320,7 +320,8 @@ fn bundle_errors_name_the_field_and_leave_nothing() {
         return;
     }
     let oci = Oci::new();
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Value)>, &str)> = vec![
+    type Edit = Box<dyn FnOnce(&mut Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "rdt",
             Box::new(|c| c["linux"]["intelRdt"] = json!({"closID": "x"})),

@@ -123,8 +123,7 @@ fn demo_rootfs_tar() -> &'static Path {
         fs::create_dir_all(&scratch).unwrap();
         let tar = scratch.join("demo-rootfs.tar");
         let mnt = tempfile::tempdir_in(&scratch).unwrap();
-        let layer_tool = PathBuf::from(env!("CARGO_BIN_EXE_runner"))
-            .with_file_name("layer-tool");
+        let layer_tool = PathBuf::from(env!("CARGO_BIN_EXE_runner")).with_file_name("layer-tool");
         let layer_tool = if layer_tool.is_file() {
             layer_tool
         } else {
@@ -176,19 +175,37 @@ fn run_the_demo(p: &Podman) {
         "cat /etc/demo/message 2>/dev/null || ls /etc; echo pid=$$; exit 3",
     ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(3), "exit code through podman: {out:?}");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "exit code through podman: {out:?}"
+    );
     assert!(stdout.contains("pid=1"), "the command is pid 1: {stdout}");
     let ps = p.ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
     assert!(ps.contains("once Exited (3)"), "podman ps -a: {ps}");
     p.ok(&["rm", "once"]);
 
     let id = p.ok(&[
-        "run", "-d", "--name", "bg", "--network", "none", "localhost/demo", "sleep", "1000",
+        "run",
+        "-d",
+        "--name",
+        "bg",
+        "--network",
+        "none",
+        "localhost/demo",
+        "sleep",
+        "1000",
     ]);
     assert!(!id.is_empty());
     let ps = p.ok(&["ps", "--format", "{{.Names}} {{.Status}}"]);
     assert!(ps.contains("bg Up"), "podman ps: {ps}");
-    let exec = p.ok(&["exec", "bg", "sh", "-c", "echo from exec; cat /proc/1/cmdline"]);
+    let exec = p.ok(&[
+        "exec",
+        "bg",
+        "sh",
+        "-c",
+        "echo from exec; cat /proc/1/cmdline",
+    ]);
     assert!(exec.starts_with("from exec"), "{exec}");
     assert!(exec.contains("sleep"), "exec joined the container: {exec}");
     // pid 1 ignores SIGTERM (no handler): podman escalates to SIGKILL after the timeout.
@@ -196,7 +213,15 @@ fn run_the_demo(p: &Podman) {
     let ps = p.ok(&["ps", "-a", "--format", "{{.Names}} {{.Status}}"]);
     assert!(ps.contains("bg Exited"), "stopped: {ps}");
     p.ok(&["rm", "bg"]);
-    let out = p.ok(&["run", "--rm", "--network", "none", "localhost/demo", "echo", "bye"]);
+    let out = p.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "localhost/demo",
+        "echo",
+        "bye",
+    ]);
     assert_eq!(out, "bye");
     assert_eq!(p.ok(&["ps", "-a", "-q"]), "", "nothing left");
 }
@@ -215,15 +240,23 @@ fn podman_with_runner_and_unionfs_as_the_overlay_mount_program() {
     if !prerequisites("podman with runner (overlay + unionfs)") {
         return;
     }
-    let mount_program = format!(
-        "overlay.mount_program={}",
-        unionfs_bin().unwrap().display()
-    );
-    let p = Podman::new(&["--storage-driver", "overlay", "--storage-opt", &mount_program]);
+    let mount_program = format!("overlay.mount_program={}", unionfs_bin().unwrap().display());
+    let p = Podman::new(&[
+        "--storage-driver",
+        "overlay",
+        "--storage-opt",
+        &mount_program,
+    ]);
     run_the_demo(&p);
     // The container's root really was a unionfs mount.
     let out = p.ok(&[
-        "run", "--rm", "--network", "none", "localhost/demo", "sh", "-c",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "localhost/demo",
+        "sh",
+        "-c",
         "grep ' / ' /proc/self/mountinfo",
     ]);
     assert!(out.contains("fuse.unionfs"), "{out}");
