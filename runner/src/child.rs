@@ -236,8 +236,11 @@ fn setup_and_exec(
     // forwarded signal; with a terminal the pty becomes its controlling terminal.
     nix::unistd::setsid().context("setsid")?;
     if let Some(channel) = tty_channel {
-        let tty = crate::tty::open_in_container(&channel)?;
+        let (tty, name) = crate::tty::open_in_container(&channel)?;
         drop(channel);
+        if cfg.enter_root {
+            crate::tty::bind_console(&name)?;
+        }
         sys::set_controlling_terminal(tty.as_fd()).context("ioctl(TIOCSCTTY)")?;
         nix::unistd::dup2_stdin(&tty).context("dup2 pty to stdin")?;
         nix::unistd::dup2_stdout(&tty).context("dup2 pty to stdout")?;

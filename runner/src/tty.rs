@@ -23,7 +23,7 @@ pub fn channel() -> Result<(OwnedFd, OwnedFd)> {
 /// In the container, after its `/dev/pts` is mounted and the root entered: open a pty from the
 /// container's own devpts instance (so `ttyname` finds `/dev/pts/N` there, as with runc's
 /// console socket), send the master to the runner, and return the terminal side.
-pub fn open_in_container(channel: &OwnedFd) -> Result<OwnedFd> {
+pub fn open_in_container(channel: &OwnedFd) -> Result<(OwnedFd, String)> {
     use nix::pty::{grantpt, posix_openpt, ptsname_r, unlockpt};
     let master = posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
         .context("opening /dev/ptmx")?;
@@ -38,7 +38,25 @@ pub fn open_in_container(channel: &OwnedFd) -> Result<OwnedFd> {
     .with_context(|| format!("opening {name}"))?;
     crate::sys::send_fd(channel.as_fd(), master.as_fd())
         .context("sending the pty to the runner")?;
-    Ok(slave)
+    Ok((slave, name))
+}
+
+/// Make `/dev/console` the container's terminal (runtime-spec: with `process.terminal`, the
+/// console is the pty): bind the pty over it, creating the mount point when missing.
+pub fn bind_console(pts: &str) -> Result<()> {
+    use nix::mount::{mount, MsFlags};
+    let console = std::path::Path::new("/dev/console");
+    if std::fs::symlink_metadata(console).is_err() {
+        std::fs::File::create(console).context("creating /dev/console")?;
+    }
+    mount(
+        Some(pts),
+        console,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .with_context(|| format!("binding {pts} over /dev/console"))
 }
 
 /// In the runner: receive the pty master (non-blocking from here on); `None` when the container

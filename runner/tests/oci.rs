@@ -569,7 +569,8 @@ fn a_terminal_goes_to_the_console_socket() {
     let oci = Oci::new();
     let sock_path = oci.scratch.path().join("console.sock");
     let listener = std::os::unix::net::UnixListener::bind(&sock_path).unwrap();
-    let bundle = oci.bundle("tty", &["sh", "-c", "tty; echo size $(stty size)"], |c| {
+    let script = "tty; stat -c %t:%T $(tty) /dev/console; echo size $(stty size)";
+    let bundle = oci.bundle("tty", &["sh", "-c", script], |c| {
         c["process"]["terminal"] = json!(true);
     });
     let id = "oci-tty-1";
