@@ -18,6 +18,7 @@ pub mod oci;
 pub mod process;
 pub mod rootfs;
 pub mod run;
+pub mod spawn;
 pub mod spec;
 pub mod supervise;
 pub mod sys;

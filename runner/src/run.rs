@@ -13,24 +13,24 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use layer_tool::store::Store;
-use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::cgroup::Cgroup;
-use crate::child::{self, CapsPolicy, ChildConfig, ChildFds, Identity, FORWARDED};
+use crate::child::{self, CapsPolicy, ChildConfig, Identity, FORWARDED};
 use crate::container::{now, ContainerDir, Containers, State, Status};
 use crate::initlayer::{self, InitLayer};
 use crate::rootfs::{self, RootfsSpec};
+use crate::spawn::{self, Spawn};
 use crate::spec::{Net, RunSpec};
 use crate::supervise::{self, TtyRelay};
-use crate::sys::{self, Forked};
+use crate::sys;
 use crate::union::{self, UnionMount};
 use crate::{init, process, tty};
 
@@ -257,13 +257,6 @@ fn start_and_supervise(
     state: &mut State,
     mask: &BlockedSignals,
 ) -> Result<supervise::Outcome> {
-    // The clone copies this process as it is; a second thread would be missing in the child
-    // with whatever locks it held.
-    let threads = sys::thread_count().context("counting threads")?;
-    if threads != 1 {
-        bail!("internal error: the runner has {threads} threads at clone time; it must have one");
-    }
-
     // A Ctrl-C or SIGTERM during the set-up: stop here, and let the teardown undo it all.
     let pending = sys::pending_signals().context("sigpending")?;
     if let Some(sig) = [
@@ -280,8 +273,6 @@ fn start_and_supervise(
     let sigfd = SignalFd::with_flags(&mask.set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .context("signalfd")?;
 
-    let (go_read, go_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
-    let (err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
     let pty = if spec.tty {
         Some(tty::channel()?)
     } else {
@@ -337,48 +328,23 @@ fn start_and_supervise(
         .cgroup
         .as_ref()
         .expect("cgroup created before the clone");
-    let cgroup_fd: Option<OwnedFd> = match cgroup.clone_into_dir() {
-        Some(d) => Some(
-            nix::fcntl::open(
-                d,
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                nix::sys::stat::Mode::empty(),
-            )
-            .with_context(|| format!("opening {}", d.display()))?,
-        ),
-        None => None,
-    };
-
     let (tty_ours, tty_theirs) = match pty {
         Some((ours, theirs)) => (Some(ours), Some(theirs)),
         None => (None, None),
     };
-    let forked = sys::clone_process(flags.bits() as u64, cgroup_fd.as_ref().map(|f| f.as_fd()))
-        .context("clone")?;
-    let (pid, pidfd, joined) = match forked {
-        Forked::Child => {
-            drop((go_write, err_read, tty_ours, sigfd));
-            child::run(
-                &cfg,
-                ChildFds {
-                    go: go_read,
-                    err: err_write,
-                    tty_channel: tty_theirs,
-                    ready: None,
-                    exec_gate: None,
-                },
-            )
-        }
-        Forked::Parent {
-            pid,
-            pidfd,
-            joined_cgroup,
-        } => (pid, pidfd, joined_cgroup),
-    };
-    drop((go_read, err_write, tty_theirs, cgroup_fd));
-
+    // The clone copies this process as it is (`spawn` checks it has one thread).
+    let mut child = spawn::spawn(
+        &cfg,
+        Spawn {
+            flags,
+            cgroup_dir: cgroup.clone_into_dir(),
+            tty_channel: tty_theirs,
+            ..Default::default()
+        },
+    )?;
+    let pid = child.pid;
     let started = (|| -> Result<()> {
-        if !joined {
+        if !child.joined_cgroup {
             cgroup.add(pid)?;
         }
         if spec.userns {
@@ -389,15 +355,11 @@ fn start_and_supervise(
         state.status = Status::Running;
         state.pid = Some(pid.as_raw());
         dir.save(state)?;
-        fs::File::from(go_write)
-            .write_all(b"g")
-            .context("releasing the container process")?;
-        Ok(())
+        child.release()
     })();
     if let Err(e) = started {
         // The child sees end-of-file on the go pipe (or is killed here) and exits.
-        let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
-        let _ = nix::sys::wait::waitpid(pid, None);
+        child.abort();
         return Err(e);
     }
     res.delete_dir = spec.remove;
@@ -417,7 +379,8 @@ fn start_and_supervise(
             rootfs: m.path(),
         })
     });
-    supervise::supervise(pid, &pidfd, &sigfd, err_read, relay.as_ref(), root)
+    let err = child.err.take().expect("the error pipe is unread");
+    supervise::supervise(pid, &child.pidfd, &sigfd, err, relay.as_ref(), root)
 }
 
 /// The signals the runner handles itself, blocked; the old mask comes back on drop.

@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -15,11 +15,11 @@ use nix::sched::CloneFlags;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::stat::Mode;
 
-use crate::child::{self, CapsPolicy, ChildConfig, ChildFds, Identity};
+use crate::child::{self, CapsPolicy, ChildConfig, Identity};
 use crate::oci::bundle::{self, ProcessConfig};
 use crate::oci::state::{self, Root, Status};
 use crate::process::ProcessSpec;
-use crate::sys::{self, Forked};
+use crate::spawn::{self, Spawn};
 
 /// The options of `exec`.
 #[derive(Debug, Clone, Default)]
@@ -154,80 +154,40 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOpts) -> Result<i32> {
         preserve_fds: opts.preserve_fds,
     };
 
-    let threads = sys::thread_count().context("counting threads")?;
-    if threads != 1 {
-        bail!("internal error: the runtime has {threads} threads at clone time; it must have one");
-    }
-    let (go_read, go_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
-    let (err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
-    let (ready_read, ready_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
-    // Into the container's cgroup directly on v2 (the first directory is the unified one).
+    // Into the container's cgroup directly on v2 (then it has one directory, the unified one).
     let v2_dir = saved
         .cgroup_dirs
         .first()
         .filter(|_| saved.cgroup_dirs.len() == 1)
-        .filter(|d| {
+        .filter(|_| {
             crate::cgroup::detect(Path::new(crate::cgroup::CGROUP_ROOT))
                 .is_ok_and(|m| m == crate::cgroup::Mode::V2)
-                && d.join("cgroup.procs").exists()
         });
-    let cgroup_fd = match v2_dir {
-        Some(d) => Some(
-            nix::fcntl::open(
-                d.as_path(),
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .with_context(|| format!("opening {}", d.display()))?,
-        ),
-        None => None,
-    };
-    let forked = sys::clone_process(0, cgroup_fd.as_ref().map(|f| f.as_fd())).context("clone")?;
-    let (pid, pidfd, joined) = match forked {
-        Forked::Child => {
-            drop((go_write, err_read, ready_read));
-            child::run(
-                &cfg_child,
-                ChildFds {
-                    go: go_read,
-                    err: err_write,
-                    tty_channel: console,
-                    ready: Some(ready_write),
-                    exec_gate: None,
-                },
-            )
-        }
-        Forked::Parent {
-            pid,
-            pidfd,
-            joined_cgroup,
-        } => (pid, pidfd, joined_cgroup),
-    };
-    drop((go_read, err_write, ready_write, console, cgroup_fd));
+    let mut child = spawn::spawn(
+        &cfg_child,
+        Spawn {
+            cgroup_dir: v2_dir.map(PathBuf::as_path),
+            tty_channel: console,
+            ready: true,
+            ..Default::default()
+        },
+    )?;
+    let pid = child.pid;
     let released = (|| -> Result<()> {
-        if !joined {
+        if !child.joined_cgroup {
             for dir in &saved.cgroup_dirs {
                 crate::cgroup::write_procs(dir, pid)?;
             }
         }
-        std::fs::File::from(go_write)
-            .write_all(b"g")
-            .context("releasing the process")?;
-        Ok(())
+        child.release()
     })();
     if let Err(e) = released {
-        let _ = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL);
-        let _ = nix::sys::wait::waitpid(pid, None);
+        child.abort();
         return Err(e);
     }
-    let mut byte = [0u8; 1];
-    let ready = std::io::Read::read(&mut std::fs::File::from(ready_read), &mut byte).unwrap_or(0);
-    if ready != 1 {
-        let mut msg = String::new();
-        let _ = std::io::Read::read_to_string(&mut std::fs::File::from(err_read), &mut msg);
-        let _ = nix::sys::wait::waitpid(pid, None);
-        bail!("exec failed: {}", msg.trim());
-    }
+    child
+        .wait_ready()
+        .map_err(|e| e.context(format!("exec in container {id}")))?;
     if let Some(pf) = &opts.pid_file {
         let tmp = pf.with_extension("runner-tmp");
         std::fs::write(&tmp, pid.to_string())
@@ -240,7 +200,8 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOpts) -> Result<i32> {
     use nix::sys::signalfd::{SfdFlags, SignalFd};
     let sigfd = SignalFd::with_flags(&forwarded, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
         .context("signalfd")?;
-    let outcome = crate::supervise::supervise(pid, &pidfd, &sigfd, err_read, None, None)?;
+    let err = child.err.take().context("the error pipe")?;
+    let outcome = crate::supervise::supervise(pid, &child.pidfd, &sigfd, err, None, None)?;
     if !outcome.error.is_empty() {
         let _ = writeln!(std::io::stderr(), "runner: {}", outcome.error);
     }

@@ -8,7 +8,7 @@
 #![forbid(unsafe_code)]
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -22,12 +22,13 @@ use nix::sys::stat::Mode;
 use nix::unistd::Pid;
 
 use crate::cgroup::{self, Cgroup};
-use crate::child::{self, CapsPolicy, ChildConfig, ChildFds, Identity};
+use crate::child::{self, CapsPolicy, ChildConfig, Identity};
 use crate::oci::bundle::{self, Config, Hook, RootSource};
 use crate::oci::hooks;
 use crate::oci::state::{self, Root, Saved, Status, UnionRoot};
 use crate::process::ProcessSpec;
-use crate::sys::{self, Forked};
+use crate::spawn::{self, Spawn};
+use crate::sys;
 use crate::union::{self, UnionMount};
 
 /// The options of `create` (and `run`).
@@ -203,83 +204,28 @@ fn create_inner(root: &Root, id: &str, opts: &CreateOpts) -> Result<Created> {
         flags -= CloneFlags::CLONE_NEWPID;
     }
 
-    let threads = sys::thread_count().context("counting threads")?;
-    if threads != 1 {
-        bail!("internal error: the runtime has {threads} threads at clone time; it must have one");
-    }
-    let (go_read, go_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
-    let (err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
-    let (ready_read, ready_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).context("pipe2")?;
     let cgroup = undo.cgroup.as_ref().expect("cgroup created");
-    let cgroup_fd = match cgroup.clone_into_dir() {
-        Some(d) => Some(
-            nix::fcntl::open(
-                d,
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            )
-            .with_context(|| format!("opening {}", d.display()))?,
-        ),
-        None => None,
-    };
-    let forked = sys::clone_process(flags.bits() as u64, cgroup_fd.as_ref().map(|f| f.as_fd()))
-        .context("clone")?;
-    let (pid, pidfd, joined) = match forked {
-        Forked::Child => {
-            drop((go_write, err_read, ready_read));
-            child::run(
-                &child_cfg,
-                ChildFds {
-                    go: go_read,
-                    err: err_write,
-                    tty_channel: console,
-                    ready: Some(ready_write),
-                    exec_gate: Some((gate_read, gate_write)),
-                },
-            )
-        }
-        Forked::Parent {
-            pid,
-            pidfd,
-            joined_cgroup,
-        } => (pid, pidfd, joined_cgroup),
-    };
-    drop((
-        go_read,
-        err_write,
-        ready_write,
-        console,
-        gate_read,
-        gate_write,
-        cgroup_fd,
-    ));
-    undo.child = Some((pid, pidfd.try_clone().context("dup pidfd")?));
-
-    if !joined {
+    let mut child = spawn::spawn(
+        &child_cfg,
+        Spawn {
+            flags,
+            cgroup_dir: cgroup.clone_into_dir(),
+            tty_channel: console,
+            exec_gate: Some((gate_read, gate_write)),
+            ready: true,
+        },
+    )?;
+    let pid = child.pid;
+    undo.child = Some((pid, child.pidfd.try_clone().context("dup pidfd")?));
+    if !child.joined_cgroup {
         cgroup.add(pid)?;
     }
     if let (Some(u), Some(g)) = (&cfg.uid_map, &cfg.gid_map) {
         fs::write(format!("/proc/{pid}/uid_map"), u).context("writing uid_map")?;
         fs::write(format!("/proc/{pid}/gid_map"), g).context("writing gid_map")?;
     }
-    fs::File::from(go_write)
-        .write_all(b"g")
-        .context("releasing the container process")?;
-    // One byte once the set-up is done; end-of-file if it failed (the error is on the pipe).
-    let mut byte = [0u8; 1];
-    let n = fs::File::from(ready_read).read(&mut byte).unwrap_or(0);
-    if n != 1 {
-        let mut msg = String::new();
-        let _ = fs::File::from(err_read).read_to_string(&mut msg);
-        bail!(
-            "{}",
-            if msg.trim().is_empty() {
-                "the container process died during set-up".to_string()
-            } else {
-                msg.trim().to_string()
-            }
-        );
-    }
+    child.release()?;
+    child.wait_ready()?;
 
     saved.pid = pid.as_raw();
     saved.pid_start = state::proc_start(pid.as_raw())
@@ -296,8 +242,8 @@ fn create_inner(root: &Root, id: &str, opts: &CreateOpts) -> Result<Created> {
     undo.disarm();
     Ok(Created {
         pid,
-        pidfd,
-        err_pipe: err_read,
+        err_pipe: child.err.take().context("the error pipe")?,
+        pidfd: child.pidfd,
     })
 }
 
