@@ -86,6 +86,9 @@ impl Drop for Podman {
     }
 }
 
+/// podman instances share one lock segment in /dev/shm whatever their roots: one at a time.
+static ONE_PODMAN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// True when podman and the demo image are here; panics under `CI=true` otherwise.
 fn prerequisites(test: &str) -> bool {
     if !can_run(test) {
@@ -231,6 +234,7 @@ fn podman_runs_containers_with_runner_as_its_runtime() {
     if !prerequisites("podman with runner (vfs)") {
         return;
     }
+    let _one = ONE_PODMAN.lock().unwrap_or_else(|e| e.into_inner());
     let p = Podman::new(&["--storage-driver", "vfs"]);
     run_the_demo(&p);
 }
