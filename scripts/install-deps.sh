@@ -11,6 +11,9 @@ packages=(
   procps           # ps, used by the demo
   util-linux       # unshare, mount
   podman           # a real client: unionfs as the overlay driver's mount_program
+  e2fsprogs        # mkfs.ext4: a loop-backed ext4 upper branch that fails with EIO (faults.rs)
+  mount            # mount -o loop, losetup (faults.rs, runner/tests/isolation.rs)
+  g++              # libfuzzer-sys builds libFuzzer from C++ (scripts/fuzz.sh)
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -35,4 +38,8 @@ fi
 tools="$(cd "$(dirname "$0")/.." && pwd)/target/tools"
 if [ ! -x "$tools/bin/pjdfstest" ]; then
   cargo install pjdfstest --version 0.2.2 --locked --root "$tools" --quiet
+fi
+# cargo-fuzz, for scripts/fuzz.sh (the fuzz targets in fuzz/).
+if [ ! -x "$tools/bin/cargo-fuzz" ]; then
+  cargo install cargo-fuzz --version 0.13.2 --locked --root "$tools" --quiet
 fi

@@ -417,18 +417,45 @@ impl State<'_> {
 
     /// Metadata of `rel` as a directory in the topmost lower layer that has it, unless a
     /// layer in between deletes it or has a non-directory there.
+    ///
+    /// Each layer is walked one component at a time with `lstat`: a lower layer may hold a
+    /// symlink (an absolute one is kept: in a container it resolves under the container's root),
+    /// and a path through it would read the host's directory (`etc -> /etc` made `etc/ssl` take
+    /// the host's `/etc/ssl` attributes). A non-directory at any component hides what lies below
+    /// it, as in the union; a whiteout of a component, or an opaque directory above it, ends the
+    /// search.
     fn inherited_meta(&self, rel: &Path) -> Option<Meta> {
-        for lower in &self.opts.lower {
-            match fs::symlink_metadata(lower.join(rel)) {
-                Ok(md) if md.is_dir() => return Some(Meta::of(&md)),
-                Ok(_) => return None,
-                Err(_) => {
-                    let name = rel.file_name()?;
-                    let parent = lower.join(rel.parent().unwrap_or(Path::new("")));
-                    if parent.join(whiteout::whiteout_name(name)).exists()
-                        || parent.join(whiteout::OPAQUE_MARKER).exists()
-                    {
-                        return None;
+        let comps: Vec<&std::ffi::OsStr> = rel.components().map(|c| c.as_os_str()).collect();
+        'layers: for lower in &self.opts.lower {
+            let mut path = lower.clone();
+            match fs::symlink_metadata(&path) {
+                Ok(md) if md.is_dir() => {}
+                _ => continue,
+            }
+            if comps.is_empty() {
+                return fs::symlink_metadata(&path).ok().map(|md| Meta::of(&md));
+            }
+            for (i, name) in comps.iter().enumerate() {
+                let parent = path.clone();
+                path.push(name);
+                match fs::symlink_metadata(&path) {
+                    Ok(md) if md.is_dir() => {
+                        if i + 1 == comps.len() {
+                            return Some(Meta::of(&md));
+                        }
+                    }
+                    // A file, symlink or device here hides every lower layer at this path.
+                    Ok(_) => return None,
+                    Err(_) => {
+                        let deleted =
+                            fs::symlink_metadata(parent.join(whiteout::whiteout_name(name)))
+                                .is_ok()
+                                || fs::symlink_metadata(parent.join(whiteout::OPAQUE_MARKER))
+                                    .is_ok();
+                        if deleted {
+                            return None;
+                        }
+                        continue 'layers;
                     }
                 }
             }
@@ -607,6 +634,48 @@ mod tests {
         assert_eq!(clean_path(Path::new("./")).unwrap(), None);
         assert!(clean_path(Path::new("a/../../b")).is_err());
         assert!(clean_path(Path::new("/etc/passwd")).is_err());
+    }
+
+    /// Found while fuzzing the unpacker with lower layers (fuzz/fuzz_targets/tar_import.rs,
+    /// seed `implied-through-lower-symlink`): a lower layer's absolute symlink `etc -> /DIR`
+    /// made the implied directory `etc/sub` of the next layer take the attributes of the host's
+    /// `/DIR/sub`.
+    #[test]
+    fn regression_implied_dirs_never_inherit_through_a_lower_symlink() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let scratch = tempfile::tempdir().unwrap();
+        let outside = scratch.path().join("outside");
+        fs::create_dir_all(outside.join("sub")).unwrap();
+        fs::set_permissions(outside.join("sub"), fs::Permissions::from_mode(0o701)).unwrap();
+        let lower = scratch.path().join("lower");
+        fs::create_dir_all(lower.join("real/sub")).unwrap();
+        fs::set_permissions(lower.join("real/sub"), fs::Permissions::from_mode(0o750)).unwrap();
+        symlink(&outside, lower.join("etc")).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        for name in ["etc/sub/file", "real/sub/file"] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(1);
+            h.set_mode(0o644);
+            h.set_mtime(1000);
+            h.set_uid(0);
+            h.set_gid(0);
+            b.append_data(&mut h, name, &b"x"[..]).unwrap();
+        }
+        let archive = b.into_inner().unwrap();
+        let dest = scratch.path().join("layer");
+        fs::create_dir(&dest).unwrap();
+        let opts = ExtractOptions {
+            lower: vec![lower],
+            allow_devices: false,
+            ..ExtractOptions::default()
+        };
+        extract(&archive[..], &dest, &opts).unwrap();
+        // Not the outside directory's 0701: the default of a directory no layer describes.
+        let mode = fs::metadata(dest.join("etc/sub")).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o755);
+        // A real lower directory still lends its attributes.
+        let mode = fs::metadata(dest.join("real/sub")).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o750);
     }
 
     #[test]

@@ -107,16 +107,10 @@ pub fn supervise(
         drop(fds);
 
         if let (true, Some(r)) = (root_gone, &root) {
-            let msg = format!(
-                "the container's root filesystem died: the unionfs daemon (pid {}) serving {} exited while the container ran; killing the container",
-                r.pid,
-                r.rootfs.display()
-            );
-            tracing::error!("{msg}");
+            root_died = Some(root_died_message(r));
             if let Err(e) = sys::pidfd_send_signal(pidfd.as_fd(), libc::SIGKILL) {
                 tracing::debug!("killing the container: {e}");
             }
-            root_died = Some(msg);
         }
 
         if got_signal {
@@ -171,6 +165,20 @@ pub fn supervise(
             r => break r.with_context(|| format!("waitpid {pid}"))?,
         }
     };
+    // The container may die of its dead root (SIGBUS on a page of a mapped binary, SIGSEGV)
+    // before the daemon's pidfd turns readable: the kernel aborts the FUSE connection while
+    // closing the daemon's files, a moment before it reports the exit. After such a death, give
+    // the daemon's exit a short while to show, so the cause is named.
+    if let (None, Some(r)) = (&root_died, &root) {
+        let wait = match status {
+            WaitStatus::Signaled(..) => 50u16,
+            _ => 0,
+        };
+        let mut fds = [PollFd::new(r.pidfd, PollFlags::POLLIN)];
+        if matches!(poll(&mut fds, PollTimeout::from(wait)), Ok(n) if n > 0) {
+            root_died = Some(root_died_message(r));
+        }
+    }
     // What the child wrote just before exiting, and the pty's last output.
     if let Some(mut f) = err_pipe {
         let _ = f.read_to_end(&mut error);
@@ -183,6 +191,17 @@ pub fn supervise(
         error: String::from_utf8_lossy(&error).trim().to_string(),
         root_died,
     })
+}
+
+/// What the runner says when the container's root died under it (also logged).
+fn root_died_message(r: &RootDaemon<'_>) -> String {
+    let msg = format!(
+        "the container's root filesystem died: the unionfs daemon (pid {}) serving {} exited while the container ran; the container was killed",
+        r.pid,
+        r.rootfs.display()
+    );
+    tracing::error!("{msg}");
+    msg
 }
 
 /// Write all of `data` to the (non-blocking) pty, waiting for room when it is full.

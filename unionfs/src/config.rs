@@ -303,13 +303,23 @@ impl MountOptions {
         };
         let mut out = Vec::new();
         if let Some(upper) = &self.upperdir {
-            if upper.contains(':') && !upper.contains("\\:") {
+            // Split as lowerdir is: `\:` is a colon of the one directory, any other `:` starts
+            // a second one (which the overlay form has no room for).
+            let mut parts = split_escaped(upper, ':');
+            if parts.len() > 1 {
                 return Err(ConfigError::TooManyWritable(format!(
                     "upperdir={upper:?} names more than one directory: the overlay form has exactly one writable branch"
                 )));
             }
+            let path = parts.pop().unwrap_or_default();
+            if path.is_empty() {
+                return Err(ConfigError::BadBranch(
+                    upper.clone(),
+                    "empty upperdir".into(),
+                ));
+            }
             out.push(BranchSpec {
-                path: PathBuf::from(split_escaped(upper, ':').concat()),
+                path: PathBuf::from(path),
                 perm: Perm::Rw,
             });
         }
@@ -528,6 +538,25 @@ mod tests {
         assert_eq!(b[1].path, PathBuf::from("L1"));
         assert_eq!(b[2].perm, Perm::Rr);
         let o = MountOptions::parse(&["lowerdir=L1,upperdir=U1:U2".into()]).unwrap();
+        assert!(matches!(o.branches(), Err(ConfigError::TooManyWritable(_))));
+        let o = MountOptions::parse(&["lowerdir=L1,upperdir=U\\:1".into()]).unwrap();
+        assert_eq!(o.branches().unwrap().unwrap()[0].path, PathBuf::from("U:1"));
+    }
+
+    /// Found by the branch_spec fuzz target (fuzz/fuzz_targets/branch_spec.rs): `upperdir=\`
+    /// unescaped to an empty path, which was taken as the writable branch.
+    #[test]
+    fn regression_fuzz_upperdir_of_a_lone_backslash_is_refused() {
+        let o = MountOptions::parse(&["lowerdir=L,upperdir=\\".into()]).unwrap();
+        assert!(matches!(o.branches(), Err(ConfigError::BadBranch(..))));
+    }
+
+    /// Found while writing the branch_spec fuzz target's invariants (which now check it): an
+    /// escaped colon anywhere let unescaped ones through, and the pieces were glued into one
+    /// path (`a\:b:c` became `a:bc`).
+    #[test]
+    fn regression_fuzz_upperdir_with_escaped_and_plain_colons_is_two_directories() {
+        let o = MountOptions::parse(&["lowerdir=L,upperdir=a\\:b:c".into()]).unwrap();
         assert!(matches!(o.branches(), Err(ConfigError::TooManyWritable(_))));
     }
 

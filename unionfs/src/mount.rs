@@ -196,13 +196,20 @@ fn daemon_child(cfg: &Config, log_file: Option<&Path>, report: OwnedFd) -> i32 {
     write_pid_file(&cfg.mountpoint);
     let _ = report.write_all(b"OK");
     drop(report);
-    match serve(session, &cfg.mountpoint) {
+    let code = match serve(session, &cfg.mountpoint) {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!("serving {}: {e:#}", cfg.mountpoint.display());
             1
         }
+    };
+    // After a lazy unmount nobody waits for us to remove the record: drop it if it is still ours
+    // (a new daemon on the same mountpoint may have replaced it).
+    let file = pid_file(&cfg.mountpoint);
+    if std::fs::read_to_string(&file).is_ok_and(|s| s.trim() == std::process::id().to_string()) {
+        let _ = std::fs::remove_file(file);
     }
+    code
 }
 
 fn redirect_stdio(log_file: Option<&Path>) -> anyhow::Result<()> {
