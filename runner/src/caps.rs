@@ -110,10 +110,9 @@ pub struct CapSets {
 }
 
 impl CapSets {
-    /// docker's: the default set bounds every user; uid 0 has it effective and permitted
+    /// docker's: the default set (`keep`) bounds every user; uid 0 has it effective and permitted
     /// (inheritable empty, as docker since CVE-2022-24769); other users start with none.
-    pub fn docker_default(uid: u32) -> CapSets {
-        let keep = default_mask();
+    pub fn docker_default(uid: u32, keep: u64) -> CapSets {
         let own = if uid == 0 { keep } else { 0 };
         CapSets {
             bounding: keep,

@@ -43,8 +43,9 @@ pub enum Identity {
 /// The capability sets of the command.
 #[derive(Debug, Clone, Copy)]
 pub enum CapsPolicy {
-    /// docker's default set for uid 0, nothing for other users (`runner run`).
-    DockerDefault,
+    /// docker's default set (`keep`, normally [`caps::default_mask`]) for uid 0, nothing for
+    /// other users (`runner run`).
+    DockerDefault { keep: u64 },
     /// The OCI bundle's sets, as bit masks.
     Sets(caps::CapSets),
 }
@@ -274,7 +275,7 @@ fn setup_and_exec(
         }
     }
     let sets = match cfg.caps {
-        CapsPolicy::DockerDefault => caps::CapSets::docker_default(uid),
+        CapsPolicy::DockerDefault { keep } => caps::CapSets::docker_default(uid, keep),
         CapsPolicy::Sets(s) => s,
     };
     caps::drop_bounding(sets.bounding)?;

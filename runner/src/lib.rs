@@ -11,6 +11,7 @@ pub mod cgroup;
 pub mod child;
 pub mod cli;
 pub mod container;
+pub mod default_seccomp;
 pub mod init;
 pub mod initlayer;
 pub mod manage;

@@ -32,7 +32,7 @@ use crate::spec::{Net, RunSpec};
 use crate::supervise::{self, TtyRelay};
 use crate::sys;
 use crate::union::{self, UnionMount};
-use crate::{init, process, tty};
+use crate::{caps, init, process, tty};
 
 /// What an early error must take down; also the normal teardown.
 struct Resources {
@@ -211,7 +211,11 @@ fn run_blocked(spec: RunSpec, mask: &BlockedSignals) -> Result<i32> {
         &dir.log_file(),
     )?);
 
-    let cgroup = Cgroup::create(&format!("runner-{}", dir.id), &spec.limits)?;
+    let mut limits = spec.limits.clone();
+    if crate::cgroup::device_rules_supported() {
+        limits.devices = crate::cgroup::docker_device_rules();
+    }
+    let cgroup = Cgroup::create(&format!("runner-{}", dir.id), &limits)?;
     state.cgroups = cgroup.dirs();
     dir.save(&state)?;
     res.cgroup = Some(cgroup);
@@ -302,13 +306,15 @@ fn start_and_supervise(
         init: spec.init,
         process: proc_spec,
         identity: Identity::Lookup(user),
-        caps: CapsPolicy::DockerDefault,
+        caps: CapsPolicy::DockerDefault {
+            keep: docker_caps(),
+        },
         no_new_privs: true,
         rlimits: Vec::new(),
         oom_score_adj: None,
         umask: None,
         apparmor: None,
-        seccomp: None,
+        seccomp: Some(crate::default_seccomp::filter()?),
         die_with_parent: true,
         exec_sigmask: mask.old,
         preserve_fds: 0,
@@ -381,6 +387,17 @@ fn start_and_supervise(
     });
     let err = child.err.take().expect("the error pipe is unread");
     supervise::supervise(pid, &child.pidfd, &sigfd, err, relay.as_ref(), root)
+}
+
+/// docker's device policy: device cgroup rules where they can be enforced (cgroup v1, written
+/// when the cgroup is made); elsewhere the container gets no CAP_MKNOD, so that it cannot make a
+/// node for a host device. Either way, docker's default capabilities otherwise.
+fn docker_caps() -> u64 {
+    let mut keep = caps::default_mask();
+    if !crate::cgroup::device_rules_supported() {
+        keep &= !(1u64 << caps::number("CAP_MKNOD").expect("a known capability"));
+    }
+    keep
 }
 
 /// The signals the runner handles itself, blocked; the old mask comes back on drop.

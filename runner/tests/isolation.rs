@@ -582,7 +582,6 @@ fn unshare_and_chroot_escapes_fail() {
 /// capability over namespaces it then creates, which is kernel attack surface (tmpfs, overlay and
 /// other user-mountable filesystems, netfilter, …) that docker keeps closed.
 #[test]
-#[ignore = "`runner run` installs no seccomp filter yet (the OCI path installs a bundle's): unshare -U succeeds in a container"]
 fn new_user_namespaces_are_refused_as_dockers_seccomp_profile_does() {
     require!();
     let env = Env::new();
@@ -623,7 +622,6 @@ fn a_new_user_namespace_inside_gains_nothing_of_the_host() {
 /// docker's device cgroup lets a container make device nodes (CAP_MKNOD) but open only its
 /// own few (null, zero, full, random, urandom, tty, console, ptmx, pts): never a host disk.
 #[test]
-#[ignore = "`runner run` writes no device cgroup rules yet: a container can mknod and read a host block device"]
 fn host_block_devices_cannot_be_opened_even_with_mknod() {
     require!();
     // A loop device with a known secret stands for the host's disk.

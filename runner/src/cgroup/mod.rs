@@ -92,6 +92,58 @@ pub struct DeviceRule {
     pub access: String,
 }
 
+/// The device rules runc and docker add after a container's own: mknod of any node (what may be
+/// opened is what counts), read/write of the default devices (`/dev/null`, `zero`, `full`,
+/// `random`, `urandom`, `tty`), the ptys and `/dev/ptmx`.
+pub fn default_device_rules() -> Vec<DeviceRule> {
+    let rule = |kind, major, minor, access: &str| DeviceRule {
+        allow: true,
+        kind,
+        major,
+        minor,
+        access: access.to_string(),
+    };
+    let mut out = vec![rule('c', None, None, "m"), rule('b', None, None, "m")];
+    for (_, major, minor) in crate::rootfs::DEVICES {
+        out.push(rule('c', Some(major as i64), Some(minor as i64), "rwm"));
+    }
+    out.push(rule('c', Some(136), None, "rwm"));
+    out.push(rule('c', Some(5), Some(2), "rwm"));
+    out
+}
+
+/// docker's device policy for `runner run`: everything denied, then [`default_device_rules`].
+pub fn docker_device_rules() -> Vec<DeviceRule> {
+    let mut rules = vec![DeviceRule {
+        allow: false,
+        kind: 'a',
+        major: None,
+        minor: None,
+        access: "rwm".to_string(),
+    }];
+    rules.extend(default_device_rules());
+    rules
+}
+
+/// Whether device rules can be enforced here: cgroup v1 with the `devices` controller mounted
+/// (cgroup v2 needs an eBPF program, which the runner does not load).
+pub fn device_rules_supported() -> bool {
+    let root = std::env::var_os("RUNNER_CGROUP_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(CGROUP_ROOT));
+    matches!(detect(&root), Ok(Mode::V1 { .. }))
+        && fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
+            m.lines().any(|l| {
+                l.split_once(" - ").is_some_and(|(_, post)| {
+                    let mut f = post.split_whitespace();
+                    f.next() == Some("cgroup")
+                        && f.nth(1)
+                            .is_some_and(|o| o.split(',').any(|o| o == "devices"))
+                })
+            })
+        })
+}
+
 impl DeviceRule {
     /// The line v1's `devices.allow`/`devices.deny` take: `c 1:3 rwm`, `a *:* rwm`.
     pub fn v1_line(&self) -> String {

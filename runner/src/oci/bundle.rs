@@ -358,29 +358,17 @@ pub fn check(spec: &Spec, bundle: &Path) -> Result<Config> {
     })
 }
 
-/// The device rules runc adds after a bundle's own: mknod of any node (what may be opened is what
-/// counts), the default devices, ptys, and each of `linux.devices`.
+/// The device rules runc adds after a bundle's own (the defaults, and each of `linux.devices`).
 fn default_device_rules(devices: &[DeviceNode]) -> Vec<DeviceRule> {
-    let rule = |kind, major, minor, access: &str| DeviceRule {
-        allow: true,
-        kind,
-        major,
-        minor,
-        access: access.to_string(),
-    };
-    let mut out = vec![rule('c', None, None, "m"), rule('b', None, None, "m")];
-    for (_, major, minor) in crate::rootfs::DEVICES {
-        out.push(rule('c', Some(major as i64), Some(minor as i64), "rwm"));
-    }
-    out.push(rule('c', Some(136), None, "rwm"));
-    out.push(rule('c', Some(5), Some(2), "rwm"));
+    let mut out = crate::cgroup::default_device_rules();
     for d in devices.iter().filter(|d| d.kind != 'p') {
-        out.push(rule(
-            d.kind,
-            Some(d.major as i64),
-            Some(d.minor as i64),
-            "rwm",
-        ));
+        out.push(DeviceRule {
+            allow: true,
+            kind: d.kind,
+            major: Some(d.major as i64),
+            minor: Some(d.minor as i64),
+            access: "rwm".to_string(),
+        });
     }
     out
 }
