@@ -234,9 +234,9 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Whether a process with this pid exists (a zombie counts).
+/// Whether a process with this pid runs (a zombie, dead but not yet reaped, does not).
 pub fn pid_alive(pid: i32) -> bool {
-    Path::new("/proc").join(pid.to_string()).exists()
+    matches!(crate::oci::state::proc_start(pid), Some((_, false)))
 }
 
 #[cfg(test)]
