@@ -72,6 +72,9 @@ pub struct ChildConfig {
     pub join: Vec<(OwnedFd, CloneFlags)>,
     /// A cgroup namespace of its own, made once the cgroup is joined (so it is rooted there).
     pub unshare_cgroupns: bool,
+    /// In a new user namespace with mappings other than the identity: become its root first
+    /// (a clone keeps the parent's host ids, which the namespace may not map).
+    pub userns_root: bool,
     pub init: bool,
     pub process: ProcessSpec,
     pub identity: Identity,
@@ -179,6 +182,14 @@ fn setup_and_exec(
         // If the runner is killed, the container goes too (its mounts and cgroup are the
         // runner's to clean; `runner rm` does it for a runner that died).
         sys::set_parent_death_signal(libc::SIGKILL).context("prctl(PR_SET_PDEATHSIG)")?;
+    }
+    if cfg.userns_root {
+        let root_g = Gid::from_raw(0);
+        let root_u = Uid::from_raw(0);
+        nix::unistd::setresgid(root_g, root_g, root_g)
+            .context("setresgid(0) in the user namespace")?;
+        nix::unistd::setresuid(root_u, root_u, root_u)
+            .context("setresuid(0) in the user namespace")?;
     }
     for (fd, kind) in &cfg.join {
         nix::sched::setns(fd, *kind).with_context(|| format!("setns({kind:?})"))?;

@@ -303,6 +303,7 @@ fn start_and_supervise(
         enter_root: true,
         join: Vec::new(),
         unshare_cgroupns: false,
+        userns_root: false,
         init: spec.init,
         process: proc_spec,
         identity: Identity::Lookup(user),

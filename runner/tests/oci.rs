@@ -646,3 +646,43 @@ fn features_and_version_describe_the_runtime() {
         .unwrap();
     assert!(String::from_utf8_lossy(&version.stdout).contains("spec: 1.2.0"));
 }
+
+#[test]
+fn a_user_namespace_maps_the_container_root_to_an_unprivileged_host_id() {
+    if !can_run("oci user namespace") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let oci = Oci::new();
+    let script = "id -u; cat /proc/self/uid_map; echo x > /tmp/made-inside; \
+                  cat /etc/shadow-free 2>&1; touch /etc/not-mine 2>&1; true";
+    let bundle = oci.bundle("userns", &["sh", "-c", script], |c| {
+        c["root"]["readonly"] = json!(false);
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "user"}));
+        let map = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+        c["linux"]["uidMappings"] = map.clone();
+        c["linux"]["gidMappings"] = map;
+    });
+    let out = oci.runtime(&["run", "--bundle", bundle.to_str().unwrap(), "oci-userns-1"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "0", "root inside: {out:?}");
+    assert_eq!(
+        lines[1].split_whitespace().collect::<Vec<_>>(),
+        ["0", "200000", "65536"]
+    );
+    let made = fs::metadata(bundle.join("rootfs/tmp/made-inside")).unwrap();
+    assert_eq!(
+        (made.uid(), made.gid()),
+        (200000, 200000),
+        "the host sees the mapped id"
+    );
+    assert!(
+        out.stdout.contains("Permission denied"),
+        "host root's /etc is not the container root's: {out:?}"
+    );
+    assert!(!bundle.join("rootfs/etc/not-mine").exists());
+}

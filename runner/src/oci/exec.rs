@@ -130,6 +130,7 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOpts) -> Result<i32> {
         enter_root: false,
         join,
         unshare_cgroupns: false,
+        userns_root: false,
         init: false,
         process: ProcessSpec {
             argv: process.args.clone(),

@@ -318,6 +318,7 @@ fn child_config(
         enter_root: true,
         join,
         unshare_cgroupns: cfg.new_ns(CloneFlags::CLONE_NEWCGROUP),
+        userns_root: cfg.new_ns(CloneFlags::CLONE_NEWUSER),
         init: false,
         process: ProcessSpec {
             argv: p.args.clone(),
