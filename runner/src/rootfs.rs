@@ -469,21 +469,10 @@ fn apply_one(op: &Op, root: Option<&Path>) -> Result<()> {
             chmod(&path, *mode)?;
         }
         Op::MkdirAll { path } => {
-            // One level at a time, each resolved inside the root.
-            let rel = root
-                .and_then(|r| path.strip_prefix(r).ok())
-                .unwrap_or(path.as_path());
-            let base = root.map(Path::to_path_buf).unwrap_or_default();
-            let mut sofar = PathBuf::new();
-            for c in rel.components() {
-                sofar.push(c);
-                let here = resolve(root, &base.join(&sofar), false)?;
-                match std::fs::create_dir(&here) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(e).with_context(|| format!("mkdir {}", here.display())),
-                }
-            }
+            // Every existing component resolved inside the root; what is missing is made.
+            let here = resolve(root, path, false)?;
+            std::fs::create_dir_all(&here)
+                .with_context(|| format!("mkdir -p {}", here.display()))?;
         }
         Op::ReadOnly { path } => {
             let path = resolve(root, path, false)?;

@@ -686,3 +686,48 @@ fn a_user_namespace_maps_the_container_root_to_an_unprivileged_host_id() {
     );
     assert!(!bundle.join("rootfs/etc/not-mine").exists());
 }
+
+#[test]
+fn an_image_symlink_cannot_aim_a_mount_at_the_host() {
+    if !can_run("oci symlinked mount target") {
+        return;
+    }
+    let oci = Oci::new();
+    let victim = oci.scratch.path().join("victim");
+    fs::create_dir_all(&victim).unwrap();
+    let bundle = oci.bundle(
+        "symlinks",
+        &[
+            "sh",
+            "-c",
+            "echo in > /data/sub/file && grep -c 'victim/sub ' /proc/self/mountinfo",
+        ],
+        |c| {
+            c["mounts"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"destination": "/data/sub", "type": "tmpfs", "source": "tmpfs"}));
+            c["root"]["readonly"] = json!(false);
+        },
+    );
+    // The image's /data points at a host directory by absolute path.
+    std::os::unix::fs::symlink(&victim, bundle.join("rootfs/data")).unwrap();
+    let out = oci.runtime(&["run", "--bundle", bundle.to_str().unwrap(), "oci-symlink-1"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stdout.trim(),
+        "1",
+        "the tmpfs is where the link leads inside: {out:?}"
+    );
+    assert_eq!(
+        fs::read_dir(&victim).unwrap().count(),
+        0,
+        "nothing made in the host directory"
+    );
+    // The link was followed inside the root: the mount point is the image's own copy of it.
+    let inside = bundle
+        .join("rootfs")
+        .join(victim.strip_prefix("/").unwrap())
+        .join("sub");
+    assert!(inside.is_dir(), "{} made inside the root", inside.display());
+}
