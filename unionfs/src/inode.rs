@@ -13,7 +13,9 @@ use std::path::PathBuf;
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 
-use crate::branch::resolve::Layers;
+use std::sync::Arc;
+
+use crate::fs::view::DirView;
 
 /// The FUSE root node id.
 pub const ROOT_ID: u64 = 1;
@@ -24,8 +26,9 @@ const MAX_ALIASES: usize = 8;
 struct Node {
     aliases: Vec<(u64, OsString)>,
     lookups: u64,
-    /// For a directory: its branches, valid while the union's layer generation is unchanged.
-    layers: Option<(u64, Layers)>,
+    /// For a directory: its branches (and held branch directories), valid while the union's
+    /// layer generation is unchanged.
+    view: Option<(u64, Arc<DirView>)>,
     /// The file has no extended attributes (known from a listxattr; cleared by setxattr).
     no_xattrs: bool,
 }
@@ -64,19 +67,17 @@ impl InodeTable {
         }
     }
 
-    /// A node's first name: (parent id, name, full merged path).
-    pub fn locate(&self, id: u64) -> Option<(u64, OsString, PathBuf)> {
-        let path = self.path(id)?;
+    /// A node's first name: (parent id, name).
+    pub fn first_name(&self, id: u64) -> Option<(u64, OsString)> {
         let t = self.inner.lock();
-        let (parent, name) = t.nodes.get(&id)?.aliases.first()?.clone();
-        Some((parent, name, path))
+        t.nodes.get(&id)?.aliases.first().cloned()
     }
 
-    /// The directory branches cached for `id`, if computed in generation `gen`.
-    pub fn cached_layers(&self, id: u64, gen: u64) -> Option<Layers> {
+    /// The directory view cached for `id`, if made in generation `gen`.
+    pub fn cached_view(&self, id: u64, gen: u64) -> Option<Arc<DirView>> {
         let t = self.inner.lock();
-        match &t.nodes.get(&id)?.layers {
-            Some((g, l)) if *g == gen => Some(l.clone()),
+        match &t.nodes.get(&id)?.view {
+            Some((g, v)) if *g == gen => Some(Arc::clone(v)),
             _ => None,
         }
     }
@@ -95,10 +96,12 @@ impl InodeTable {
         }
     }
 
-    pub fn cache_layers(&self, id: u64, gen: u64, layers: &Layers) {
-        if let Some(n) = self.inner.lock().nodes.get_mut(&id) {
-            n.layers = Some((gen, layers.clone()));
-        }
+    /// Caches `view` for `id` as made in generation `gen`; the view it replaces is returned so
+    /// that its descriptors are closed after the table's lock is released.
+    pub fn cache_view(&self, id: u64, gen: u64, view: &Arc<DirView>) -> Option<Arc<DirView>> {
+        let mut t = self.inner.lock();
+        let n = t.nodes.get_mut(&id)?;
+        n.view.replace((gen, Arc::clone(view))).map(|(_, old)| old)
     }
 
     /// The merged path of a node (empty for the root), or None when it has no name left.
@@ -173,8 +176,10 @@ impl InodeTable {
         if node.lookups > 0 {
             return;
         }
-        let node = t.nodes.remove(&id).expect("present above");
-        for a in node.aliases {
+        let mut node = t.nodes.remove(&id).expect("present above");
+        // Its directory view (and the descriptors it holds) goes after the lock is released.
+        let view = node.view.take();
+        for a in std::mem::take(&mut node.aliases) {
             if t.by_name.get(&a) == Some(&id) {
                 t.by_name.remove(&a);
             }
@@ -185,6 +190,8 @@ impl InodeTable {
             t.by_name.shrink_to_fit();
             crate::sys::return_free_memory();
         }
+        drop(t);
+        drop(view);
     }
 
     /// `parent/name` no longer exists (unlink, rmdir, or the source of a rename).

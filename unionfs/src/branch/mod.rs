@@ -77,24 +77,35 @@ impl Branch {
 
     /// Probes one name in a directory of this branch: the entry, its whiteout, and whether it is
     /// an opaque directory. Overlayfs whiteouts and opaque xattrs count only in read-only
-    /// branches: a 0/0 device made through the mount is an ordinary device.
-    pub fn probe(&self, dir: &OwnedFd, name: &OsStr) -> Result<(Probe, Option<FileStat>)> {
+    /// branches: a 0/0 device made through the mount is an ordinary device. The whiteout and
+    /// the opaque marker matter only for branches below this one: with `below` false (none is
+    /// probed after this one) and for a non-directory (which ends the walk), they are not
+    /// looked for.
+    pub fn probe(
+        &self,
+        dir: &OwnedFd,
+        name: &OsStr,
+        below: bool,
+    ) -> Result<(Probe, Option<FileStat>)> {
         let mut probe = Probe::default();
         let st = stat_at(dir, name)?;
-        if let Some(st) = &st {
-            let mode = st.st_mode;
-            if !self.writable() && whiteout::is_overlay_whiteout(mode, st.st_rdev) {
+        if let Some(s) = &st {
+            let mode = s.st_mode;
+            if !self.writable() && whiteout::is_overlay_whiteout(mode, s.st_rdev) {
                 probe.whiteout = true;
                 return Ok((probe, None));
             }
             if mode & libc::S_IFMT == libc::S_IFDIR {
                 probe.entry = Some(Presence::Dir);
-                probe.opaque = self.dir_is_opaque(dir, name)?;
+                probe.opaque = below && self.dir_is_opaque(dir, name)?;
             } else {
                 probe.entry = Some(Presence::NonDir);
+                return Ok((probe, st));
             }
         }
-        probe.whiteout = probe.whiteout || stat_at(dir, &whiteout::whiteout_name(name))?.is_some();
+        if below && !probe.opaque {
+            probe.whiteout = stat_at(dir, &whiteout::whiteout_name(name))?.is_some();
+        }
         Ok((probe, st))
     }
 

@@ -10,7 +10,7 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid};
 
 use crate::error::{Context, Error, Result};
-use crate::fs::{split, Attr, Union};
+use crate::fs::{Attr, Union};
 use crate::handle::Handle;
 
 /// A time to set: a given instant, now, or left alone.
@@ -50,25 +50,35 @@ pub struct SetAttr {
 
 impl Union {
     pub fn setattr(&self, node: u64, fh: Option<u64>, set: SetAttr) -> Result<Attr> {
-        let (path, found) = match self.node(node) {
+        if let Some(file) = fh.and_then(|fh| self.top_handle_file(node, fh, set)) {
+            // f{chown,chmod,utimens,truncate} on a file open in the top branch: that file is
+            // the node's for as long as it is open (nothing is copied up from the top branch,
+            // and a rename or unlink moves the name, not the file), so change it through its
+            // descriptor, without resolving the name again.
+            apply_to_file(&file, set)?;
+            let st = nix::sys::stat::fstat(&file).ctx(|| "fstat open file")?;
+            return Ok(Attr { ino: node, st });
+        }
+        let n = match self.locate(node) {
             Ok(n) => n,
             Err(e) if e.is(libc::ENOENT) => return self.setattr_unlinked(node, fh, set, e),
             Err(e) => return Err(e),
         };
-        let found = self.copy_up(&path, &found)?;
+        let n = self.copied_up(n)?;
+        let (path, found) = (&n.path, &n.found);
         let branch = self.branches.get(found.top());
-        let (parent, name) = split(&path);
+        let (dir, name) = self.top_entry(&n)?;
         // The root has no name in a parent: address it as "." of itself.
         let name = if name.is_empty() {
             OsStr::new(".")
         } else {
             name
         };
-        let dir = branch.dir(parent).ctx(|| format!("open {parent:?}"))?;
+        let dir = &*dir;
         let is_link = found.st.st_mode & libc::S_IFMT == libc::S_IFLNK;
         if set.uid.is_some() || set.gid.is_some() {
             nix::unistd::fchownat(
-                &dir,
+                dir,
                 name,
                 set.uid.map(Uid::from_raw),
                 set.gid.map(Gid::from_raw),
@@ -79,7 +89,7 @@ impl Union {
         if let Some(mode) = set.mode {
             if !is_link {
                 nix::sys::stat::fchmodat(
-                    &dir,
+                    dir,
                     name,
                     Mode::from_bits_truncate(mode & 0o7777),
                     nix::sys::stat::FchmodatFlags::FollowSymlink,
@@ -99,7 +109,7 @@ impl Union {
                 }
                 _ => {
                     let fd = branch
-                        .open_file(&path, OFlag::O_WRONLY, Mode::empty())
+                        .open_file(path, OFlag::O_WRONLY, Mode::empty())
                         .ctx(|| format!("open {path:?} to truncate"))?;
                     nix::unistd::ftruncate(fd.as_fd(), size as i64)
                         .ctx(|| format!("truncate {path:?}"))?;
@@ -109,7 +119,7 @@ impl Union {
         if set.atime.is_some() || set.mtime.is_some() {
             let a = set.atime.unwrap_or(SetTime::Omit).timespec();
             let m = set.mtime.unwrap_or(SetTime::Omit).timespec();
-            nix::sys::stat::utimensat(&dir, name, &a, &m, UtimensatFlags::NoFollowSymlink)
+            nix::sys::stat::utimensat(dir, name, &a, &m, UtimensatFlags::NoFollowSymlink)
                 .ctx(|| format!("set times of {path:?}"))?;
         }
         self.getattr(node, None)
@@ -133,26 +143,46 @@ impl Union {
             },
             None => self.handles.any_file_of(node).ok_or(gone)?,
         };
-        if set.uid.is_some() || set.gid.is_some() {
-            nix::unistd::fchown(
-                &file,
-                set.uid.map(Uid::from_raw),
-                set.gid.map(Gid::from_raw),
-            )
-            .ctx(|| "fchown open file")?;
-        }
-        if let Some(mode) = set.mode {
-            nix::sys::stat::fchmod(&file, Mode::from_bits_truncate(mode & 0o7777))
-                .ctx(|| "fchmod open file")?;
-        }
-        if let Some(size) = set.size {
-            nix::unistd::ftruncate(&file, size as i64).ctx(|| "ftruncate open file")?;
-        }
-        if set.atime.is_some() || set.mtime.is_some() {
-            let a = set.atime.unwrap_or(SetTime::Omit).timespec();
-            let m = set.mtime.unwrap_or(SetTime::Omit).timespec();
-            nix::sys::stat::futimens(&file, &a, &m).ctx(|| "futimens open file")?;
-        }
+        apply_to_file(&file, set)?;
         self.getattr(node, None)
     }
+}
+
+impl Union {
+    /// The file behind handle `fh` of `node` when it is open in the top branch and writable
+    /// there (and, for a truncate, open for writing); None sends the caller the long way.
+    fn top_handle_file(&self, node: u64, fh: u64, set: SetAttr) -> Option<std::fs::File> {
+        let h = self.handles.get(fh, node).ok()?;
+        let Handle::File(f) = &*h else {
+            return None;
+        };
+        let top_rw = self.branches.get(0).writable() && !self.is_read_only();
+        let writes = f.flags & nix::fcntl::OFlag::O_ACCMODE != nix::fcntl::OFlag::O_RDONLY;
+        if f.branch() != 0 || !top_rw || (set.size.is_some() && !writes) {
+            return None;
+        }
+        f.file().try_clone().ok()
+    }
+}
+
+/// Applies a setattr to an open file: owner, mode, size, times (in that order, as the path
+/// form does).
+fn apply_to_file(file: &std::fs::File, set: SetAttr) -> Result<()> {
+    if set.uid.is_some() || set.gid.is_some() {
+        nix::unistd::fchown(file, set.uid.map(Uid::from_raw), set.gid.map(Gid::from_raw))
+            .ctx(|| "fchown open file")?;
+    }
+    if let Some(mode) = set.mode {
+        nix::sys::stat::fchmod(file, Mode::from_bits_truncate(mode & 0o7777))
+            .ctx(|| "fchmod open file")?;
+    }
+    if let Some(size) = set.size {
+        nix::unistd::ftruncate(file, size as i64).ctx(|| "ftruncate open file")?;
+    }
+    if set.atime.is_some() || set.mtime.is_some() {
+        let a = set.atime.unwrap_or(SetTime::Omit).timespec();
+        let m = set.mtime.unwrap_or(SetTime::Omit).timespec();
+        nix::sys::stat::futimens(file, &a, &m).ctx(|| "futimens open file")?;
+    }
+    Ok(())
 }

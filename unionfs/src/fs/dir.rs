@@ -12,7 +12,7 @@ use nix::sys::stat::Mode;
 use crate::branch::merge::{merge_entries, MergedEntry, RawEntry};
 use crate::branch::resolve::Layers;
 use crate::error::{Context, Error, Result};
-use crate::fs::{child_path, Attr, Caller, Entry, Union};
+use crate::fs::{child_path, Attr, Caller, DirView, Entry, Union};
 use crate::handle::{DirEntry, DirHandle, Handle};
 use crate::sys;
 use crate::whiteout;
@@ -22,13 +22,18 @@ pub type ReaddirEntry = (u64, DirEntry);
 
 impl Union {
     /// The merged listing of directory `rel` (without `.` and `..`).
-    pub(crate) fn merged_listing(&self, rel: &Path, layers: &Layers) -> Result<Vec<MergedEntry>> {
-        let mut per_branch = Vec::with_capacity(layers.branches.len());
-        for &b in &layers.branches {
+    pub(crate) fn merged_listing(&self, rel: &Path, view: &DirView) -> Result<Vec<MergedEntry>> {
+        let mut per_branch = Vec::with_capacity(view.branches.len());
+        for &b in &view.branches {
             let branch = self.branches.get(b);
+            // The held directory reopened for reading, or the path opened beneath the root.
+            let (at, path) = match view.held(b) {
+                Some(fd) => (fd.as_fd(), OsStr::new("")),
+                None => (branch.root.as_fd(), rel.as_os_str()),
+            };
             let fd = match sys::open_beneath(
-                branch.root.as_fd(),
-                rel.as_os_str(),
+                at,
+                path,
                 OFlag::O_RDONLY | OFlag::O_DIRECTORY,
                 Mode::empty(),
             ) {
@@ -72,7 +77,7 @@ impl Union {
     }
 
     pub fn opendir(&self, node: u64) -> Result<u64> {
-        self.dir_layers(node)?;
+        self.dir_view(node)?;
         Ok(self.handles.insert(Handle::Dir(DirHandle {
             node,
             entries: parking_lot::Mutex::new(None),
@@ -88,7 +93,7 @@ impl Union {
         };
         let mut cached = d.entries.lock();
         if offset == 0 || cached.is_none() {
-            let (path, layers) = self.dir_layers(node)?;
+            let (path, view) = self.dir_view(node)?;
             let self_ino = node;
             let mut out = vec![
                 DirEntry {
@@ -105,7 +110,7 @@ impl Union {
                 },
             ];
             out.extend(
-                self.merged_listing(&path, &layers)?
+                self.merged_listing(&path, &view)?
                     .into_iter()
                     .map(|e| DirEntry {
                         name: e.name,
@@ -124,8 +129,9 @@ impl Union {
     /// once per batch. Not registered with the kernel until [`Union::remember`] says an entry
     /// was sent.
     pub fn listed_attrs(&self, dir: u64, entries: &[DirEntry]) -> Result<Vec<Option<Attr>>> {
-        let (path, _) = self.dir_layers(dir)?;
-        let mut fds: std::collections::HashMap<usize, std::os::fd::OwnedFd> = Default::default();
+        let (path, view) = self.dir_view(dir)?;
+        let mut fds: std::collections::HashMap<usize, Arc<std::os::fd::OwnedFd>> =
+            Default::default();
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
             let Some(branch) = e.branch else {
@@ -134,9 +140,7 @@ impl Union {
             };
             if let std::collections::hash_map::Entry::Vacant(v) = fds.entry(branch) {
                 v.insert(
-                    self.branches
-                        .get(branch)
-                        .dir(&path)
+                    self.branch_dir(&view, &path, branch)
                         .ctx(|| format!("open {path:?}"))?,
                 );
             }
@@ -172,14 +176,14 @@ impl Union {
     }
 
     pub fn mkdir(&self, parent: u64, name: &OsStr, mode: u32, caller: Caller) -> Result<Entry> {
-        let (ppath, t, dir) = self.place_new_name(parent, name)?;
-        let mode = self.creation_mode(&dir, mode, caller.umask);
+        let n = self.place_new_name(parent, name)?;
+        let mode = self.creation_mode(&n.dir, mode, caller.umask);
         sys::as_caller(caller.uid, caller.gid, || {
-            nix::sys::stat::mkdirat(&dir, name, Mode::from_bits_truncate(mode & 0o7777))
+            nix::sys::stat::mkdirat(n.dir.as_fd(), name, Mode::from_bits_truncate(mode & 0o7777))
         })
-        .ctx(|| format!("mkdir {:?}", child_path(&ppath, name)))?;
-        self.after_create(t, parent, &ppath, name, true)?;
-        self.entry_at(parent, t, &child_path(&ppath, name))
+        .ctx(|| format!("mkdir {:?}", child_path(&n.ppath, name)))?;
+        self.after_create(parent, &n, name, true)?;
+        self.entry_in(parent, n.t, &n.dir, name)
     }
 
     pub fn rmdir(&self, parent: u64, name: &OsStr) -> Result<()> {
@@ -187,18 +191,17 @@ impl Union {
     }
 
     pub fn fsyncdir(&self, node: u64) -> Result<()> {
-        let (path, layers) = self.dir_layers(node)?;
-        let b = self.branches.get(layers.top());
+        let (path, view) = self.dir_view(node)?;
+        let b = self.branches.get(view.top());
         if !b.writable() {
             return Ok(());
         }
-        let fd = sys::open_beneath(
-            b.root.as_fd(),
-            path.as_os_str(),
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
-            Mode::empty(),
-        )
-        .ctx(|| format!("open {path:?}"))?;
+        let (at, rel) = match view.held(view.top()) {
+            Some(fd) => (fd.as_fd(), OsStr::new("")),
+            None => (b.root.as_fd(), path.as_os_str()),
+        };
+        let fd = sys::open_beneath(at, rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty())
+            .ctx(|| format!("open {path:?}"))?;
         nix::unistd::fsync(&fd).ctx(|| format!("fsync {path:?}"))
     }
 }

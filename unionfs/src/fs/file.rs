@@ -28,21 +28,27 @@ fn wants_write(flags: i32) -> bool {
 
 impl Union {
     pub fn open(&self, node: u64, flags: i32) -> Result<u64> {
-        let (path, mut found) = self.node(node)?;
+        let n = self.locate(node)?;
+        let (path, mut found) = (&n.path, n.found.clone());
         if found.is_dir() {
             return Err(Error::errno(libc::EISDIR));
         }
         if flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY {
-            found = self.copy_up_truncated(&path, &found)?;
+            found = self.copy_up_truncated(path, &found)?;
         } else if wants_write(flags) {
-            found = self.copy_up(&path, &found)?;
+            found = self.copy_up(path, &found)?;
         }
         let b = found.top();
         let branch = self.branches.get(b);
         let oflags = branch_flags(flags);
-        let fd = branch
-            .open_file(&path, oflags, Mode::empty())
-            .ctx(|| format!("open {path:?} in branch {}", branch.path.display()))?;
+        let fd = if b == n.found.top() {
+            // Where it was found: open it in its directory, held or opened by path.
+            let (dir, name) = self.top_entry(&n)?;
+            sys::open_beneath(dir.as_fd(), name, oflags | OFlag::O_NOFOLLOW, Mode::empty())
+        } else {
+            branch.open_file(path, oflags, Mode::empty())
+        }
+        .ctx(|| format!("open {path:?} in branch {}", branch.path.display()))?;
         Ok(self.handles.insert(Handle::File(FileHandle::new(
             node,
             File::from(fd),
@@ -59,8 +65,8 @@ impl Union {
         flags: i32,
         caller: Caller,
     ) -> Result<(Entry, u64)> {
-        let (ppath, t, dir) = match self.place_new_name(parent, name) {
-            Ok(p) => p,
+        let n = match self.place_new_name(parent, name) {
+            Ok(n) => n,
             // Raced with another creator: without O_EXCL, open what is there.
             Err(e) if e.is(libc::EEXIST) && flags & libc::O_EXCL == 0 => {
                 let entry = self.lookup(parent, name)?;
@@ -69,21 +75,29 @@ impl Union {
             }
             Err(e) => return Err(e),
         };
+        let t = n.t;
         let branch = self.branches.get(t);
-        let rel = child_path(&ppath, name);
-        let mode = self.creation_mode(&dir, mode, caller.umask);
+        let mode = self.creation_mode(&n.dir, mode, caller.umask);
         let oflags = branch_flags(flags) | OFlag::O_CREAT | OFlag::O_EXCL;
         let fd = sys::as_caller(caller.uid, caller.gid, || {
             sys::open_beneath(
-                dir.as_fd(),
+                n.dir.as_fd(),
                 name,
                 oflags,
                 Mode::from_bits_truncate(mode & 0o7777),
             )
         })
-        .ctx(|| format!("create {rel:?} in branch {}", branch.path.display()))?;
-        self.after_create(t, parent, &ppath, name, false)?;
-        let entry = self.entry_at(parent, t, &rel)?;
+        .ctx(|| {
+            format!(
+                "create {:?} in branch {}",
+                child_path(&n.ppath, name),
+                branch.path.display()
+            )
+        })?;
+        self.after_create(parent, &n, name, false)?;
+        // The file just made, by its descriptor: no second lookup of the name.
+        let st = nix::sys::stat::fstat(&fd).ctx(|| "fstat new file")?;
+        let entry = self.entry_of(parent, t, name, st);
         let fh = self.handles.insert(Handle::File(FileHandle::new(
             entry.node,
             File::from(fd),

@@ -14,9 +14,9 @@ impl Union {
         if name.len() > 255 {
             return Err(Error::errno(libc::ENAMETOOLONG));
         }
-        let (ppath, players) = self.dir_layers(parent)?;
+        let (ppath, pview) = self.dir_view(parent)?;
         let found = self
-            .resolve_child(&ppath, &players, name)?
+            .resolve_child(&ppath, &pview, name)?
             .ok_or_else(|| Error::errno(libc::ENOENT))?;
         Ok(self.entry_for(parent, name, &found))
     }
@@ -56,9 +56,9 @@ impl Union {
     }
 
     pub fn readlink(&self, node: u64) -> Result<OsString> {
-        let (path, found) = self.node(node)?;
-        let (dir, name) = self.top_entry(&path, &found)?;
-        nix::fcntl::readlinkat(&dir, name).ctx(|| format!("readlink {path:?}"))
+        let n = self.locate(node)?;
+        let (dir, name) = self.top_entry(&n)?;
+        nix::fcntl::readlinkat(dir.as_fd(), name).ctx(|| format!("readlink {:?}", n.path))
     }
 
     /// Space of the branch where new data goes (the topmost writable one), else the top branch.

@@ -6,12 +6,14 @@ mod dir;
 mod file;
 mod lookup;
 mod namespace;
+pub mod view;
 mod xattr;
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use nix::fcntl::OFlag;
 use nix::sys::stat::{FileStat, Mode};
@@ -25,6 +27,7 @@ use crate::handle::HandleTable;
 use crate::inode::{InoMap, InodeTable, ROOT_ID};
 
 pub use dir::ReaddirEntry;
+pub use view::DirView;
 
 /// Who asks: the FUSE request's credentials.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +65,15 @@ impl Found {
     }
 }
 
+/// A node found by its id: its merged path, its resolution, and the view of the directory
+/// holding it (None for the root).
+#[derive(Debug)]
+pub(crate) struct Located {
+    pub path: PathBuf,
+    pub found: Found,
+    pub parent: Option<Arc<DirView>>,
+}
+
 /// Attributes as the union shows them: the top branch's stat with the union's inode number.
 #[derive(Debug, Clone, Copy)]
 pub struct Attr {
@@ -83,7 +95,8 @@ pub struct Union {
     pub(crate) inodes: InodeTable,
     pub(crate) handles: HandleTable,
     pub(crate) inos: InoMap,
-    root_layers: Layers,
+    /// The root directory: every branch down to the first opaque root, each root held.
+    root_view: Arc<DirView>,
     read_only: bool,
     /// Per branch: the copy-up work directory of a writable branch.
     pub(crate) work: Vec<Option<OwnedFd>>,
@@ -111,6 +124,13 @@ impl Union {
                 .is_opaque(&branches.get(b).root)
                 .unwrap_or(false)
         });
+        let root_fds = root_layers
+            .branches
+            .iter()
+            .map(|&b| branches.get(b).root.try_clone().ok().map(Arc::new))
+            .collect();
+        // The roots are held by the branch set anyway: not counted against the cap.
+        let root_view = Arc::new(DirView::holding(root_layers, root_fds, 0));
         let read_only = cfg.read_only || !branches.any_writable();
         let mut work = Vec::new();
         for b in &branches.list {
@@ -134,7 +154,7 @@ impl Union {
             inodes: InodeTable::new(),
             handles: HandleTable::default(),
             inos,
-            root_layers,
+            root_view,
             read_only,
             work,
             workdir_given: cfg.workdir.is_some(),
@@ -178,38 +198,55 @@ impl Union {
             .all(|b| b.perm != crate::config::Perm::Ro)
     }
 
-    /// Resolves a merged path (relative, empty for the root) through every branch.
+    /// Resolves a merged path (relative, empty for the root) through every branch, opening each
+    /// branch directory on the way by path (for callers that have no node: copy-up, link groups).
     pub fn resolve(&self, rel: &Path) -> Result<Option<Found>> {
         let mut cur = self.root_found()?;
+        let mut view = Arc::clone(&self.root_view);
         let mut cur_path = PathBuf::new();
         for comp in rel.iter() {
             if !cur.is_dir() {
                 return Err(Error::errno(libc::ENOTDIR));
             }
-            match self.resolve_child_raw(&cur_path, &cur.layers, comp)? {
+            match self.resolve_child_raw(&cur_path, &view, comp)? {
                 Some(f) => cur = f,
                 None => return Ok(None),
             }
+            view = Arc::new(DirView::bare(cur.layers.clone()));
             cur_path.push(comp);
         }
         Ok(Some(cur))
     }
 
     fn root_found(&self) -> Result<Found> {
-        let top = self.root_layers.top();
+        let top = self.root_view.top();
         let st = nix::sys::stat::fstat(&self.branches.get(top).root).ctx(|| "stat branch root")?;
         Ok(Found {
-            layers: self.root_layers.clone(),
+            layers: self.root_view.layers.clone(),
             st,
         })
     }
 
-    /// Resolves `name` in the directory `parent_rel` made of `parent` branches, with the link
-    /// count the union shows (see [`Union::count_visible_links`]).
+    /// Branch `b`'s directory of the union directory `view` at `path`: the held descriptor, or
+    /// else opened by path beneath the branch root.
+    pub(crate) fn branch_dir(
+        &self,
+        view: &DirView,
+        path: &Path,
+        b: usize,
+    ) -> nix::Result<Arc<OwnedFd>> {
+        match view.held(b) {
+            Some(fd) => Ok(Arc::clone(fd)),
+            None => self.branches.get(b).dir(path).map(Arc::new),
+        }
+    }
+
+    /// Resolves `name` in the directory `parent_rel` (seen as `parent`), with the link count
+    /// the union shows (see [`Union::count_visible_links`]).
     pub fn resolve_child(
         &self,
         parent_rel: &Path,
-        parent: &Layers,
+        parent: &DirView,
         name: &OsStr,
     ) -> Result<Option<Found>> {
         let mut found = self.resolve_child_raw(parent_rel, parent, name)?;
@@ -219,12 +256,25 @@ impl Union {
         Ok(found)
     }
 
-    /// Resolves `name` in the directory `parent_rel` made of `parent` branches, with the top
-    /// branch's own stat.
+    /// Resolves `name` in the directory `parent_rel` (seen as `parent`), with the top branch's
+    /// own stat.
     pub fn resolve_child_raw(
         &self,
         parent_rel: &Path,
-        parent: &Layers,
+        parent: &DirView,
+        name: &OsStr,
+    ) -> Result<Option<Found>> {
+        self.resolve_among(parent_rel, parent, &parent.branches, name)
+    }
+
+    /// Resolves `name` among `branches` (some of `parent`'s, top first). A branch is asked only
+    /// what can change the answer: whiteouts and opaque markers only when a branch below it
+    /// is still to be probed.
+    fn resolve_among(
+        &self,
+        parent_rel: &Path,
+        parent: &DirView,
+        branches: &[usize],
         name: &OsStr,
     ) -> Result<Option<Found>> {
         if crate::whiteout::is_reserved(name) {
@@ -232,7 +282,8 @@ impl Union {
         }
         let mut stats: Vec<(usize, FileStat)> = Vec::new();
         let mut failure: Option<Error> = None;
-        let layers = resolve::resolve_child(&parent.branches, |b| {
+        let last = branches.last().copied();
+        let layers = resolve::resolve_child(branches, |b| {
             if failure.is_some() {
                 return resolve::Probe {
                     whiteout: true,
@@ -240,7 +291,7 @@ impl Union {
                 };
             }
             let branch = self.branches.get(b);
-            let dir = match branch.dir(parent_rel) {
+            let dir = match self.branch_dir(parent, parent_rel, b) {
                 Ok(d) => d,
                 // The parent is not a plain directory in this branch (raced away): nothing here.
                 Err(
@@ -256,7 +307,7 @@ impl Union {
                     return resolve::Probe::default();
                 }
             };
-            match branch.probe(&dir, name) {
+            match branch.probe(&dir, name, Some(b) != last) {
                 Ok((p, st)) => {
                     if let Some(st) = st {
                         stats.push((b, st));
@@ -284,45 +335,158 @@ impl Union {
         Ok(Some(Found { layers, st }))
     }
 
+    /// Whether a branch below `b` (among the directory's layers) shows `name`: after the name
+    /// was removed from `b`, a whiteout is then needed.
+    pub(crate) fn shown_below(
+        &self,
+        parent_rel: &Path,
+        parent: &DirView,
+        b: usize,
+        name: &OsStr,
+    ) -> Result<bool> {
+        let below: Vec<usize> = parent.below(b).collect();
+        if below.is_empty() {
+            return Ok(false);
+        }
+        Ok(self
+            .resolve_among(parent_rel, parent, &below, name)?
+            .is_some())
+    }
+
     /// The path and resolution of a node; ENOENT when it no longer has a name in the union.
     /// Only the last component is resolved: the parent's branches come from its cache.
     pub fn node(&self, id: u64) -> Result<(PathBuf, Found)> {
-        if id == ROOT_ID {
-            return Ok((PathBuf::new(), self.root_found()?));
-        }
-        let (parent, name, path) = self
-            .inodes
-            .locate(id)
-            .ok_or_else(|| Error::new(libc::ENOENT, format!("node {id} has no name")))?;
-        let gen = self.layer_gen.load(Ordering::Acquire);
-        let (ppath, players) = self.dir_layers(parent)?;
-        let found = self
-            .resolve_child(&ppath, &players, &name)?
-            .ok_or_else(|| Error::new(libc::ENOENT, format!("{path:?} is gone")))?;
-        if found.is_dir() {
-            self.inodes.cache_layers(id, gen, &found.layers);
-        }
-        Ok((path, found))
+        let n = self.locate(id)?;
+        Ok((n.path, n.found))
     }
 
-    /// A directory node's path and branches (cached until the layers change).
-    pub fn dir_layers(&self, id: u64) -> Result<(PathBuf, Layers)> {
+    /// A node's path, resolution and parent directory view (None for the root). A directory's
+    /// view is cached on the way.
+    pub(crate) fn locate(&self, id: u64) -> Result<Located> {
         if id == ROOT_ID {
-            return Ok((PathBuf::new(), self.root_layers.clone()));
+            return Ok(Located {
+                path: PathBuf::new(),
+                found: self.root_found()?,
+                parent: None,
+            });
+        }
+        let (parent, name) = self
+            .inodes
+            .first_name(id)
+            .ok_or_else(|| Error::new(libc::ENOENT, format!("node {id} has no name")))?;
+        let gen = self.layer_gen.load(Ordering::Acquire);
+        let (ppath, pview) = self.dir_view(parent)?;
+        let path = ppath.join(&name);
+        // A directory whose view is current has the same branches as when the view was made
+        // (anything that changes them bumps the generation): only its top needs a fresh stat,
+        // through the held descriptor.
+        if let Some(view) = self.inodes.cached_view(id, gen) {
+            if let Some(fd) = view.held(view.top()) {
+                let st = nix::sys::stat::fstat(fd).ctx(|| format!("stat {path:?}"))?;
+                return Ok(Located {
+                    path,
+                    found: Found {
+                        layers: view.layers.clone(),
+                        st,
+                    },
+                    parent: Some(pview),
+                });
+            }
+        }
+        let found = self
+            .resolve_child(&ppath, &pview, &name)?
+            .ok_or_else(|| Error::new(libc::ENOENT, format!("{path:?} is gone")))?;
+        if found.is_dir() {
+            let fresh = self
+                .inodes
+                .cached_view(id, gen)
+                .is_some_and(|v| v.layers == found.layers);
+            if !fresh {
+                let view = Arc::new(self.open_view(&ppath, &pview, &name, &found.layers));
+                drop(self.inodes.cache_view(id, gen, &view));
+            }
+        }
+        Ok(Located {
+            path,
+            found,
+            parent: Some(pview),
+        })
+    }
+
+    /// `n` after a copy-up (a no-op when it lives in a writable branch already). A copy lives
+    /// in another branch, whose directory is then opened by path.
+    pub(crate) fn copied_up(&self, n: Located) -> Result<Located> {
+        let found = self.copy_up(&n.path, &n.found)?;
+        if found.top() == n.found.top() {
+            return Ok(n);
+        }
+        Ok(Located {
+            path: n.path,
+            found,
+            parent: None,
+        })
+    }
+
+    /// Opens the branch directories of `parent/name` (made of `layers`) that may be held.
+    fn open_view(&self, ppath: &Path, parent: &DirView, name: &OsStr, layers: &Layers) -> DirView {
+        let holdable: Vec<bool> = layers
+            .branches
+            .iter()
+            .map(|&b| self.branches.get(b).perm != crate::config::Perm::Ro)
+            .collect();
+        let n = holdable.iter().filter(|h| **h).count();
+        if n == 0 || !view::reserve(n) {
+            return DirView::bare(layers.clone());
+        }
+        let mut fds = Vec::with_capacity(layers.branches.len());
+        for (&b, &hold) in layers.branches.iter().zip(&holdable) {
+            let fd = if hold {
+                self.branch_dir(parent, ppath, b).ok().and_then(|pfd| {
+                    crate::sys::open_beneath(
+                        pfd.as_fd(),
+                        name,
+                        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+                        Mode::empty(),
+                    )
+                    .ok()
+                    .map(Arc::new)
+                })
+            } else {
+                None
+            };
+            fds.push(fd);
+        }
+        DirView::holding(layers.clone(), fds, n)
+    }
+
+    /// A directory node's path and view (cached until the layers change).
+    pub fn dir_view(&self, id: u64) -> Result<(PathBuf, Arc<DirView>)> {
+        if id == ROOT_ID {
+            return Ok((PathBuf::new(), Arc::clone(&self.root_view)));
         }
         let gen = self.layer_gen.load(Ordering::Acquire);
-        if let Some(layers) = self.inodes.cached_layers(id, gen) {
+        if let Some(view) = self.inodes.cached_view(id, gen) {
             let path = self
                 .inodes
                 .path(id)
                 .ok_or_else(|| Error::new(libc::ENOENT, format!("node {id} has no name")))?;
-            return Ok((path, layers));
+            return Ok((path, view));
         }
-        let (path, found) = self.node(id)?;
-        if !found.is_dir() {
+        let n = self.locate(id)?;
+        if !n.found.is_dir() {
             return Err(Error::errno(libc::ENOTDIR));
         }
-        Ok((path, found.layers))
+        let view = match self.inodes.cached_view(id, gen) {
+            Some(v) if v.layers == n.found.layers => v,
+            _ => Arc::new(DirView::bare(n.found.layers)),
+        };
+        Ok((n.path, view))
+    }
+
+    /// A directory node's path and branches (cached until the layers change).
+    pub fn dir_layers(&self, id: u64) -> Result<(PathBuf, Layers)> {
+        let (path, view) = self.dir_view(id)?;
+        Ok((path, view.layers.clone()))
     }
 
     /// Something changed which branches make up some directory (a directory was copied up, made
@@ -337,19 +501,15 @@ impl Union {
         self.names_gen.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// The directory that holds `path` in its top branch, open, and the name inside it (the
-    /// one place the per-node operations get at their branch entry).
-    pub(crate) fn top_entry<'p>(
-        &self,
-        path: &'p Path,
-        found: &Found,
-    ) -> Result<(OwnedFd, &'p OsStr)> {
-        let (parent, name) = split(path);
-        let dir = self
-            .branches
-            .get(found.top())
-            .dir(parent)
-            .ctx(|| format!("open {parent:?}"))?;
+    /// The directory that holds a node's entry in its top branch, open, and the entry's name
+    /// in it (the one place the per-node operations get at their branch entry).
+    pub(crate) fn top_entry<'p>(&self, n: &'p Located) -> Result<(Arc<OwnedFd>, &'p OsStr)> {
+        let (parent, name) = split(&n.path);
+        let dir = match &n.parent {
+            Some(view) => self.branch_dir(view, parent, n.found.top()),
+            None => self.branches.get(n.found.top()).dir(parent).map(Arc::new),
+        }
+        .ctx(|| format!("open {parent:?}"))?;
         Ok((dir, name))
     }
 
@@ -370,16 +530,22 @@ impl Union {
         }
     }
 
-    /// Re-stat one branch entry and register it (after a create).
-    pub(crate) fn entry_at(&self, parent: u64, branch: usize, rel: &Path) -> Result<Entry> {
-        let (dir_rel, name) = split(rel);
-        let dir = self
-            .branches
-            .get(branch)
-            .dir(dir_rel)
-            .ctx(|| format!("open {dir_rel:?}"))?;
-        let st = stat_at(&dir, name)?
-            .ok_or_else(|| Error::new(libc::ENOENT, format!("{rel:?} vanished")))?;
+    /// Stats entry `name` of branch `branch`'s directory `dir` and registers it (after a
+    /// create).
+    pub(crate) fn entry_in(
+        &self,
+        parent: u64,
+        branch: usize,
+        dir: &OwnedFd,
+        name: &OsStr,
+    ) -> Result<Entry> {
+        let st = stat_at(dir, name)?
+            .ok_or_else(|| Error::new(libc::ENOENT, format!("{name:?} vanished")))?;
+        Ok(self.entry_of(parent, branch, name, st))
+    }
+
+    /// Registers `name` of `parent` as the branch entry `st` of `branch` (just made there).
+    pub(crate) fn entry_of(&self, parent: u64, branch: usize, name: &OsStr, st: FileStat) -> Entry {
         let kind = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
             Presence::Dir
         } else {
@@ -392,7 +558,7 @@ impl Union {
             },
             st,
         };
-        Ok(self.entry_for(parent, name, &found))
+        self.entry_for(parent, name, &found)
     }
 
     pub(crate) fn ensure_writable(&self) -> Result<()> {
@@ -422,7 +588,7 @@ impl Union {
     pub(crate) fn create_target(
         &self,
         ppath: &Path,
-        parent: &Layers,
+        parent: &DirView,
         name: &OsStr,
     ) -> Result<usize> {
         self.ensure_writable()?;
@@ -432,9 +598,7 @@ impl Union {
             .position(|b| self.branches.get(*b).writable());
         if let Some(i) = tdp {
             let hidden = parent.branches[..i].iter().any(|&above| {
-                self.branches
-                    .get(above)
-                    .dir(ppath)
+                self.branch_dir(parent, ppath, above)
                     .ok()
                     .and_then(|d| {
                         stat_at(&d, &crate::whiteout::whiteout_name(name))

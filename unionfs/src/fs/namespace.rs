@@ -4,15 +4,16 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, RenameFlags};
 use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::UnlinkatFlags;
 
-use crate::branch::resolve::Layers;
+use crate::branch::stat_at;
 use crate::error::{Context, Error, Result};
-use crate::fs::{child_path, split, Caller, Entry, Found, Union};
+use crate::fs::{child_path, split, Caller, DirView, Entry, Found, Union};
 use crate::sys;
 use crate::whiteout::{self, EntryKind, OPAQUE_MARKER};
 
@@ -22,57 +23,54 @@ const NAME_MAX: usize = 255;
 impl Union {
     /// Checks shared by every call that makes a new name: not reserved, not too long, the parent
     /// is a directory, the name is free, the union is writable.
-    pub(crate) fn prepare_create(&self, parent: u64, name: &OsStr) -> Result<(PathBuf, Layers)> {
+    pub(crate) fn prepare_create(
+        &self,
+        parent: u64,
+        name: &OsStr,
+    ) -> Result<(PathBuf, Arc<DirView>)> {
         check_new_name(name)?;
-        let (ppath, players) = self.dir_layers(parent)?;
-        if self.resolve_child(&ppath, &players, name)?.is_some() {
+        let (ppath, pview) = self.dir_view(parent)?;
+        if self.resolve_child_raw(&ppath, &pview, name)?.is_some() {
             return Err(Error::errno(libc::EEXIST));
         }
         self.ensure_writable()?;
-        Ok((ppath, players))
+        Ok((ppath, pview))
     }
 
     /// Everything a new name needs before it is made: the checks of `prepare_create`, the
     /// branch it goes to (its directories copied up there) and that directory, held open.
-    pub(crate) fn place_new_name(
-        &self,
-        parent: u64,
-        name: &OsStr,
-    ) -> Result<(PathBuf, usize, std::os::fd::OwnedFd)> {
-        let (ppath, players) = self.prepare_create(parent, name)?;
-        let t = self.create_target(&ppath, &players, name)?;
-        self.ensure_dirs(t, &ppath)?;
+    pub(crate) fn place_new_name(&self, parent: u64, name: &OsStr) -> Result<NewName> {
+        let (ppath, mut view) = self.prepare_create(parent, name)?;
+        let t = self.create_target(&ppath, &view, name)?;
+        if !view.has(t) {
+            self.ensure_dirs(t, &ppath)?;
+            view = self.dir_view(parent)?.1;
+        }
         let dir = self
-            .branches
-            .get(t)
-            .dir(&ppath)
+            .branch_dir(&view, &ppath, t)
             .ctx(|| format!("open {ppath:?}"))?;
-        Ok((ppath, t, dir))
+        Ok(NewName { ppath, t, dir })
     }
 
     /// After a new name was made in branch `t`: drop its whiteout there, and make a new
     /// directory opaque when lower branches still hold that name (so old content stays gone).
     pub(crate) fn after_create(
         &self,
-        t: usize,
         parent: u64,
-        ppath: &Path,
+        n: &NewName,
         name: &OsStr,
         is_dir: bool,
     ) -> Result<()> {
-        let dir = self
-            .branches
-            .get(t)
-            .dir(ppath)
-            .ctx(|| format!("open {ppath:?}"))?;
-        remove_whiteout(&dir, name)?;
+        remove_whiteout(&n.dir, name)?;
         self.names_changed();
         if is_dir {
             // The parent's branches as they are now (its copy-up may have just added `t`).
-            let (_, players) = self.dir_layers(parent)?;
-            if let Some(f) = self.resolve_child(ppath, &players, name)? {
-                if f.layers.branches.len() > 1 {
-                    self.make_opaque(t, &child_path(ppath, name))?;
+            let (_, pview) = self.dir_view(parent)?;
+            if pview.below(n.t).next().is_some() {
+                if let Some(f) = self.resolve_child_raw(&n.ppath, &pview, name)? {
+                    if f.layers.branches.len() > 1 {
+                        self.make_opaque(n.t, &child_path(&n.ppath, name))?;
+                    }
                 }
             }
         }
@@ -101,8 +99,7 @@ impl Union {
             .get(t)
             .dir(ppath)
             .ctx(|| format!("open {ppath:?}"))?;
-        let wh = whiteout::whiteout_name(name);
-        create_marker(&dir, &wh).ctx(|| format!("create whiteout {:?}", child_path(ppath, &wh)))
+        write_whiteout(&dir, ppath, name)
     }
 
     /// Writes `.wh..wh..opq` into directory `rel` of branch `t`.
@@ -123,9 +120,9 @@ impl Union {
     /// unlink and rmdir: remove the name from the writable branch holding it, then whiteout the
     /// name when a lower branch still shows it.
     pub(crate) fn remove(&self, parent: u64, name: &OsStr, want_dir: bool) -> Result<()> {
-        let (ppath, players) = self.dir_layers(parent)?;
+        let (ppath, mut view) = self.dir_view(parent)?;
         let found = self
-            .resolve_child(&ppath, &players, name)?
+            .resolve_child_raw(&ppath, &view, name)?
             .ok_or_else(|| Error::errno(libc::ENOENT))?;
         match (want_dir, found.is_dir()) {
             (true, false) => return Err(Error::errno(libc::ENOTDIR)),
@@ -134,40 +131,55 @@ impl Union {
         }
         self.ensure_writable()?;
         let rel = child_path(&ppath, name);
-        if want_dir && !self.merged_listing(&rel, &found.layers)?.is_empty() {
+        if want_dir
+            && !self
+                .merged_listing(&rel, &DirView::bare(found.layers.clone()))?
+                .is_empty()
+        {
             return Err(Error::errno(libc::ENOTEMPTY));
         }
         let t = self.change_target(&found)?;
         // The whiteout's directory first, then the name's lock (see copy_up_to on lock order).
-        self.ensure_dirs(t, &ppath)?;
+        if !view.has(t) {
+            self.ensure_dirs(t, &ppath)?;
+            view = self.dir_view(parent)?.1;
+        }
         let _guard = self.path_locks.lock(&rel);
-        // A copy-up may have finished while we waited: look again under the lock, with the
-        // parent's branches as they are now.
-        let (_, players) = self.dir_layers(parent)?;
-        let found = self
-            .resolve_child(&ppath, &players, name)?
-            .ok_or_else(|| Error::errno(libc::ENOENT))?;
-        if found.top() == t {
-            let dir = self
-                .branches
-                .get(t)
-                .dir(&ppath)
-                .ctx(|| format!("open {ppath:?}"))?;
+        let dir = self
+            .branch_dir(&view, &ppath, t)
+            .ctx(|| format!("open {ppath:?}"))?;
+        let flag = if want_dir {
+            UnlinkatFlags::RemoveDir
+        } else {
+            UnlinkatFlags::NoRemoveDir
+        };
+        let whiteout = if found.top() == t {
+            // A name already in `t` is not copied anywhere, and the kernel holds the
+            // directory's lock against other changes of it.
             if want_dir {
                 clear_markers(&dir, name).ctx(|| format!("clear whiteouts in {rel:?}"))?;
             }
-            let flag = if want_dir {
-                UnlinkatFlags::RemoveDir
-            } else {
-                UnlinkatFlags::NoRemoveDir
-            };
             nix::unistd::unlinkat(&dir, name, flag).ctx(|| format!("remove {rel:?}"))?;
-        }
-        if want_dir {
-            self.layers_changed();
-        }
-        if self.resolve_child_raw(&ppath, &players, name)?.is_some() {
-            self.make_whiteout(t, &ppath, name)?;
+            if want_dir {
+                self.layers_changed();
+            }
+            self.shown_below(&ppath, &view, t, name)?
+        } else {
+            // It shows from a branch below `t`, which keeps it. A copy-up into `t` may have
+            // finished while we waited for the lock: then that copy goes too.
+            if stat_at(&dir, name)?.is_some() {
+                if want_dir {
+                    clear_markers(&dir, name).ctx(|| format!("clear whiteouts in {rel:?}"))?;
+                }
+                nix::unistd::unlinkat(&dir, name, flag).ctx(|| format!("remove {rel:?}"))?;
+            }
+            if want_dir {
+                self.layers_changed();
+            }
+            true
+        };
+        if whiteout {
+            write_whiteout(&dir, &ppath, name)?;
         }
         // After every change: a count cached in between would be stale.
         self.names_changed();
@@ -182,13 +194,13 @@ impl Union {
         target: &Path,
         caller: Caller,
     ) -> Result<Entry> {
-        let (ppath, t, dir) = self.place_new_name(parent, name)?;
+        let n = self.place_new_name(parent, name)?;
         sys::as_caller(caller.uid, caller.gid, || {
-            nix::unistd::symlinkat(target, &dir, name)
+            nix::unistd::symlinkat(target, n.dir.as_fd(), name)
         })
-        .ctx(|| format!("symlink {:?}", child_path(&ppath, name)))?;
-        self.after_create(t, parent, &ppath, name, false)?;
-        self.entry_at(parent, t, &child_path(&ppath, name))
+        .ctx(|| format!("symlink {:?}", child_path(&n.ppath, name)))?;
+        self.after_create(parent, &n, name, false)?;
+        self.entry_in(parent, n.t, &n.dir, name)
     }
 
     pub fn mknod(
@@ -199,15 +211,16 @@ impl Union {
         rdev: u64,
         caller: Caller,
     ) -> Result<Entry> {
-        let (ppath, t, dir) = self.place_new_name(parent, name)?;
+        let n = self.place_new_name(parent, name)?;
         let kind = SFlag::from_bits_truncate(mode & libc::S_IFMT);
-        let perm = Mode::from_bits_truncate(self.creation_mode(&dir, mode, caller.umask) & 0o7777);
+        let perm =
+            Mode::from_bits_truncate(self.creation_mode(&n.dir, mode, caller.umask) & 0o7777);
         sys::as_caller(caller.uid, caller.gid, || {
-            nix::sys::stat::mknodat(&dir, name, kind, perm, rdev)
+            nix::sys::stat::mknodat(n.dir.as_fd(), name, kind, perm, rdev)
         })
-        .ctx(|| format!("mknod {:?}", child_path(&ppath, name)))?;
-        self.after_create(t, parent, &ppath, name, false)?;
-        self.entry_at(parent, t, &child_path(&ppath, name))
+        .ctx(|| format!("mknod {:?}", child_path(&n.ppath, name)))?;
+        self.after_create(parent, &n, name, false)?;
+        self.entry_in(parent, n.t, &n.dir, name)
     }
 
     /// A hard link: the source is copied up (if needed), then linked inside its writable branch,
@@ -217,23 +230,32 @@ impl Union {
         if found.is_dir() {
             return Err(Error::errno(libc::EPERM));
         }
-        let (ppath, players) = self.prepare_create(newparent, newname)?;
+        let (ppath, pview) = self.prepare_create(newparent, newname)?;
         // Both names in one writable branch, at or above the new name's directory (a lower
         // branch could hide the new name under a whiteout).
         let t = self
             .branches
-            .topmost_rw_at_or_above(self.change_target(&found)?.min(players.top()))
+            .topmost_rw_at_or_above(self.change_target(&found)?.min(pview.top()))
             .ok_or_else(|| Error::errno(libc::EROFS))?;
         self.copy_up_to(&path, &found, t, crate::copyup::Contents::All)?;
         self.ensure_dirs(t, &ppath)?;
         let (spath, sname) = split(&path);
         let branch = self.branches.get(t);
         let sdir = branch.dir(spath).ctx(|| format!("open {spath:?}"))?;
-        let ddir = branch.dir(&ppath).ctx(|| format!("open {ppath:?}"))?;
-        nix::unistd::linkat(&sdir, sname, &ddir, newname, AtFlags::empty())
+        // The copy-ups may have changed the directory's branches: its view as it is now.
+        let (_, view) = self.dir_view(newparent)?;
+        let ddir = self
+            .branch_dir(&view, &ppath, t)
+            .ctx(|| format!("open {ppath:?}"))?;
+        nix::unistd::linkat(&sdir, sname, ddir.as_fd(), newname, AtFlags::empty())
             .ctx(|| format!("link {path:?} to {:?}", child_path(&ppath, newname)))?;
-        self.after_create(t, newparent, &ppath, newname, false)?;
-        self.entry_at(newparent, t, &child_path(&ppath, newname))
+        let n = NewName {
+            ppath,
+            t,
+            dir: ddir,
+        };
+        self.after_create(newparent, &n, newname, false)?;
+        self.entry_in(newparent, t, &n.dir, newname)
     }
 
     pub fn rename(
@@ -251,11 +273,11 @@ impl Union {
         {
             return Err(Error::errno(libc::EINVAL));
         }
-        let (sp, spl) = self.dir_layers(parent)?;
+        let (sp, spl) = self.dir_view(parent)?;
         let src = self
             .resolve_child(&sp, &spl, name)?
             .ok_or_else(|| Error::errno(libc::ENOENT))?;
-        let (dp, dpl) = self.dir_layers(newparent)?;
+        let (dp, dpl) = self.dir_view(newparent)?;
         let dst = self.resolve_child(&dp, &dpl, newname)?;
         let src_rel = child_path(&sp, name);
         let dst_rel = child_path(&dp, newname);
@@ -276,7 +298,11 @@ impl Union {
                 match (src.is_dir(), d.is_dir()) {
                     (true, false) => return Err(Error::errno(libc::ENOTDIR)),
                     (false, true) => return Err(Error::errno(libc::EISDIR)),
-                    (true, true) if !self.merged_listing(&dst_rel, &d.layers)?.is_empty() => {
+                    (true, true)
+                        if !self
+                            .merged_listing(&dst_rel, &DirView::bare(d.layers.clone()))?
+                            .is_empty() =>
+                    {
                         return Err(Error::errno(libc::ENOTEMPTY))
                     }
                     _ => {}
@@ -340,8 +366,8 @@ impl Union {
         if !exchange {
             remove_whiteout(&ddir, newname)?;
             // Both parents' branches as they are now (their copy-ups may have added `t`).
-            let (_, dpl) = self.dir_layers(newparent)?;
-            let (_, spl) = self.dir_layers(parent)?;
+            let (_, dpl) = self.dir_view(newparent)?;
+            let (_, spl) = self.dir_view(parent)?;
             if src.is_dir() {
                 if let Some(f) = self.resolve_child(&dp, &dpl, newname)? {
                     if f.layers.branches.len() > 1 {
@@ -360,7 +386,7 @@ impl Union {
                 (&dp, newparent, newname, &dst_rel),
                 (&sp, parent, name, &src_rel),
             ] {
-                let (_, pl) = self.dir_layers(pl_parent)?;
+                let (_, pl) = self.dir_view(pl_parent)?;
                 if let Some(f) = self.resolve_child(p, &pl, nm)? {
                     if f.is_dir() && f.layers.branches.len() > 1 {
                         self.make_opaque(t, rel)?;
@@ -385,7 +411,7 @@ impl Union {
         if !found.is_dir() || found.layers.branches == [t] {
             return Ok(());
         }
-        for e in self.merged_listing(rel, &found.layers)? {
+        for e in self.merged_listing(rel, &DirView::bare(found.layers.clone()))? {
             let child_rel = rel.join(&e.name);
             let Some(child) = self.resolve(&child_rel)? else {
                 continue;
@@ -396,6 +422,19 @@ impl Union {
         }
         self.make_opaque(t, rel)
     }
+}
+
+/// Where a new name goes: its directory's merged path, the branch `t` and `t`'s directory.
+pub(crate) struct NewName {
+    pub ppath: PathBuf,
+    pub t: usize,
+    pub dir: Arc<OwnedFd>,
+}
+
+/// Writes `.wh.NAME` into `dir` (directory `ppath` of the branch the removal happened in).
+fn write_whiteout(dir: &OwnedFd, ppath: &Path, name: &OsStr) -> Result<()> {
+    let wh = whiteout::whiteout_name(name);
+    create_marker(dir, &wh).ctx(|| format!("create whiteout {:?}", child_path(ppath, &wh)))
 }
 
 /// Names that may not be made through the mount: `.wh.*` (EPERM, as aufs), and over-long ones.

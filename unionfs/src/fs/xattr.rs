@@ -22,8 +22,8 @@ impl Union {
         if self.changes_only_through_us() && self.inodes.has_no_xattrs(node) {
             return Err(Error::errno(libc::ENODATA));
         }
-        let (path, found) = self.node(node)?;
-        let (dir, name) = self.top_entry(&path, &found)?;
+        let n = self.locate(node)?;
+        let (dir, name) = self.top_entry(&n)?;
         match sys::getxattr_at(dir.as_fd(), name, attr) {
             Ok(v) => Ok(v),
             Err(nix::errno::Errno::ENODATA) => {
@@ -38,8 +38,8 @@ impl Union {
 
     /// The NUL-separated list of names.
     pub fn listxattr(&self, node: u64) -> Result<Vec<u8>> {
-        let (path, found) = self.node(node)?;
-        let (dir, name) = self.top_entry(&path, &found)?;
+        let n = self.locate(node)?;
+        let (dir, name) = self.top_entry(&n)?;
         let raw = sys::listxattr_at(dir.as_fd(), name)?;
         let mut out = Vec::with_capacity(raw.len());
         for n in raw
@@ -57,9 +57,10 @@ impl Union {
         if is_layer_xattr(attr.as_bytes()) {
             return Err(Error::errno(libc::EPERM));
         }
-        let (path, found) = self.node(node)?;
-        let found = self.copy_up(&path, &found)?;
-        let (dir, name) = self.top_entry(&path, &found)?;
+        let n = self.locate(node)?;
+        let n = self.copied_up(n)?;
+        let (dir, name) = self.top_entry(&n)?;
+        let path = &n.path;
         sys::setxattr_at(dir.as_fd(), name, attr, value, flags)
             .ctx(|| format!("setxattr {attr:?} on {path:?}"))
     }
@@ -68,11 +69,12 @@ impl Union {
         if is_layer_xattr(attr.as_bytes()) {
             return Err(Error::errno(libc::ENODATA));
         }
-        let (path, found) = self.node(node)?;
+        let n = self.locate(node)?;
         // Nothing to remove means no copy-up either.
         self.getxattr(node, attr)?;
-        let found = self.copy_up(&path, &found)?;
-        let (dir, name) = self.top_entry(&path, &found)?;
+        let n = self.copied_up(n)?;
+        let (dir, name) = self.top_entry(&n)?;
+        let path = &n.path;
         sys::removexattr_at(dir.as_fd(), name, attr)
             .ctx(|| format!("removexattr {attr:?} on {path:?}"))
     }
