@@ -351,12 +351,9 @@ fn bundle_errors_name_the_field_and_leave_nothing() {
             "mount namespace",
         ),
         (
-            "throttle",
-            Box::new(|c| {
-                c["linux"]["resources"]["blockIO"] =
-                    json!({"throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1}]})
-            }),
-            "blockIO",
+            "rdma",
+            Box::new(|c| c["linux"]["resources"]["rdma"] = json!({"mlx5_1": {"hcaHandles": 3}})),
+            "linux.resources.rdma",
         ),
     ];
     for (name, edit, want) in cases {
@@ -730,4 +727,67 @@ fn an_image_symlink_cannot_aim_a_mount_at_the_host() {
         .join(victim.strip_prefix("/").unwrap())
         .join("sub");
     assert!(inside.is_dir(), "{} made inside the root", inside.display());
+}
+
+#[test]
+fn finer_cgroup_resources_are_written_or_refused_by_name() {
+    if !can_run("oci finer resources") {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let oci = Oci::new();
+    // A real block device for the throttle: the one under the scratch directory's filesystem
+    // when /sys/dev/block knows it, else the first of /sys/block.
+    let dev = fs::metadata(oci.scratch.path()).unwrap().dev();
+    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    let (major, minor) = if Path::new(&format!("/sys/dev/block/{major}:{minor}")).exists() {
+        (major, minor)
+    } else {
+        let first = fs::read_dir("/sys/block")
+            .unwrap()
+            .flatten()
+            .next()
+            .unwrap();
+        let text = fs::read_to_string(first.path().join("dev")).unwrap();
+        let (a, b) = text.trim().split_once(':').unwrap();
+        (a.parse().unwrap(), b.parse().unwrap())
+    };
+    let script = "cat /sys/fs/cgroup/memory/memory.soft_limit_in_bytes \
+                  /sys/fs/cgroup/memory/memory.swappiness \
+                  /sys/fs/cgroup/blkio/blkio.throttle.read_bps_device \
+                  /sys/fs/cgroup/cpu/cpu.shares /sys/fs/cgroup/pids/pids.max";
+    let bundle = oci.bundle("finer", &["sh", "-c", script], |c| {
+        c["linux"]["resources"] = json!({
+            "memory": {"limit": 67108864, "reservation": 33554432, "swappiness": 10},
+            "cpu": {"shares": 512},
+            "pids": {"limit": 50},
+            "blockIO": {"throttleReadBpsDevice": [{"major": major, "minor": minor, "rate": 1048576}]},
+        });
+    });
+    let out = oci.runtime(&["run", "--bundle", bundle.to_str().unwrap(), "oci-finer-1"]);
+    let v2 = matches!(
+        nix::sys::statfs::statfs("/sys/fs/cgroup").map(|s| s.filesystem_type()),
+        Ok(t) if t == nix::sys::statfs::CGROUP2_SUPER_MAGIC
+    );
+    if v2 {
+        assert!(
+            out.code != 0 && out.stderr.contains("linux.resources"),
+            "{out:?}"
+        );
+        return;
+    }
+    assert_eq!(out.code, 0, "{out:?}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "33554432",
+            "10",
+            &format!("{major}:{minor} 1048576"),
+            "512",
+            "50"
+        ],
+        "{out:?}"
+    );
+    assert_eq!(cgroup_leftovers("oci-finer-1"), Vec::<String>::new());
 }

@@ -79,6 +79,21 @@ pub struct Limits {
     /// Join every hierarchy the runner knows, not only those a limit needs (OCI containers:
     /// engines read statistics from all of them).
     pub join_all: bool,
+    /// Further v1 files to write after the limits above, in order: the finer OCI resources
+    /// (soft memory limit, swappiness, OOM killer, real-time CPU, per-device block I/O, hugetlb,
+    /// net_cls/net_prio). Refused on cgroup v2.
+    pub v1_files: Vec<V1Write>,
+    /// Files to write on cgroup v2 (`linux.resources.unified`). Refused on cgroup v1.
+    pub v2_files: Vec<(String, String)>,
+}
+
+/// One write to a v1 controller's file, and the OCI field it comes from (for errors).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct V1Write {
+    pub controller: &'static str,
+    pub file: String,
+    pub value: String,
+    pub field: &'static str,
 }
 
 /// One device cgroup rule: allow or deny `access` (`rwm`) to a type (`a`, `c`, `b`) and numbers.
@@ -210,10 +225,19 @@ impl Cgroup {
                 if !limits.devices.is_empty() {
                     bail!("linux.resources.devices: device rules need an eBPF program on cgroup v2, which this runner does not load");
                 }
+                if let Some(w) = limits.v1_files.first() {
+                    bail!(
+                        "{}: a cgroup v1 setting, and this host has cgroup v2",
+                        w.field
+                    );
+                }
                 Ok(Cgroup::V2(v2::Cgroup::create(&parent, name, limits)?))
             }
             Mode::V1 { hybrid } => {
                 tracing::debug!(hybrid, "cgroup v1 controllers");
+                if !limits.v2_files.is_empty() {
+                    bail!("linux.resources.unified: cgroup v2 files, and this host has cgroup v1");
+                }
                 let mountinfo = fs::read_to_string("/proc/self/mountinfo")
                     .context("reading /proc/self/mountinfo")?;
                 let own =

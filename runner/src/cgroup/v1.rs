@@ -16,7 +16,10 @@ use nix::unistd::Pid;
 use super::{keyed_value, write_file, Limits};
 
 /// The v1 controllers the runner writes.
-pub const CONTROLLERS: [&str; 6] = ["cpu", "cpuset", "memory", "pids", "blkio", "devices"];
+pub const CONTROLLERS: [&str; 10] = [
+    "cpu", "cpuset", "memory", "pids", "blkio", "devices", "freezer", "hugetlb", "net_cls",
+    "net_prio",
+];
 
 /// For each controller in [`CONTROLLERS`] that is mounted, the directory of the caller's own
 /// cgroup in that hierarchy, from the texts of `/proc/self/mountinfo` and `/proc/self/cgroup`.
@@ -121,17 +124,29 @@ impl Cgroup {
         name: &str,
         limits: &Limits,
     ) -> Result<()> {
-        let needed: Vec<&'static str> = needed_controllers(limits);
-        for controller in needed {
+        let needed: Vec<&'static str> = needed_controllers(&Limits {
+            join_all: false,
+            ..limits.clone()
+        });
+        let joined = if limits.join_all {
+            CONTROLLERS.to_vec()
+        } else {
+            needed.clone()
+        };
+        for controller in joined {
             let Some(parent) = parents.get(controller) else {
-                if controller == "pids" {
+                if controller == "pids" || !needed.contains(&controller) {
                     continue; // counting only; a host without it still runs containers
                 }
                 bail!("the cgroup v1 {controller} controller is not mounted, but a limit needs it");
             };
             let dir = parent.join(name);
-            make_parents(parent, name, controller == "cpuset")?;
-            fs::create_dir(&dir).with_context(|| format!("creating cgroup {}", dir.display()))?;
+            // Co-mounted controllers (`net_cls,net_prio`) share one directory.
+            if !self.dirs.values().any(|d| *d == dir) {
+                make_parents(parent, name, controller == "cpuset")?;
+                fs::create_dir(&dir)
+                    .with_context(|| format!("creating cgroup {}", dir.display()))?;
+            }
             self.dirs.insert(controller, dir.clone());
             let parent = dir.parent().unwrap_or(parent);
             match controller {
@@ -204,6 +219,21 @@ impl Cgroup {
                 }
                 _ => {}
             }
+            for w in limits
+                .v1_files
+                .iter()
+                .filter(|w| w.controller == controller)
+            {
+                let path = dir.join(&w.file);
+                if !path.exists() {
+                    bail!(
+                        "{}: this kernel's {controller} cgroup has no {}",
+                        w.field,
+                        w.file
+                    );
+                }
+                write_file(&dir, &w.file, &w.value).with_context(|| w.field)?;
+            }
         }
         Ok(())
     }
@@ -261,6 +291,11 @@ pub fn needed_controllers(limits: &Limits) -> Vec<&'static str> {
     }
     if !limits.devices.is_empty() {
         out.push("devices");
+    }
+    for w in &limits.v1_files {
+        if !out.contains(&w.controller) {
+            out.push(w.controller);
+        }
     }
     out
 }

@@ -86,6 +86,12 @@ impl Cgroup {
         if let Some(mems) = &limits.cpuset_mems {
             write_file(dir, "cpuset.mems", mems)?;
         }
+        for (file, value) in &limits.v2_files {
+            if file.contains('/') || file.starts_with('.') {
+                bail!("linux.resources.unified: {file:?} is not a file of the group");
+            }
+            write_file(dir, file, value).context("linux.resources.unified")?;
+        }
         if let Some(shares) = limits.cpu_shares {
             // runc's conversion of shares (2..262144) to weight (1..10000).
             let weight = 1 + ((shares.clamp(2, 262_144) - 2) * 9999) / 262_142;

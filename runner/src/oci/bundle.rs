@@ -14,7 +14,7 @@ use oci_spec::runtime::{
 };
 
 use crate::caps::{self, CapSets};
-use crate::cgroup::{CpuQuota, DeviceRule, Limits};
+use crate::cgroup::{CpuQuota, DeviceRule, Limits, V1Write};
 use crate::oci::mounts::{self, DeviceNode, MountEntry};
 use crate::oci::seccomp;
 
@@ -528,6 +528,22 @@ fn rlimit_number(t: PosixRlimitType) -> Result<i32> {
     } as i32)
 }
 
+/// Queue a v1 file write for a finer resource field.
+fn w(
+    limits: &mut Limits,
+    controller: &'static str,
+    file: &str,
+    value: impl ToString,
+    field: &'static str,
+) {
+    limits.v1_files.push(V1Write {
+        controller,
+        file: file.to_string(),
+        value: value.to_string(),
+        field,
+    });
+}
+
 /// `linux.resources` as [`Limits`]; limits this runtime cannot enforce are refused.
 pub fn check_resources(r: &LinuxResources) -> Result<Limits> {
     let mut limits = Limits::default();
@@ -539,18 +555,63 @@ pub fn check_resources(r: &LinuxResources) -> Result<Limits> {
             if limits.memory.is_some_and(|l| (s as u64) < l) {
                 bail!("linux.resources.memory.swap {s} is below the memory limit");
             }
-            tracing::info!(
-                "linux.resources.memory.swap: the container gets no swap (stricter than asked)"
+            // memory+swap, written after the limit (which turns swap off by default).
+            w(
+                &mut limits,
+                "memory",
+                "memory.memsw.limit_in_bytes",
+                s,
+                "linux.resources.memory.swap",
             );
         }
-        if m.reservation().is_some() || m.swappiness().is_some() || m.disable_oom_killer().is_some()
-        {
-            tracing::warn!("linux.resources.memory: reservation, swappiness and disableOOMKiller are not applied");
+        if let Some(v) = m.reservation().filter(|v| *v > 0) {
+            w(
+                &mut limits,
+                "memory",
+                "memory.soft_limit_in_bytes",
+                v,
+                "linux.resources.memory.reservation",
+            );
         }
-        refuse_if(
-            m.kernel().is_some_and(|k| k > 0) || m.kernel_tcp().is_some_and(|k| k > 0),
-            "linux.resources.memory.kernel",
-        )?;
+        if let Some(v) = m.swappiness() {
+            if v > 100 {
+                bail!("linux.resources.memory.swappiness {v}: out of range 0..=100");
+            }
+            w(
+                &mut limits,
+                "memory",
+                "memory.swappiness",
+                v,
+                "linux.resources.memory.swappiness",
+            );
+        }
+        if m.disable_oom_killer() == Some(true) {
+            w(
+                &mut limits,
+                "memory",
+                "memory.oom_control",
+                1,
+                "linux.resources.memory.disableOOMKiller",
+            );
+        }
+        if let Some(v) = m.kernel().filter(|v| *v > 0) {
+            w(
+                &mut limits,
+                "memory",
+                "memory.kmem.limit_in_bytes",
+                v,
+                "linux.resources.memory.kernel",
+            );
+        }
+        if let Some(v) = m.kernel_tcp().filter(|v| *v > 0) {
+            w(
+                &mut limits,
+                "memory",
+                "memory.kmem.tcp.limit_in_bytes",
+                v,
+                "linux.resources.memory.kernelTCP",
+            );
+        }
     }
     if let Some(c) = r.cpu() {
         match (c.quota(), c.period()) {
@@ -566,10 +627,25 @@ pub fn check_resources(r: &LinuxResources) -> Result<Limits> {
         limits.cpu_shares = c.shares().filter(|s| *s > 0);
         limits.cpuset_cpus = c.cpus().clone().filter(|s| !s.is_empty());
         limits.cpuset_mems = c.mems().clone().filter(|s| !s.is_empty());
-        refuse_if(
-            c.realtime_runtime().is_some_and(|v| v > 0),
-            "linux.resources.cpu.realtimeRuntime",
-        )?;
+        // Period first: the kernel checks the runtime against it.
+        if let Some(v) = c.realtime_period().filter(|v| *v > 0) {
+            w(
+                &mut limits,
+                "cpu",
+                "cpu.rt_period_us",
+                v,
+                "linux.resources.cpu.realtimePeriod",
+            );
+        }
+        if let Some(v) = c.realtime_runtime().filter(|v| *v != 0) {
+            w(
+                &mut limits,
+                "cpu",
+                "cpu.rt_runtime_us",
+                v,
+                "linux.resources.cpu.realtimeRuntime",
+            );
+        }
         if c.idle().is_some() || c.burst().is_some() {
             tracing::warn!("linux.resources.cpu: idle and burst are not applied");
         }
@@ -586,36 +662,104 @@ pub fn check_resources(r: &LinuxResources) -> Result<Limits> {
             }
             limits.io_weight = Some(w);
         }
-        refuse_if(
-            b.weight_device().as_ref().is_some_and(|v| !v.is_empty())
-                || b.throttle_read_bps_device()
-                    .as_ref()
-                    .is_some_and(|v| !v.is_empty())
-                || b.throttle_write_bps_device()
-                    .as_ref()
-                    .is_some_and(|v| !v.is_empty())
-                || b.throttle_read_iops_device()
-                    .as_ref()
-                    .is_some_and(|v| !v.is_empty())
-                || b.throttle_write_iops_device()
-                    .as_ref()
-                    .is_some_and(|v| !v.is_empty()),
-            "linux.resources.blockIO per-device weights and throttles",
-        )?;
+        if let Some(v) = b.leaf_weight() {
+            w(
+                &mut limits,
+                "blkio",
+                "blkio.leaf_weight",
+                v,
+                "linux.resources.blockIO.leafWeight",
+            );
+        }
+        for d in b.weight_device().iter().flatten() {
+            if let Some(weight) = d.weight() {
+                let value = format!("{}:{} {weight}", d.major(), d.minor());
+                w(
+                    &mut limits,
+                    "blkio",
+                    "blkio.weight_device",
+                    value,
+                    "linux.resources.blockIO.weightDevice",
+                );
+            }
+        }
+        let throttles = [
+            (
+                b.throttle_read_bps_device(),
+                "blkio.throttle.read_bps_device",
+                "linux.resources.blockIO.throttleReadBpsDevice",
+            ),
+            (
+                b.throttle_write_bps_device(),
+                "blkio.throttle.write_bps_device",
+                "linux.resources.blockIO.throttleWriteBpsDevice",
+            ),
+            (
+                b.throttle_read_iops_device(),
+                "blkio.throttle.read_iops_device",
+                "linux.resources.blockIO.throttleReadIOPSDevice",
+            ),
+            (
+                b.throttle_write_iops_device(),
+                "blkio.throttle.write_iops_device",
+                "linux.resources.blockIO.throttleWriteIOPSDevice",
+            ),
+        ];
+        for (list, file, field) in throttles {
+            for d in list.iter().flatten() {
+                let value = format!("{}:{} {}", d.major(), d.minor(), d.rate());
+                w(&mut limits, "blkio", file, value, field);
+            }
+        }
     }
-    refuse_if(
-        r.hugepage_limits().as_ref().is_some_and(|v| !v.is_empty()),
-        "linux.resources.hugepageLimits",
-    )?;
-    refuse_if(r.network().is_some(), "linux.resources.network")?;
+    for h in r.hugepage_limits().iter().flatten() {
+        let size = h.page_size();
+        if size.is_empty() || !size.chars().all(|c| c.is_ascii_alphanumeric()) {
+            bail!("linux.resources.hugepageLimits: page size {size:?}");
+        }
+        let file = format!("hugetlb.{size}.limit_in_bytes");
+        w(
+            &mut limits,
+            "hugetlb",
+            &file,
+            h.limit(),
+            "linux.resources.hugepageLimits",
+        );
+    }
+    if let Some(n) = r.network() {
+        if let Some(id) = n.class_id() {
+            w(
+                &mut limits,
+                "net_cls",
+                "net_cls.classid",
+                id,
+                "linux.resources.network.classID",
+            );
+        }
+        for p in n.priorities().iter().flatten() {
+            if p.name().contains(char::is_whitespace) || p.name().is_empty() {
+                bail!(
+                    "linux.resources.network.priorities: interface name {:?}",
+                    p.name()
+                );
+            }
+            let value = format!("{} {}", p.name(), p.priority());
+            w(
+                &mut limits,
+                "net_prio",
+                "net_prio.ifpriomap",
+                value,
+                "linux.resources.network.priorities",
+            );
+        }
+    }
     refuse_if(
         r.rdma().as_ref().is_some_and(|v| !v.is_empty()),
         "linux.resources.rdma",
     )?;
-    refuse_if(
-        r.unified().as_ref().is_some_and(|v| !v.is_empty()),
-        "linux.resources.unified",
-    )?;
+    for (file, value) in r.unified().iter().flatten() {
+        limits.v2_files.push((file.clone(), value.clone()));
+    }
     for d in r.devices().as_deref().unwrap_or_default() {
         let kind = match d.typ().map(|t| t.as_str().to_string()).as_deref() {
             None | Some("a") => 'a',
