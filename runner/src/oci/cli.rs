@@ -154,9 +154,9 @@ pub enum OciCommand {
         #[arg(short, long, default_value = ".")]
         bundle: PathBuf,
     },
-    /// Not supported: there is no freezer support.
+    /// Freeze every process of a running container (its cgroup's freezer).
     Pause { id: String },
-    /// Not supported: there is no freezer support.
+    /// Thaw a paused container.
     Resume { id: String },
 }
 

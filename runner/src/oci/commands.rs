@@ -132,9 +132,8 @@ fn dispatch(cli: OciCli) -> Result<i32> {
             Ok(0)
         }
         OciCommand::Spec { bundle } => write_default_spec(&bundle).map(|()| 0),
-        OciCommand::Pause { id } | OciCommand::Resume { id } => {
-            bail!("pause/resume of {id}: not supported (no freezer cgroup support)")
-        }
+        OciCommand::Pause { id } => lifecycle::freeze(&root, &id, true).map(|()| 0),
+        OciCommand::Resume { id } => lifecycle::freeze(&root, &id, false).map(|()| 0),
     }
 }
 

@@ -435,7 +435,7 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
 pub fn kill(root: &Root, id: &str, sig: Signal, all: bool) -> Result<()> {
     let saved = root.load(id)?;
     let status = state::status(root, &saved);
-    if !matches!(status, Status::Created | Status::Running) {
+    if !matches!(status, Status::Created | Status::Running | Status::Paused) {
         bail!("cannot kill container {id}: it is {status}");
     }
     if all {
@@ -463,6 +463,41 @@ fn signal_process(saved: &Saved, sig: Signal) -> Result<()> {
         .with_context(|| format!("sending {sig} to pid {}", saved.pid))
 }
 
+/// `pause` (`freeze` true) or `resume`: freeze or thaw every process of the container's cgroup,
+/// and wait until the kernel says it is done.
+pub fn freeze(root: &Root, id: &str, freeze: bool) -> Result<()> {
+    let saved = root.load(id)?;
+    let _lock = root.lock(id)?;
+    let status = state::status(root, &saved);
+    let want = if freeze {
+        Status::Running
+    } else {
+        Status::Paused
+    };
+    if status != want {
+        bail!(
+            "cannot {} container {id}: it is {status}",
+            if freeze { "pause" } else { "resume" }
+        );
+    }
+    let Some((file, frozen, thawed)) = state::freezer(&saved) else {
+        bail!("cannot pause container {id}: its cgroup has no freezer");
+    };
+    let value = if freeze { frozen } else { thawed };
+    fs::write(&file, value).with_context(|| format!("writing {value} to {}", file.display()))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = fs::read_to_string(&file).unwrap_or_default();
+        if now.trim() == value {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{} still says {:?} after 10 s", file.display(), now.trim());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
 /// `delete`: take a stopped container down (with `force`, kill it first).
 pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
     let saved = match root.load(id) {
@@ -479,11 +514,17 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
     };
     let _lock = root.lock(id)?;
     let status = state::status(root, &saved);
-    if matches!(status, Status::Created | Status::Running) {
+    if matches!(status, Status::Created | Status::Running | Status::Paused) {
         if !force {
             bail!("cannot delete container {id}: it is {status} (stop it first, or use --force)");
         }
         let _ = signal_process(&saved, Signal::SIGKILL);
+        if status == Status::Paused {
+            // A frozen process dies of its SIGKILL only once thawed.
+            if let Some((file, _, thawed)) = state::freezer(&saved) {
+                let _ = fs::write(file, thawed);
+            }
+        }
     }
     // Every process of its cgroup goes (also what an `exec` left), then the group itself.
     cgroup::remove_dirs(&saved.cgroup_dirs, Duration::from_secs(10))?;

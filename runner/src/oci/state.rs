@@ -25,6 +25,8 @@ pub enum Status {
     Creating,
     Created,
     Running,
+    /// Frozen by `pause` (runc's status; not one of the runtime-spec's four).
+    Paused,
     Stopped,
 }
 
@@ -34,6 +36,7 @@ impl std::fmt::Display for Status {
             Status::Creating => "creating",
             Status::Created => "created",
             Status::Running => "running",
+            Status::Paused => "paused",
             Status::Stopped => "stopped",
         })
     }
@@ -222,9 +225,31 @@ pub fn status(root: &Root, s: &Saved) -> Status {
     }
     if fifo_path(&root.container_dir(&s.id)).exists() {
         Status::Created
+    } else if is_frozen(s) {
+        Status::Paused
     } else {
         Status::Running
     }
+}
+
+/// The file that freezes the container's cgroup and its (frozen, thawed) values: v1's
+/// `freezer.state`, or v2's `cgroup.freeze`.
+pub fn freezer(s: &Saved) -> Option<(PathBuf, &'static str, &'static str)> {
+    s.cgroup_dirs.iter().find_map(|d| {
+        if d.join("freezer.state").exists() {
+            Some((d.join("freezer.state"), "FROZEN", "THAWED"))
+        } else if d.join("cgroup.freeze").exists() {
+            Some((d.join("cgroup.freeze"), "1", "0"))
+        } else {
+            None
+        }
+    })
+}
+
+fn is_frozen(s: &Saved) -> bool {
+    freezer(s).is_some_and(|(file, frozen, _)| {
+        fs::read_to_string(file).is_ok_and(|t| t.trim() == frozen || t.trim() == "FREEZING")
+    })
 }
 
 /// The `state` JSON of a saved container.
