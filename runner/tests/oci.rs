@@ -846,3 +846,43 @@ fn pause_and_resume_freeze_and_thaw_the_container() {
         "a paused container is deleted too"
     );
 }
+
+#[test]
+fn a_joined_network_namespace_takes_net_sysctls_and_the_host_keeps_its_own() {
+    if !can_run("oci joined netns") {
+        return;
+    }
+    let name = format!("runner-oci-test-{}", std::process::id());
+    let add = Command::new("ip").args(["netns", "add", &name]).status();
+    assert!(
+        add.is_ok_and(|s| s.success()),
+        "ip netns add (iproute2, scripts/install-deps.sh)"
+    );
+    struct DelNetns(String);
+    impl Drop for DelNetns {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _netns = DelNetns(name.clone());
+    let host_forward = fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let want = if host_forward.trim() == "1" { "0" } else { "1" };
+    let oci = Oci::new();
+    let path = format!("/run/netns/{name}");
+    let bundle = oci.bundle("netns", &["cat", "/proc/sys/net/ipv4/ip_forward"], |c| {
+        for ns in c["linux"]["namespaces"].as_array_mut().unwrap() {
+            if ns["type"] == "network" {
+                ns["path"] = json!(path);
+            }
+        }
+        c["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": want});
+    });
+    let out = oci.runtime(&["run", "--bundle", bundle.to_str().unwrap(), "oci-netns-1"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.trim(), want);
+    assert_eq!(
+        fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        host_forward,
+        "the host's own value is untouched"
+    );
+}

@@ -230,9 +230,11 @@ pub fn check(spec: &Spec, bundle: &Path) -> Result<Config> {
     if (hostname.is_some() || domainname.is_some()) && !own_uts {
         bail!("hostname: setting it needs a UTS namespace of the container's own");
     }
-    let own_net = namespaces
-        .iter()
-        .any(|n| n.kind == CloneFlags::CLONE_NEWNET && n.path.is_none());
+    // A network namespace of the container's own: a new one, or one joined by path that is
+    // not the runtime's (podman and CNI make one for the container and pass its path).
+    let own_net = namespaces.iter().any(|n| {
+        n.kind == CloneFlags::CLONE_NEWNET && n.path.as_deref().is_none_or(|p| !same_ns(p, "net"))
+    });
 
     let mut sysctl: Vec<(String, String)> = linux
         .sysctl()
@@ -371,6 +373,18 @@ fn default_device_rules(devices: &[DeviceNode]) -> Vec<DeviceRule> {
         });
     }
     out
+}
+
+/// Whether the namespace file `path` is the runtime's own namespace of `kind`.
+fn same_ns(path: &Path, kind: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (
+        std::fs::metadata(path),
+        std::fs::metadata(format!("/proc/self/ns/{kind}")),
+    ) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 fn refuse_if(present: bool, field: &str) -> Result<()> {
