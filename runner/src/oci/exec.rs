@@ -119,7 +119,7 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOpts) -> Result<i32> {
         .context("sigprocmask")?;
     }
     let mut rlimits = process.rlimits.clone();
-    crate::oci::lifecycle::fit_rlimits(&mut rlimits);
+    crate::oci::lifecycle::fit_rlimits(&mut rlimits, false);
     let cfg_child = ChildConfig {
         rootfs: PathBuf::from("/"),
         mounts: Vec::new(),

@@ -307,7 +307,7 @@ fn child_config(
     }
     let p = &cfg.process;
     let mut rlimits = p.rlimits.clone();
-    fit_rlimits(&mut rlimits);
+    fit_rlimits(&mut rlimits, true);
     Ok(ChildConfig {
         rootfs: cfg.rootfs.clone(),
         mounts,
@@ -347,7 +347,8 @@ fn child_config(
 /// Lower the hard limits above ours when we cannot raise them (no CAP_SYS_RESOURCE, as in some
 /// sandboxes): engines ask for more than such a host allows (podman: 1048576 open files), and a
 /// lower limit weakens nothing. Each change is logged.
-pub fn fit_rlimits(rlimits: &mut [crate::child::Rlimit]) {
+/// `exec` repeats what `create` already reported: it logs at info level only.
+pub fn fit_rlimits(rlimits: &mut [crate::child::Rlimit], loud: bool) {
     const CAP_SYS_RESOURCE: u32 = 24;
     let can_raise = std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -365,10 +366,15 @@ pub fn fit_rlimits(rlimits: &mut [crate::child::Rlimit]) {
             continue;
         };
         if *hard > our_hard {
-            tracing::warn!(
+            let msg = format!(
                 "process.rlimits: resource {resource}: hard limit {hard} lowered to {our_hard}, \
                  the most this runtime may grant without CAP_SYS_RESOURCE"
             );
+            if loud {
+                tracing::warn!("{msg}");
+            } else {
+                tracing::info!("{msg}");
+            }
             *hard = our_hard;
             *soft = (*soft).min(our_hard);
         }
