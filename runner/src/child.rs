@@ -50,8 +50,8 @@ pub enum CapsPolicy {
     Sets(caps::CapSets),
 }
 
-/// One resource limit: (`RLIMIT_*` number, soft, hard).
-pub type Rlimit = (i32, u64, u64);
+/// One resource limit: (resource, soft, hard).
+pub type Rlimit = (nix::sys::resource::Resource, u64, u64);
 
 /// Everything the child needs, prepared by the parent before the clone.
 #[derive(Debug)]
@@ -273,8 +273,8 @@ fn setup_and_exec(
     .map_err(Failure::Exec)?;
 
     for &(resource, soft, hard) in &cfg.rlimits {
-        sys::set_rlimit(resource, soft, hard)
-            .with_context(|| format!("setrlimit({resource}, {soft}, {hard})"))?;
+        nix::sys::resource::setrlimit(resource, soft, hard)
+            .with_context(|| format!("setrlimit({resource:?}, {soft}, {hard})"))?;
     }
     if let Some(mask) = cfg.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));

@@ -95,7 +95,9 @@ pub const DEVICES: [(&str, u64, u64); 6] = [
     ("tty", 5, 0),
 ];
 
-fn in_root(root: &Path, p: impl AsRef<Path>) -> PathBuf {
+/// `root` joined with a container path (absolute or not); symlinks are resolved later, at
+/// [`apply`].
+pub(crate) fn in_root(root: &Path, p: impl AsRef<Path>) -> PathBuf {
     let p = p.as_ref();
     root.join(p.strip_prefix("/").unwrap_or(p))
 }

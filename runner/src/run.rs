@@ -19,17 +19,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use layer_tool::store::Store;
 use nix::sched::CloneFlags;
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signal::Signal;
 
 use crate::cgroup::Cgroup;
-use crate::child::{self, CapsPolicy, ChildConfig, Identity, FORWARDED};
+use crate::child::{self, CapsPolicy, ChildConfig, Identity};
 use crate::container::{now, ContainerDir, Containers, State, Status};
 use crate::initlayer::{self, InitLayer};
 use crate::rootfs::{self, RootfsSpec};
 use crate::spawn::{self, Spawn};
 use crate::spec::{Net, RunSpec};
-use crate::supervise::{self, TtyRelay};
+use crate::supervise::{self, BlockedSignals, TtyRelay};
 use crate::sys;
 use crate::union::{self, UnionMount};
 use crate::{caps, init, process, tty};
@@ -274,8 +273,7 @@ fn start_and_supervise(
     {
         bail!("interrupted by {sig} before the container started");
     }
-    let sigfd = SignalFd::with_flags(&mask.set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .context("signalfd")?;
+    let sigfd = mask.signalfd()?;
 
     let pty = if spec.tty {
         Some(tty::channel()?)
@@ -308,7 +306,11 @@ fn start_and_supervise(
         process: proc_spec,
         identity: Identity::Lookup(user),
         caps: CapsPolicy::DockerDefault {
-            keep: docker_caps(),
+            keep: docker_caps(
+                res.cgroup
+                    .as_ref()
+                    .expect("cgroup created before the clone"),
+            ),
         },
         no_new_privs: true,
         rlimits: Vec::new(),
@@ -391,41 +393,14 @@ fn start_and_supervise(
 }
 
 /// docker's device policy: device cgroup rules where they can be enforced (cgroup v1, written
-/// when the cgroup is made); elsewhere the container gets no CAP_MKNOD, so that it cannot make a
+/// when the cgroup was made, so the group has a `devices` directory); elsewhere the container gets no CAP_MKNOD, so that it cannot make a
 /// node for a host device. Either way, docker's default capabilities otherwise.
-fn docker_caps() -> u64 {
+fn docker_caps(cgroup: &Cgroup) -> u64 {
     let mut keep = caps::default_mask();
-    if !crate::cgroup::device_rules_supported() {
+    if !cgroup.has_device_rules() {
         keep &= !(1u64 << caps::number("CAP_MKNOD").expect("a known capability"));
     }
     keep
-}
-
-/// The signals the runner handles itself, blocked; the old mask comes back on drop.
-struct BlockedSignals {
-    set: SigSet,
-    old: SigSet,
-}
-
-impl BlockedSignals {
-    fn block() -> Result<BlockedSignals> {
-        let mut set = SigSet::empty();
-        for s in FORWARDED {
-            set.add(s);
-        }
-        set.add(Signal::SIGCHLD);
-        set.add(Signal::SIGWINCH);
-        let mut old = SigSet::empty();
-        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))
-            .context("sigprocmask")?;
-        Ok(BlockedSignals { set, old })
-    }
-}
-
-impl Drop for BlockedSignals {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.old), None);
-    }
 }
 
 /// The identity maps of `--userns`: every id maps to itself (the whole 32-bit range, less the

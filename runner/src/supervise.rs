@@ -20,8 +20,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::Signal;
-use nix::sys::signalfd::SignalFd;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{waitpid, WaitStatus};
 use nix::unistd::Pid;
 
@@ -48,6 +48,55 @@ pub struct RootDaemon<'a> {
 /// The pty relay of `-t`.
 pub struct TtyRelay {
     pub master: OwnedFd,
+}
+
+/// The signals the runner handles itself (the forwarded ones, SIGCHLD, SIGWINCH), blocked so
+/// that they wait for a signalfd; the old mask comes back on drop.
+pub struct BlockedSignals {
+    pub set: SigSet,
+    pub old: SigSet,
+}
+
+impl BlockedSignals {
+    pub fn block() -> Result<BlockedSignals> {
+        let mut set = SigSet::empty();
+        for s in crate::child::FORWARDED {
+            set.add(s);
+        }
+        set.add(Signal::SIGCHLD);
+        set.add(Signal::SIGWINCH);
+        let mut old = SigSet::empty();
+        nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old))
+            .context("sigprocmask")?;
+        Ok(BlockedSignals { set, old })
+    }
+
+    /// A signalfd for the blocked signals.
+    pub fn signalfd(&self) -> Result<SignalFd> {
+        SignalFd::with_flags(&self.set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
+            .context("signalfd")
+    }
+}
+
+impl Drop for BlockedSignals {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&self.old), None);
+    }
+}
+
+/// Wait in the foreground for a process without a terminal (OCI `run`, `exec`), forwarding the
+/// blocked signals; print what it reported before exec; its exit code (128+N for signal N).
+pub fn exit_code_of(
+    pid: Pid,
+    pidfd: &OwnedFd,
+    mask: &BlockedSignals,
+    err_pipe: OwnedFd,
+) -> Result<i32> {
+    let outcome = supervise(pid, pidfd, &mask.signalfd()?, err_pipe, None, None)?;
+    if !outcome.error.is_empty() {
+        let _ = writeln!(std::io::stderr(), "runner: {}", outcome.error);
+    }
+    Ok(crate::init::exit_code(outcome.status).unwrap_or(crate::child::SETUP_FAILED))
 }
 
 /// Wait for the container's first process, forwarding signals and relaying the tty meanwhile.

@@ -168,8 +168,13 @@ pub fn exit_now(code: i32) -> ! {
 }
 
 fn prctl(option: libc::c_int, arg: libc::c_ulong) -> io::Result<()> {
+    prctl3(option, arg, 0)
+}
+
+/// `prctl` with two integer arguments (the rest zero).
+fn prctl3(option: libc::c_int, arg2: libc::c_ulong, arg3: libc::c_ulong) -> io::Result<()> {
     // SAFETY: prctl with integer arguments only; the options we use take no pointers.
-    let ret = unsafe { libc::prctl(option, arg, 0 as libc::c_ulong, 0 as libc::c_ulong, 0) };
+    let ret = unsafe { libc::prctl(option, arg2, arg3, 0 as libc::c_ulong, 0 as libc::c_ulong) };
     if ret < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -183,72 +188,25 @@ pub fn capbset_drop(cap: u32) -> io::Result<()> {
 
 /// Clear the ambient capability set.
 pub fn clear_ambient_caps() -> io::Result<()> {
-    // SAFETY: integer arguments only.
-    let ret = unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-        )
-    };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    prctl3(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+        0,
+    )
 }
 
 /// Raise one capability in the ambient set (`PR_CAP_AMBIENT_RAISE`).
 pub fn raise_ambient_cap(cap: u32) -> io::Result<()> {
-    // SAFETY: integer arguments only.
-    let ret = unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
-            cap as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-        )
-    };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    prctl3(
+        libc::PR_CAP_AMBIENT,
+        libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
+        cap as libc::c_ulong,
+    )
 }
 
 /// `PR_SET_KEEPCAPS`: keep the permitted capabilities across a setuid away from uid 0.
 pub fn set_keep_caps(keep: bool) -> io::Result<()> {
     prctl(libc::PR_SET_KEEPCAPS, keep as libc::c_ulong)
-}
-
-/// `setrlimit(2)` for a resource number (`RLIMIT_*`).
-pub fn set_rlimit(resource: i32, soft: u64, hard: u64) -> io::Result<()> {
-    let lim = libc::rlimit {
-        rlim_cur: soft,
-        rlim_max: hard,
-    };
-    // SAFETY: `lim` is a valid rlimit for the duration of the call; the resource number is
-    // checked by the kernel (EINVAL).
-    let ret = unsafe { libc::setrlimit(resource as _, &lim) };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// `getrlimit(2)`: (soft, hard).
-pub fn get_rlimit(resource: i32) -> io::Result<(u64, u64)> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is valid for writes for the duration of the call.
-    let ret = unsafe { libc::getrlimit(resource as _, &mut lim) };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok((lim.rlim_cur, lim.rlim_max))
 }
 
 /// `setdomainname(2)` (in the container's own UTS namespace).
@@ -263,20 +221,7 @@ pub fn set_domainname(name: &str) -> io::Result<()> {
 
 /// `PR_SET_NO_NEW_PRIVS`: execve can never grant privileges again (setuid bits, file caps).
 pub fn set_no_new_privs() -> io::Result<()> {
-    // SAFETY: integer arguments only.
-    let ret = unsafe {
-        libc::prctl(
-            libc::PR_SET_NO_NEW_PRIVS,
-            1 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-        )
-    };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    prctl(libc::PR_SET_NO_NEW_PRIVS, 1)
 }
 
 /// `PR_SET_PDEATHSIG`: get `sig` when the parent (the runner) dies.

@@ -268,6 +268,15 @@ impl Cgroup {
         }
     }
 
+    /// Whether the group enforces device rules (a v1 `devices` hierarchy was joined: it is
+    /// joined only for rules, or for everything with `join_all`).
+    pub fn has_device_rules(&self) -> bool {
+        match self {
+            Cgroup::V1(c) => c.dir("devices").is_some(),
+            Cgroup::V2(_) => false,
+        }
+    }
+
     /// Whether the kernel's OOM killer killed a process of this cgroup.
     pub fn oom_killed(&self) -> bool {
         match self {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use nix::sched::CloneFlags;
+use nix::sys::resource::Resource;
 use oci_spec::runtime::{
     Capabilities, LinuxNamespaceType, LinuxResources, PosixRlimitType, Process, Spec,
 };
@@ -93,7 +94,7 @@ pub struct ProcessConfig {
     pub umask: Option<u32>,
     pub caps: CapSets,
     pub no_new_privs: bool,
-    pub rlimits: Vec<(i32, u64, u64)>,
+    pub rlimits: Vec<crate::child::Rlimit>,
     pub oom_score_adj: Option<i32>,
     pub apparmor: Option<String>,
     pub terminal: bool,
@@ -472,7 +473,7 @@ pub fn check_process(p: &Process) -> Result<ProcessConfig> {
                 r.hard()
             );
         }
-        rlimits.push((rlimit_number(r.typ())?, r.soft(), r.hard()));
+        rlimits.push((rlimit_resource(r.typ())?, r.soft(), r.hard()));
     }
     let user = p.user();
     Ok(ProcessConfig {
@@ -518,28 +519,28 @@ fn cap_mask(set: &Option<Capabilities>, which: &str) -> Result<u64> {
     Ok(mask)
 }
 
-fn rlimit_number(t: PosixRlimitType) -> Result<i32> {
+fn rlimit_resource(t: PosixRlimitType) -> Result<Resource> {
     use PosixRlimitType as R;
     Ok(match t {
-        R::RlimitCpu => libc::RLIMIT_CPU,
-        R::RlimitFsize => libc::RLIMIT_FSIZE,
-        R::RlimitData => libc::RLIMIT_DATA,
-        R::RlimitStack => libc::RLIMIT_STACK,
-        R::RlimitCore => libc::RLIMIT_CORE,
-        R::RlimitRss => libc::RLIMIT_RSS,
-        R::RlimitNproc => libc::RLIMIT_NPROC,
-        R::RlimitNofile => libc::RLIMIT_NOFILE,
-        R::RlimitMemlock => libc::RLIMIT_MEMLOCK,
-        R::RlimitAs => libc::RLIMIT_AS,
-        R::RlimitLocks => libc::RLIMIT_LOCKS,
-        R::RlimitSigpending => libc::RLIMIT_SIGPENDING,
-        R::RlimitMsgqueue => libc::RLIMIT_MSGQUEUE,
-        R::RlimitNice => libc::RLIMIT_NICE,
-        R::RlimitRtprio => libc::RLIMIT_RTPRIO,
-        R::RlimitRttime => libc::RLIMIT_RTTIME,
+        R::RlimitCpu => Resource::RLIMIT_CPU,
+        R::RlimitFsize => Resource::RLIMIT_FSIZE,
+        R::RlimitData => Resource::RLIMIT_DATA,
+        R::RlimitStack => Resource::RLIMIT_STACK,
+        R::RlimitCore => Resource::RLIMIT_CORE,
+        R::RlimitRss => Resource::RLIMIT_RSS,
+        R::RlimitNproc => Resource::RLIMIT_NPROC,
+        R::RlimitNofile => Resource::RLIMIT_NOFILE,
+        R::RlimitMemlock => Resource::RLIMIT_MEMLOCK,
+        R::RlimitAs => Resource::RLIMIT_AS,
+        R::RlimitLocks => Resource::RLIMIT_LOCKS,
+        R::RlimitSigpending => Resource::RLIMIT_SIGPENDING,
+        R::RlimitMsgqueue => Resource::RLIMIT_MSGQUEUE,
+        R::RlimitNice => Resource::RLIMIT_NICE,
+        R::RlimitRtprio => Resource::RLIMIT_RTPRIO,
+        R::RlimitRttime => Resource::RLIMIT_RTTIME,
         #[allow(unreachable_patterns)]
         other => bail!("process.rlimits: {other:?} is not a Linux resource limit"),
-    } as i32)
+    })
 }
 
 /// Queue a v1 file write for a finer resource field.

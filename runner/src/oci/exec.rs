@@ -4,7 +4,6 @@
 //! process, without the root set-up (the joined mount namespace is rooted in it already).
 #![forbid(unsafe_code)]
 
-use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -12,14 +11,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use nix::fcntl::OFlag;
 use nix::sched::CloneFlags;
-use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signal::SigSet;
 use nix::sys::stat::Mode;
 
-use crate::child::{self, CapsPolicy, ChildConfig, Identity};
+use crate::child::{CapsPolicy, ChildConfig, Identity};
 use crate::oci::bundle::{self, ProcessConfig};
 use crate::oci::state::{self, Root, Status};
 use crate::process::ProcessSpec;
 use crate::spawn::{self, Spawn};
+use crate::supervise::{exit_code_of, BlockedSignals};
 
 /// The options of `exec`.
 #[derive(Debug, Clone, Default)]
@@ -104,20 +104,12 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOpts) -> Result<i32> {
         )),
         None => None,
     };
-    let mut forwarded = SigSet::empty();
-    for s in child::FORWARDED {
-        forwarded.add(s);
-    }
-    forwarded.add(Signal::SIGCHLD);
-    let mut old_mask = SigSet::empty();
-    if !opts.detach {
-        nix::sys::signal::sigprocmask(
-            nix::sys::signal::SigmaskHow::SIG_BLOCK,
-            Some(&forwarded),
-            Some(&mut old_mask),
-        )
-        .context("sigprocmask")?;
-    }
+    // Blocked before the clone, so a signal meanwhile waits for the signalfd.
+    let mask = if opts.detach {
+        None
+    } else {
+        Some(BlockedSignals::block()?)
+    };
     let mut rlimits = process.rlimits.clone();
     crate::oci::lifecycle::fit_rlimits(&mut rlimits, false);
     let cfg_child = ChildConfig {
@@ -151,7 +143,7 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOpts) -> Result<i32> {
         apparmor: process.apparmor.clone(),
         seccomp: cfg.seccomp,
         die_with_parent: false,
-        exec_sigmask: old_mask,
+        exec_sigmask: mask.as_ref().map_or(SigSet::empty(), |m| m.old),
         preserve_fds: opts.preserve_fds,
     };
 
@@ -190,23 +182,13 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOpts) -> Result<i32> {
         .wait_ready()
         .map_err(|e| e.context(format!("exec in container {id}")))?;
     if let Some(pf) = &opts.pid_file {
-        let tmp = pf.with_extension("runner-tmp");
-        std::fs::write(&tmp, pid.to_string())
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, pf).with_context(|| format!("writing {}", pf.display()))?;
+        crate::oci::lifecycle::write_pid_file(pf, pid)?;
     }
-    if opts.detach {
+    let Some(mask) = mask else {
         return Ok(0);
-    }
-    use nix::sys::signalfd::{SfdFlags, SignalFd};
-    let sigfd = SignalFd::with_flags(&forwarded, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK)
-        .context("signalfd")?;
+    };
     let err = child.err.take().context("the error pipe")?;
-    let outcome = crate::supervise::supervise(pid, &child.pidfd, &sigfd, err, None, None)?;
-    if !outcome.error.is_empty() {
-        let _ = writeln!(std::io::stderr(), "runner: {}", outcome.error);
-    }
-    Ok(crate::init::exit_code(outcome.status).unwrap_or(child::SETUP_FAILED))
+    exit_code_of(pid, &child.pidfd, &mask, err)
 }
 
 /// The process to run: `--process FILE`, else the bundle's process with the flags applied.

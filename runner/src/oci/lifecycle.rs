@@ -362,12 +362,12 @@ pub fn fit_rlimits(rlimits: &mut [crate::child::Rlimit], loud: bool) {
         return;
     }
     for (resource, soft, hard) in rlimits.iter_mut() {
-        let Ok((_, our_hard)) = sys::get_rlimit(*resource) else {
+        let Ok((_, our_hard)) = nix::sys::resource::getrlimit(*resource) else {
             continue;
         };
         if *hard > our_hard {
             let msg = format!(
-                "process.rlimits: resource {resource}: hard limit {hard} lowered to {our_hard}, \
+                "process.rlimits: {resource:?}: hard limit {hard} lowered to {our_hard}, \
                  the most this runtime may grant without CAP_SYS_RESOURCE"
             );
             if loud {
@@ -382,7 +382,7 @@ pub fn fit_rlimits(rlimits: &mut [crate::child::Rlimit], loud: bool) {
 }
 
 /// Write the pid file atomically (engines poll for it).
-fn write_pid_file(path: &Path, pid: Pid) -> Result<()> {
+pub fn write_pid_file(path: &Path, pid: Pid) -> Result<()> {
     let tmp = path.with_extension("runner-tmp");
     fs::write(&tmp, pid.to_string()).with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, path).with_context(|| format!("writing the pid file {}", path.display()))

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use nix::mount::MsFlags;
 
-use crate::rootfs::{self, Op};
+use crate::rootfs::{self, in_root, Op};
 
 /// One entry of the bundle's `mounts`, with its source made absolute.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,11 +177,6 @@ fn propagation_flags(opt: &str) -> MsFlags {
     } else {
         base
     }
-}
-
-fn in_root(root: &Path, p: impl AsRef<Path>) -> PathBuf {
-    let p = p.as_ref();
-    root.join(p.strip_prefix("/").unwrap_or(p))
 }
 
 fn mount_op(

@@ -269,32 +269,7 @@ pub fn state_json(root: &Root, s: &Saved) -> StateJson {
 
 /// Now, in RFC 3339 with nanoseconds (UTC), as runc writes `created`.
 pub fn rfc3339_now() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    rfc3339(d.as_secs() as i64, d.subsec_nanos())
-}
-
-/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SS.NNNNNNNNNZ` (civil-from-days, proleptic
-/// Gregorian).
-pub fn rfc3339(secs: i64, nanos: u32) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string()
 }
 
 #[cfg(test)]
@@ -311,10 +286,11 @@ mod tests {
     }
 
     #[test]
-    fn dates() {
-        assert_eq!(rfc3339(0, 0), "1970-01-01T00:00:00.000000000Z");
-        assert_eq!(rfc3339(951_782_400, 5), "2000-02-29T00:00:00.000000005Z");
-        assert_eq!(rfc3339(1_796_083_199, 0), "2026-11-30T23:59:59.000000000Z");
+    fn created_is_rfc3339_utc_with_nanoseconds() {
+        let t = rfc3339_now();
+        assert_eq!(t.len(), "2026-11-30T23:59:59.000000000Z".len(), "{t}");
+        assert!(t.ends_with('Z') && t.as_bytes()[10] == b'T', "{t}");
+        assert!(humantime::parse_rfc3339(&t).is_ok(), "{t}");
     }
 
     #[test]
@@ -332,7 +308,7 @@ mod tests {
             rootfs: "/b/rootfs".into(),
             pid: 0,
             pid_start: 0,
-            created: rfc3339(0, 0),
+            created: rfc3339_now(),
             annotations: HashMap::new(),
             cgroup_dirs: vec![],
             union: None,
