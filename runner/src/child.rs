@@ -183,6 +183,13 @@ fn setup_and_exec(
         // runner's to clean; `runner rm` does it for a runner that died).
         sys::set_parent_death_signal(libc::SIGKILL).context("prctl(PR_SET_PDEATHSIG)")?;
     }
+    // Through the host's /proc, before the root changes (lowering needs CAP_SYS_RESOURCE), and
+    // before any user namespace: we are non-dumpable (crate::spawn), so our /proc files belong
+    // to the host's root, which a user namespace's root is not.
+    if let Some(adj) = cfg.oom_score_adj {
+        fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .with_context(|| format!("writing {adj} to /proc/self/oom_score_adj"))?;
+    }
     if cfg.userns_root {
         let root_g = Gid::from_raw(0);
         let root_u = Uid::from_raw(0);
@@ -196,11 +203,6 @@ fn setup_and_exec(
     }
     if cfg.unshare_cgroupns {
         nix::sched::unshare(CloneFlags::CLONE_NEWCGROUP).context("unshare(CLONE_NEWCGROUP)")?;
-    }
-    // Through the host's /proc, before the root changes (lowering needs CAP_SYS_RESOURCE).
-    if let Some(adj) = cfg.oom_score_adj {
-        fs::write("/proc/self/oom_score_adj", adj.to_string())
-            .with_context(|| format!("writing {adj} to /proc/self/oom_score_adj"))?;
     }
     if let Some(profile) = &cfg.apparmor {
         fs::write("/proc/self/attr/apparmor/exec", format!("exec {profile}"))
@@ -299,6 +301,9 @@ fn setup_and_exec(
     nix::unistd::setgid(Gid::from_raw(gid)).with_context(|| format!("setgid {gid}"))?;
     nix::unistd::setuid(Uid::from_raw(uid)).with_context(|| format!("setuid {uid}"))?;
     caps::set_process_caps(&sets)?;
+    // Still non-dumpable (crate::spawn): a change of ids resets it to `fs.suid_dumpable`,
+    // which a host may have set to 1.
+    sys::set_not_dumpable().context("prctl(PR_SET_DUMPABLE, 0)")?;
     if cfg.no_new_privs {
         sys::set_no_new_privs().context("prctl(PR_SET_NO_NEW_PRIVS)")?;
     }

@@ -29,10 +29,9 @@ pub fn exit_code(status: WaitStatus) -> Option<i32> {
 /// code. The forwarded signals and SIGCHLD were blocked before the runner cloned us, so none that
 /// arrived early is lost: they wait, pending, for `sigwait`.
 pub fn reap(command: Pid, err_pipe: &fs::File) -> ! {
+    // Non-dumpable since the clone (crate::spawn), so the command, forked before its exec,
+    // cannot reach us through /proc either.
     let _ = err_pipe; // stays open until exit; the command's own copy closed on exec
-    if sys::set_not_dumpable().is_err() {
-        sys::exit_now(crate::child::SETUP_FAILED);
-    }
     let mut mask = SigSet::empty();
     for s in FORWARDED {
         mask.add(s);
@@ -54,6 +53,7 @@ pub fn reap(command: Pid, err_pipe: &fs::File) -> ! {
         loop {
             match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                Ok(st) if crate::supervise::detach_if_traced(st) => {}
                 Ok(st) if st.pid() == Some(command) => {
                     if let Some(code) = exit_code(st) {
                         // Leaving pid 1 makes the kernel kill what is left in the namespace.

@@ -12,6 +12,7 @@ pub mod child;
 pub mod cli;
 pub mod container;
 pub mod default_seccomp;
+pub mod exeseal;
 pub mod init;
 pub mod initlayer;
 pub mod manage;

@@ -15,6 +15,7 @@ fn main() {
         .with_target(false)
         .without_time()
         .init();
+    runner::exeseal::init();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if runner::oci::cli::is_oci_command_line(&args) {
         let cli = match runner::oci::cli::OciCli::try_parse_from(&args) {
@@ -37,7 +38,9 @@ fn main() {
         }
     };
     let result = match cli.command {
-        Command::Run(args) => runner::spec::RunSpec::from_args(*args).and_then(runner::run::run),
+        Command::Run(args) => runner::spec::RunSpec::from_args(*args)
+            .and_then(|spec| runner::exeseal::ensure_sealed().map(|()| spec))
+            .and_then(runner::run::run),
         Command::Ps => runner::manage::ps().map(|()| 0),
         Command::Rm { names, force } => names
             .iter()

@@ -6,7 +6,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 
@@ -381,6 +381,34 @@ pub fn apply(ops: &[Op], root: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// Filesystems whose mount point must be an ordinary directory of the image, as runc demands
+/// for proc and sysfs: resolved through a symlink, a proc mounted elsewhere would escape the
+/// masks laid on `/proc/...` (CVE-2019-19921's pattern).
+const KERNEL_FILESYSTEMS: [&str; 6] = ["proc", "sysfs", "cgroup", "cgroup2", "mqueue", "devpts"];
+
+/// Refuse to mount `fs` at `target` when its last component, as named, is a symlink or anything
+/// but a directory (a missing one is made later as a directory).
+fn refuse_symlinked_target(fs: &str, root: Option<&Path>, target: &Path) -> Result<()> {
+    let named = match root {
+        Some(root) if !target.starts_with(root) => {
+            root.join(target.strip_prefix("/").unwrap_or(target))
+        }
+        _ => target.to_path_buf(),
+    };
+    match std::fs::symlink_metadata(&named) {
+        Ok(m) if !m.is_dir() => bail!(
+            "filesystem {fs:?} must be mounted on ordinary directory: {} is a {}",
+            named.display(),
+            if m.file_type().is_symlink() {
+                "symlink"
+            } else {
+                "non-directory"
+            }
+        ),
+        _ => Ok(()),
+    }
+}
+
 fn apply_one(op: &Op, root: Option<&Path>) -> Result<()> {
     match op {
         Op::Mount {
@@ -390,6 +418,9 @@ fn apply_one(op: &Op, root: Option<&Path>) -> Result<()> {
             flags,
             data,
         } => {
+            if let Some(fs) = fstype.as_deref().filter(|t| KERNEL_FILESYSTEMS.contains(t)) {
+                refuse_symlinked_target(fs, root, target)?;
+            }
             let target = resolve(root, target, false)?;
             mount(
                 source.as_deref(),

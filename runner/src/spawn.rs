@@ -70,6 +70,12 @@ pub fn spawn(cfg: &ChildConfig, s: Spawn<'_>) -> Result<Spawned> {
         None
     };
     let cgroup_fd = s.cgroup_dir.map(open_cgroup_dir).transpose()?;
+    // Non-dumpable from the clone's first instruction (it inherits this) until its `execve`:
+    // the container cannot ptrace it or open its `/proc/PID/exe` (CVE-2019-5736, see
+    // crate::exeseal), nor can it the `--init` reaper or anything else the clone forks. A change
+    // of credentials keeps it so (it sets `suid_dumpable`, not 1); only `execve` of the user's
+    // program makes that program dumpable. We stay non-dumpable too, which costs nothing.
+    sys::set_not_dumpable().context("prctl(PR_SET_DUMPABLE, 0)")?;
     let forked = sys::clone_process(s.flags.bits() as u64, cgroup_fd.as_ref().map(|f| f.as_fd()))
         .context("clone")?;
     match forked {

@@ -165,11 +165,13 @@ pub fn supervise(
         if got_signal {
             while let Ok(Some(info)) = sigfd.read_signal() {
                 let sig = info.ssi_signo as i32;
-                if sig == Signal::SIGWINCH as i32 {
+                if sig == Signal::SIGCHLD as i32 {
+                    release_traced_stops(pid);
+                } else if sig == Signal::SIGWINCH as i32 {
                     if let Some(t) = tty {
                         copy_winsize(t.master.as_fd());
                     }
-                } else if sig != Signal::SIGCHLD as i32 {
+                } else {
                     tracing::debug!(sig, "forwarding signal");
                     if let Err(e) = sys::pidfd_send_signal(pidfd.as_fd(), sig) {
                         tracing::debug!("forwarding signal {sig}: {e}");
@@ -240,6 +242,42 @@ pub fn supervise(
         error: String::from_utf8_lossy(&error).trim().to_string(),
         root_died,
     })
+}
+
+/// A process that calls `PTRACE_TRACEME` makes its parent its tracer: a container's first
+/// process (or an exec'd one) would make us, and the `--init` reaper, its tracer. It then stops at
+/// every signal and at `execve` and waits there for a tracer that never meant to trace it:
+/// hung, deaf to the signals we forward. So we are never a usable tracer: a traced stop is
+/// detached at once, passing on the signal it stopped for, except the SIGTRAP that a traced
+/// `execve` raises (an untraced process never gets it). True when `status` was such a stop.
+pub fn detach_if_traced(status: WaitStatus) -> bool {
+    let (pid, sig) = match status {
+        WaitStatus::Stopped(pid, sig) | WaitStatus::PtraceEvent(pid, sig, _) => (pid, Some(sig)),
+        WaitStatus::PtraceSyscall(pid) => (pid, None),
+        _ => return false,
+    };
+    let sig = sig.filter(|s| *s != Signal::SIGTRAP);
+    match nix::sys::ptrace::detach(pid, sig) {
+        Ok(()) => {
+            tracing::info!(%pid, "the container's process made the runner its tracer (PTRACE_TRACEME): detached")
+        }
+        // Not traced: an ordinary stop (SIGSTOP), which is the container's own business.
+        Err(e) => tracing::debug!(%pid, "ptrace(PTRACE_DETACH): {e}"),
+    }
+    true
+}
+
+/// Detach `pid` from us if it stopped as our tracee (see [`detach_if_traced`]); its exit is
+/// left for the final wait (`WSTOPPED` without `WEXITED` never reaps).
+fn release_traced_stops(pid: Pid) {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    // Bounded: a process that stops again at once gets another SIGCHLD, hence another pass.
+    for _ in 0..16 {
+        match waitid(Id::Pid(pid), WaitPidFlag::WSTOPPED | WaitPidFlag::WNOHANG) {
+            Ok(st) if detach_if_traced(st) => {}
+            _ => return,
+        }
+    }
 }
 
 /// What the runner says when the container's root died under it (also logged).

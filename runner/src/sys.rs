@@ -230,8 +230,7 @@ pub fn set_parent_death_signal(sig: i32) -> io::Result<()> {
 }
 
 /// `PR_SET_DUMPABLE 0`: other processes of the container cannot ptrace this one or open its
-/// `/proc/PID/exe` (the `--init` reaper is the runner's own binary, which the container must not
-/// reach; compare runc's CVE-2019-5736).
+/// `/proc/PID/exe` (our own binary, which the container must not reach: CVE-2019-5736).
 pub fn set_not_dumpable() -> io::Result<()> {
     prctl(libc::PR_SET_DUMPABLE, 0)
 }

@@ -30,7 +30,8 @@ pub fn find_unionfs_bin() -> Result<PathBuf> {
         }
         return Ok(p);
     }
-    if let Ok(exe) = std::env::current_exe() {
+    // The file on the host, not the sealed copy we may run from (crate::exeseal).
+    if let Some(exe) = crate::exeseal::original_exe() {
         for dir in exe.ancestors().skip(1).take(2) {
             let cand = dir.join("unionfs");
             if cand.is_file() {

@@ -13,12 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-use common::{can_run, unionfs_bin};
+use common::{attacker_report, build_static, can_run, unionfs_bin};
 
 /// A podman with its own root, run root and tmp dir, using `runner` as the OCI runtime.
 struct Podman {
     dir: tempfile::TempDir,
     storage: Vec<String>,
+    runtime: PathBuf,
 }
 
 impl Podman {
@@ -29,7 +30,16 @@ impl Podman {
                 .tempdir()
                 .unwrap(),
             storage: storage.iter().map(|s| s.to_string()).collect(),
+            runtime: PathBuf::from(env!("CARGO_BIN_EXE_runner")),
         }
+    }
+
+    /// The same with a private copy of the runtime (to check nothing changed it).
+    fn with_runtime_copy(storage: &[&str]) -> Podman {
+        let mut p = Podman::new(storage);
+        p.runtime = p.dir.path().join("runner");
+        fs::copy(env!("CARGO_BIN_EXE_runner"), &p.runtime).unwrap();
+        p
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
@@ -43,7 +53,7 @@ impl Podman {
             .arg(d.join("tmp"))
             .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
             .arg("--runtime")
-            .arg(env!("CARGO_BIN_EXE_runner"))
+            .arg(&self.runtime)
             .args(&self.storage)
             .args(args)
             .env("UNIONFS_BIN", unionfs_bin().expect("checked by can_run"))
@@ -264,4 +274,73 @@ fn podman_with_runner_and_unionfs_as_the_overlay_mount_program() {
         "grep ' / ' /proc/self/mountinfo",
     ]);
     assert!(out.contains("fuse.unionfs"), "{out}");
+}
+
+/// CVE-2019-5736 through podman: `podman exec` (conmon, then `runner exec`) while a root process
+/// in the container hunts for the runtime's processes and tries to write the runtime's binary
+/// through their `/proc/PID/exe` (tests/attack/exe_overwrite.c; see tests/security.rs).
+#[test]
+fn podman_exec_never_exposes_the_runtime_binary() {
+    if !prerequisites("podman exec attack") {
+        return;
+    }
+    let _one = ONE_PODMAN.lock().unwrap_or_else(|e| e.into_inner());
+    let p = Podman::with_runtime_copy(&["--storage-driver", "vfs"]);
+    let original = fs::read(&p.runtime).unwrap();
+    let Some(attacker) = build_static("exe_overwrite.c", p.dir.path()) else {
+        return;
+    };
+    // The demo root with the attacker added at /exe_overwrite.
+    let tar = p.dir.path().join("attack.tar");
+    fs::copy(demo_rootfs_tar(), &tar).unwrap();
+    let appended = Command::new("tar")
+        .arg("-C")
+        .arg(attacker.parent().unwrap())
+        .arg("-rf")
+        .arg(&tar)
+        .arg("./exe_overwrite")
+        .status()
+        .unwrap();
+    assert!(appended.success());
+    p.ok(&["import", tar.to_str().unwrap(), "localhost/attack:latest"]);
+    p.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "victim",
+        "--network",
+        "none",
+        "localhost/attack",
+        "/exe_overwrite",
+        "120",
+        "/tmp/ready",
+    ]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !p
+        .run(&["exec", "victim", "test", "-e", "/tmp/ready"])
+        .status
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the attacker never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let execs: Vec<Output> = (0..10)
+        .map(|_| p.run(&["exec", "victim", "/bin/true"]))
+        .collect();
+    // The attacker reports on SIGTERM.
+    p.ok(&["stop", "--time", "20", "victim"]);
+    let logs = p.ok(&["logs", "victim"]);
+    p.ok(&["rm", "victim"]);
+    assert!(
+        fs::read(&p.runtime).unwrap() == original,
+        "the runtime binary was changed from inside a container: {logs}"
+    );
+    let (_seen, opened, written) = attacker_report(&logs);
+    assert_eq!((opened, written), (0, 0), "the attacker got in: {logs}");
+    for out in execs {
+        assert!(out.status.success(), "podman exec: {out:?}");
+    }
 }

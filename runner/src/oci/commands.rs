@@ -58,6 +58,13 @@ impl Log {
 }
 
 fn dispatch(cli: OciCli) -> Result<i32> {
+    if matches!(
+        cli.command,
+        OciCommand::Create(_) | OciCommand::Run { .. } | OciCommand::Exec { .. }
+    ) {
+        // These start processes that a container can see: never from the host's file.
+        crate::exeseal::ensure_sealed()?;
+    }
     if cli.systemd_cgroup {
         bail!("--systemd-cgroup: systemd cgroup paths are not supported; use the cgroupfs manager");
     }

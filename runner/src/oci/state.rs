@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::fs;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -121,19 +122,20 @@ impl Root {
     /// Make `ROOT/ID` (it must not exist: the id is taken otherwise).
     pub fn create(&self, id: &str) -> Result<PathBuf> {
         validate_id(id)?;
-        fs::create_dir_all(&self.dir)
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
             .with_context(|| format!("creating the state root {}", self.dir.display()))?;
         let dir = self.container_dir(id);
-        match fs::create_dir(&dir) {
+        // 0700 as runc's: the state names the bundle, the pid and the exec fifo.
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 bail!("container {id:?} already exists")
             }
             Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
         }
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("chmod {}", dir.display()))?;
         Ok(dir)
     }
 

@@ -275,3 +275,44 @@ pub fn leftovers(id: &str) -> Vec<String> {
     }
     out
 }
+
+/// `cc -static` of one of `tests/attack/*.c` into `dir`; None (after saying why, or failing
+/// under CI=true) when there is no compiler.
+pub fn build_static(source: &str, dir: &Path) -> Option<PathBuf> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/attack")
+        .join(source);
+    let out = dir.join(source.trim_end_matches(".c"));
+    let built = Command::new("cc")
+        .args(["-static", "-O2", "-Wall", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .output();
+    match built {
+        Ok(o) if o.status.success() => Some(out),
+        other => {
+            let why = format!("cc -static {} failed: {other:?}", src.display());
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{why} and CI=true"
+            );
+            eprintln!("SKIPPED: {why}");
+            None
+        }
+    }
+}
+
+/// The report of `tests/attack/exe_overwrite.c`: (seen, opened, written).
+pub fn attacker_report(text: &str) -> (u64, u64, u64) {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("seen="))
+        .unwrap_or_else(|| panic!("no report from the attacker: {text:?}"));
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("bad report {line:?}"))
+    };
+    (field("seen="), field("opened="), field("written="))
+}
