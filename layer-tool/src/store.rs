@@ -47,6 +47,34 @@ pub struct ImageConfig {
     pub user: String,
 }
 
+/// When an image was made and the steps that made it: the OCI image config's `created` and
+/// `history`, carried from import (or build, commit, squash) to export.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    /// Bottom first; the entries without `empty_layer` match the layers one to one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<History>,
+}
+
+/// One step of an image's history (OCI image spec, `history`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// The step changed only the config, no layer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub empty_layer: bool,
+}
+
 /// One layer of an image.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerRef {
@@ -63,6 +91,9 @@ pub struct Image {
     pub layers: Vec<LayerRef>,
     #[serde(default)]
     pub config: ImageConfig,
+    /// `created` and `history`, at the top level of `image.json` as in an OCI config.
+    #[serde(flatten, default)]
+    pub provenance: Provenance,
 }
 
 /// The store rooted at one directory.
@@ -435,6 +466,13 @@ mod tests {
             config: ImageConfig {
                 cmd: vec!["/bin/sh".into()],
                 ..Default::default()
+            },
+            provenance: Provenance {
+                created: Some("2020-09-13T12:26:40Z".into()),
+                history: vec![History {
+                    created_by: Some("test".into()),
+                    ..Default::default()
+                }],
             },
         };
         image.save(dir.path()).unwrap();
