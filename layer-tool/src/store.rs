@@ -263,6 +263,17 @@ impl Store {
     /// their image's mode (a `/dev/mem`-like node of mode 0644 is possible); two 0700
     /// directories above them keep every other user from reaching one.
     pub fn secure(&self) -> Result<()> {
+        if let Ok(md) = fs::metadata(&self.root) {
+            // `--store /tmp` must not make /tmp private to root.
+            let mode = md.permissions().mode() & 0o7777;
+            if md.is_dir() && mode & 0o1002 != 0 {
+                bail!(
+                    "{} (mode {mode:04o}) is a directory shared by all users: give the store a \
+                     directory of its own",
+                    self.root.display()
+                );
+            }
+        }
         private_dir(&self.root)?;
         private_dir(&self.root.join("layers"))
     }
@@ -489,6 +500,22 @@ mod tests {
             1,
             "no temporary files left"
         );
+    }
+
+    #[test]
+    fn a_shared_directory_is_never_made_a_private_store_root() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+        let err = Store::at(dir.path()).secure().unwrap_err().to_string();
+        assert!(err.contains("shared by all users"), "{err}");
+        let mode = fs::metadata(dir.path()).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o1777, "left as it was");
+        assert!(!dir.path().join("layers").exists());
+        // A directory of its own below it is fine.
+        let store = Store::at(dir.path().join("store"));
+        store.secure().unwrap();
+        let mode = fs::metadata(store.root()).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, PRIVATE_MODE);
     }
 
     #[test]

@@ -134,6 +134,10 @@ fn created_and_history_survive_export_podman_and_import() {
     let built = provenance(&store, "top");
     assert_eq!(built.created.as_deref(), Some("2020-09-13T12:28:20Z"));
     assert_eq!(built.history.len(), 2, "{built:?}");
+    let shown: serde_json::Value =
+        serde_json::from_str(&layer_tool(&store, &["inspect", "top"])).unwrap();
+    assert_eq!(shown["created"], "2020-09-13T12:28:20Z");
+    assert_eq!(shown["history"][1]["created_by"], "layer-tool build");
 
     // podman reads what export writes.
     let exported = tmp.join("top.tar");
