@@ -20,18 +20,27 @@ pub struct BuildOptions {
 /// Copy `dir` into a new layer, and save image `name` = base layers + that layer.
 pub fn build(store: &Store, dir: &Path, name: &str, opts: &BuildOptions) -> Result<Image> {
     crate::store::validate_image_name(name)?;
-    let (mut layers, mut config) = match &opts.base {
-        Some(base) => {
-            let (base_dir, base_image) = store
+    let base = match &opts.base {
+        Some(base) => Some(
+            store
                 .find_image(base)
-                .with_context(|| format!("base image {base:?}"))?;
-            (
-                store.rebase_layers(&base_dir, &base_image)?,
-                base_image.config,
-            )
-        }
+                .with_context(|| format!("base image {base:?}"))?,
+        ),
+        None => None,
+    };
+    let (mut layers, mut config) = match &base {
+        Some((base_dir, base_image)) => (
+            store.rebase_layers(base_dir, base_image)?,
+            base_image.config.clone(),
+        ),
         None => (Vec::new(), ImageConfig::default()),
     };
+    // Created at the clamp time when there is one, so a reproducible build stays reproducible.
+    let provenance = crate::provenance::one_more_layer(
+        base.as_ref().map(|(_, image)| image),
+        "layer-tool build".to_string(),
+        opts.clamp_mtime,
+    );
     opts.config.apply(&mut config)?;
 
     let staging = store.staging_dir("build")?;
@@ -51,6 +60,7 @@ pub fn build(store: &Store, dir: &Path, name: &str, opts: &BuildOptions) -> Resu
         name: name.to_string(),
         layers,
         config,
+        provenance,
     };
     store.save_image(&image)?;
     Ok(image)

@@ -194,6 +194,17 @@ pub fn main() -> Result<()> {
         Some(root) => Store::at(root),
         None => Store::from_env(),
     };
+    // Commands that change the store secure it when they take its lock; the others tighten an
+    // existing store too, where they may (a user who does not own the store only reads it).
+    if !matches!(
+        cli.command,
+        Command::Convert { .. } | Command::Umount { .. }
+    ) && store.root().is_dir()
+    {
+        if let Err(e) = store.secure() {
+            tracing::warn!("{e:#}");
+        }
+    }
     match cli.command {
         Command::Build {
             dir,

@@ -79,6 +79,11 @@ pub fn commit_layer_with(
         name: new_name.to_string(),
         layers,
         config,
+        provenance: crate::provenance::one_more_layer(
+            Some(&base_image),
+            "layer-tool commit".to_string(),
+            None,
+        ),
     };
     store.save_image(&image)?;
     Ok(image)

@@ -174,6 +174,7 @@ fn write_layout(
         diff_ids.push(blob.diff_id);
     }
     let config = ConfigFile {
+        created: image.provenance.created.clone(),
         architecture: oci::host_arch().to_string(),
         os: "linux".to_string(),
         config: ContainerConfig::from_image_config(&image.config),
@@ -181,6 +182,7 @@ fn write_layout(
             kind: "layers".to_string(),
             diff_ids,
         },
+        history: image.provenance.history.clone(),
     };
     let config_desc = write_blob(&blobs, oci::MEDIA_CONFIG, &serde_json::to_vec(&config)?)?;
     let manifest = Manifest {

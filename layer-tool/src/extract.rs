@@ -12,6 +12,10 @@
 //! - more than [`Limits::max_bytes`] of file data or [`Limits::max_entries`] entries;
 //! - anything the tar reader finds corrupt or truncated.
 //!
+//! Skipped, not refused: a whiteout or opaque marker beneath a non-directory that the same
+//! archive wrote (umoci writes `a` as a file, then `a/.wh.x`): it hides nothing and writes
+//! nothing.
+//!
 //! Safety rests on the destination being private (a fresh staging directory that only this
 //! process writes), so a path checked with `lstat` cannot change before it is used. Every
 //! component is checked, the final name is removed before it is created (`O_EXCL`), and metadata
@@ -84,6 +88,8 @@ impl Default for ExtractOptions {
 pub struct Stats {
     pub entries: u64,
     pub bytes: u64,
+    /// Whiteouts and opaque markers beneath a non-directory of this layer (they hide nothing).
+    pub skipped_markers: u64,
 }
 
 /// Unpack the tar stream `reader` into the existing directory `dest`.
@@ -191,6 +197,18 @@ impl State<'_> {
             if hidden == "." || hidden == ".." {
                 bail!("whiteout of {hidden:?} refused");
             }
+        }
+        let marker = matches!(
+            whiteout::classify(&name),
+            EntryKind::Whiteout(_) | EntryKind::Opaque
+        );
+        if marker && self.beneath_own_non_dir(&parent_rel)? {
+            // umoci (0.4.7) replaces a directory by a file and then writes whiteouts for the
+            // directory's old contents beneath the file (`a` then `a/.wh.x`). Such a marker can
+            // hide nothing (the non-directory already hides the lower directory), so it is
+            // skipped; it is never written through the non-directory.
+            self.stats.skipped_markers += 1;
+            return Ok(());
         }
 
         if self.opts.apply_whiteouts {
@@ -389,6 +407,24 @@ impl State<'_> {
             }
         }
         Ok(())
+    }
+
+    /// True when a component of `rel_dir` is a non-directory (file, symlink, device) that this
+    /// archive put there. Missing components are not (they become implied directories); in apply
+    /// mode a non-directory from a lower layer is not either (`check_parents` refuses it).
+    fn beneath_own_non_dir(&self, rel_dir: &Path) -> Result<bool> {
+        let mut cur = PathBuf::new();
+        for comp in rel_dir.components() {
+            cur.push(comp);
+            let path = self.dest.join(&cur);
+            match fs::symlink_metadata(&path) {
+                Ok(md) if md.is_dir() => {}
+                Ok(_) => return Ok(!self.opts.apply_whiteouts || self.created.contains(&cur)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+                Err(e) => return Err(e).with_context(|| format!("lstat {}", path.display())),
+            }
+        }
+        Ok(false)
     }
 
     fn record_dir(&mut self, rel: PathBuf, meta: Meta) {

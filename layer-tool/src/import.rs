@@ -85,6 +85,7 @@ pub fn import(store: &Store, src: &Path, opts: &ImportOptions) -> Result<Image> 
             name: name.clone(),
             layers,
             config: source.config.clone(),
+            provenance: source.provenance.clone(),
         };
         store.save_image(&image)?;
         Ok(image)

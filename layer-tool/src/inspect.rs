@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use unionfs::whiteout::{self, EntryKind};
 
-use crate::store::{Image, ImageConfig, Store};
+use crate::store::{Image, ImageConfig, Provenance, Store};
 use crate::tarball::sorted_names;
 
 /// What one layer directory holds.
@@ -33,6 +33,9 @@ pub struct ImageInfo {
     pub name: String,
     pub dir: PathBuf,
     pub config: ImageConfig,
+    /// `created` and `history`, as in `image.json`.
+    #[serde(flatten)]
+    pub provenance: Provenance,
     pub size: u64,
     pub layers: Vec<LayerInfo>,
 }
@@ -102,6 +105,7 @@ pub fn image_info(store: &Store, name_or_path: &str) -> Result<ImageInfo> {
         size: layers.iter().map(|l| l.size).sum(),
         dir,
         config: image.config,
+        provenance: image.provenance,
         layers,
     })
 }

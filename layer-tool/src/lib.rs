@@ -18,6 +18,7 @@ pub mod inspect;
 pub mod mount;
 pub mod oci;
 pub mod progress;
+pub mod provenance;
 pub mod source;
 pub mod squash;
 pub mod store;

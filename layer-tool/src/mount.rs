@@ -61,8 +61,12 @@ pub fn branch_spec(store: &Store, name_or_path: &str) -> Result<String> {
 pub fn mount(store: &Store, name_or_path: &str, mnt: &Path) -> Result<()> {
     let spec = branch_spec(store, name_or_path)?;
     let bin = find_unionfs()?;
-    run(Command::new(&bin).arg("mount").arg(&spec).arg(mnt))
-        .with_context(|| format!("mounting image {name_or_path} at {}", mnt.display()))
+    // An inspection view: device nodes and setuid bits of the image do nothing through it.
+    run(Command::new(&bin)
+        .args(["mount", "-o", "nodev,nosuid"])
+        .arg(&spec)
+        .arg(mnt))
+    .with_context(|| format!("mounting image {name_or_path} at {}", mnt.display()))
 }
 
 pub fn umount(mnt: &Path) -> Result<()> {

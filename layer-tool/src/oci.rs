@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::ImageConfig;
+use crate::store::{History, ImageConfig};
 
 pub const MEDIA_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MEDIA_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -81,6 +81,9 @@ pub struct Manifest {
 /// The image config blob (OCI image spec `config.json`; docker's is a superset).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ConfigFile {
+    /// RFC 3339; kept from import to export (podman shows it as the image's age).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
     #[serde(default)]
     pub architecture: String,
     #[serde(default)]
@@ -88,6 +91,8 @@ pub struct ConfigFile {
     #[serde(default)]
     pub config: ContainerConfig,
     pub rootfs: RootFs,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<History>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

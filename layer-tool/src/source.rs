@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use crate::digest;
 use crate::oci::{self, ConfigFile, Descriptor, DockerManifestEntry, Index, Manifest};
-use crate::store::ImageConfig;
+use crate::store::{ImageConfig, Provenance};
 
 /// JSON documents larger than this are refused.
 const MAX_JSON: u64 = 16 << 20;
@@ -24,6 +24,7 @@ const MAX_JSON: u64 = 16 << 20;
 pub struct SourceImage {
     pub name: Option<String>,
     pub config: ImageConfig,
+    pub provenance: Provenance,
     pub layers: Vec<SourceLayer>,
 }
 
@@ -94,6 +95,10 @@ fn read_oci(dir: &Path, reference: Option<&str>) -> Result<SourceImage> {
     Ok(SourceImage {
         name,
         config: config.config.to_image_config(),
+        provenance: Provenance {
+            created: config.created,
+            history: config.history,
+        },
         layers,
     })
 }
@@ -203,6 +208,10 @@ fn read_docker(dir: &Path, reference: Option<&str>) -> Result<SourceImage> {
     Ok(SourceImage {
         name,
         config: config.config.to_image_config(),
+        provenance: Provenance {
+            created: config.created,
+            history: config.history,
+        },
         layers,
     })
 }

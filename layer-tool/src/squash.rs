@@ -11,7 +11,7 @@ use std::io::{BufReader, BufWriter, Seek, SeekFrom};
 use anyhow::{Context, Result};
 
 use crate::extract::{extract, ExtractOptions};
-use crate::store::{validate_image_name, Image, Store};
+use crate::store::{validate_image_name, History, Image, Provenance, Store};
 use crate::{progress, tarball};
 
 /// Flatten image `name_or_path` into the new image `new_name`, which has one layer.
@@ -62,7 +62,26 @@ pub fn squash(
         name: new_name.to_string(),
         layers: vec![store.layer_ref(&installed.digest)?],
         config: image.config.clone(),
+        provenance: squashed_provenance(&image),
     };
     store.save_image(&squashed)?;
     Ok(squashed)
+}
+
+/// A squashed image is new (created now) and made by one step, which names what it flattened.
+fn squashed_provenance(from: &Image) -> Provenance {
+    let created = crate::provenance::timestamp(None);
+    Provenance {
+        created: Some(created.clone()),
+        history: vec![History {
+            created: Some(created),
+            created_by: Some("layer-tool squash".to_string()),
+            comment: Some(format!(
+                "{} layers of {} in one",
+                from.layers.len(),
+                from.name
+            )),
+            ..History::default()
+        }],
+    }
 }

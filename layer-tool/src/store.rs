@@ -12,12 +12,16 @@
 //! The tar that names a layer is the deterministic one [`crate::tarball`] writes, so a layer
 //! directory's name always equals the digest of its current contents as `export` writes them.
 //!
+//! The store root and `layers/` are mode 0700 (see [`Store::secure`]): layers hold device nodes
+//! with the mode their image gave them, and no other user may reach them through the store.
+//!
 //! An image directory can also live outside the store: `image.json` names each layer by digest
 //! and by a path relative to the image directory, so a directory with `image.json` and
 //! `layers/…` beside it is a complete image.
 
 use std::fs;
-use std::io::Write;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -28,6 +32,9 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_ROOT: &str = "/var/lib/unionfs";
 /// The file that describes an image inside its directory.
 pub const IMAGE_FILE: &str = "image.json";
+/// The mode of the store root and of `layers/`: the owner only (docker keeps its root 0710,
+/// containers/storage 0700).
+pub const PRIVATE_MODE: u32 = 0o700;
 
 /// The image config a container starts from (the parts of the OCI image config we use).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +45,34 @@ pub struct ImageConfig {
     pub cmd: Vec<String>,
     pub workdir: String,
     pub user: String,
+}
+
+/// When an image was made and the steps that made it: the OCI image config's `created` and
+/// `history`, carried from import (or build, commit, squash) to export.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    /// Bottom first; the entries without `empty_layer` match the layers one to one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<History>,
+}
+
+/// One step of an image's history (OCI image spec, `history`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// The step changed only the config, no layer.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub empty_layer: bool,
 }
 
 /// One layer of an image.
@@ -56,6 +91,9 @@ pub struct Image {
     pub layers: Vec<LayerRef>,
     #[serde(default)]
     pub config: ImageConfig,
+    /// `created` and `history`, at the top level of `image.json` as in an OCI config.
+    #[serde(flatten, default)]
+    pub provenance: Provenance,
 }
 
 /// The store rooted at one directory.
@@ -220,10 +258,29 @@ impl Store {
         Ok(Staging { dir, _lock: lock })
     }
 
+    /// Make the store root and `ROOT/layers` private: created mode 0700, or tightened to 0700
+    /// (with a warning) when another user could traverse them. Layers keep device nodes with
+    /// their image's mode (a `/dev/mem`-like node of mode 0644 is possible); two 0700
+    /// directories above them keep every other user from reaching one.
+    pub fn secure(&self) -> Result<()> {
+        if let Ok(md) = fs::metadata(&self.root) {
+            // `--store /tmp` must not make /tmp private to root.
+            let mode = md.permissions().mode() & 0o7777;
+            if md.is_dir() && mode & 0o1002 != 0 {
+                bail!(
+                    "{} (mode {mode:04o}) is a directory shared by all users: give the store a \
+                     directory of its own",
+                    self.root.display()
+                );
+            }
+        }
+        private_dir(&self.root)?;
+        private_dir(&self.root.join("layers"))
+    }
+
     /// `ROOT/lock`, shared (work that adds to the store) or exclusive (`gc`).
     pub fn lock(&self, exclusive: bool) -> Result<Flock<fs::File>> {
-        fs::create_dir_all(&self.root)
-            .with_context(|| format!("creating {}", self.root.display()))?;
+        self.secure()?;
         let path = self.root.join("lock");
         let file = fs::OpenOptions::new()
             .create(true)
@@ -261,6 +318,7 @@ impl Store {
         let dir =
             fs::File::open(staged).with_context(|| format!("opening {}", staged.display()))?;
         nix::unistd::syncfs(&dir).with_context(|| format!("syncfs {}", staged.display()))?;
+        self.secure()?;
         let parent = self.layers_dir();
         fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
         match fs::rename(staged, &path) {
@@ -349,6 +407,45 @@ impl Store {
     }
 }
 
+/// Create `dir` mode [`PRIVATE_MODE`] (its parents as usual), or tighten it to that mode when
+/// group or others have any permission on it. A symlinked store root is followed.
+fn private_dir(dir: &Path) -> Result<()> {
+    let md = match fs::metadata(dir) {
+        Ok(md) => md,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::create_dir_all(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+            }
+            match fs::DirBuilder::new().mode(PRIVATE_MODE).create(dir) {
+                Ok(()) => {}
+                // Another process made it first: check what it made.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e).with_context(|| format!("mkdir {}", dir.display())),
+            }
+            fs::metadata(dir).with_context(|| format!("stat {}", dir.display()))?
+        }
+        Err(e) => return Err(e).with_context(|| format!("stat {}", dir.display())),
+    };
+    if !md.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    let mode = md.permissions().mode() & 0o7777;
+    if mode != PRIVATE_MODE {
+        fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_MODE))
+            .with_context(|| format!("chmod {:o} {}", PRIVATE_MODE, dir.display()))?;
+        // A new directory's umask-reduced mode is not worth a warning; a wider one is.
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "the store directory {} was mode {mode:04o}: other users could reach the layers \
+                 in it (device nodes included); tightened to {PRIVATE_MODE:04o}",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Image names: what docker accepts for a repository name, plus an optional `:tag`.
 pub fn validate_image_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
@@ -381,6 +478,13 @@ mod tests {
                 cmd: vec!["/bin/sh".into()],
                 ..Default::default()
             },
+            provenance: Provenance {
+                created: Some("2020-09-13T12:26:40Z".into()),
+                history: vec![History {
+                    created_by: Some("test".into()),
+                    ..Default::default()
+                }],
+            },
         };
         image.save(dir.path()).unwrap();
         assert_eq!(Image::load(dir.path()).unwrap(), image);
@@ -396,6 +500,22 @@ mod tests {
             1,
             "no temporary files left"
         );
+    }
+
+    #[test]
+    fn a_shared_directory_is_never_made_a_private_store_root() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+        let err = Store::at(dir.path()).secure().unwrap_err().to_string();
+        assert!(err.contains("shared by all users"), "{err}");
+        let mode = fs::metadata(dir.path()).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o1777, "left as it was");
+        assert!(!dir.path().join("layers").exists());
+        // A directory of its own below it is fine.
+        let store = Store::at(dir.path().join("store"));
+        store.secure().unwrap();
+        let mode = fs::metadata(store.root()).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, PRIVATE_MODE);
     }
 
     #[test]

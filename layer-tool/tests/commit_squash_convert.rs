@@ -290,6 +290,7 @@ fn squash_leaves_out_aufs_bookkeeping() {
             path: branch.clone(),
         }],
         config: Default::default(),
+        provenance: Default::default(),
     };
     let image_dir = tmp.path().join("image");
     image.save(&image_dir).unwrap();

@@ -449,3 +449,84 @@ fn layout_with_several_images_needs_a_ref() {
     let err = format!("{:#}", import(&store, &layout, &opts).unwrap_err());
     assert!(err.contains("no image named \"three\""), "{err}");
 }
+
+/// Every entry that would be written through a non-directory of the same layer is refused:
+/// a file, a directory, a symlink, a hardlink beneath a file or a device node.
+#[test]
+fn writes_through_a_non_directory() {
+    for entries in [
+        vec![Ent::File("a", b"file"), Ent::File("a/evil", b"x")],
+        vec![Ent::File("a", b"file"), Ent::Dir("a/evil/")],
+        vec![Ent::File("a", b"file"), Ent::Symlink("a/evil", "/etc")],
+        vec![
+            Ent::File("t", b"t"),
+            Ent::File("a", b"file"),
+            Ent::Hardlink("a/evil", "t"),
+        ],
+        vec![Ent::Char("a", 1, 3), Ent::File("a/evil", b"x")],
+        // A whiteout's own path through a file is fine, but not a file beside it.
+        vec![
+            Ent::File("a", b"file"),
+            Ent::File("a/.wh.old", b""),
+            Ent::File("a/evil", b"x"),
+        ],
+    ] {
+        refused(raw_tar(&entries), "which is not a directory");
+    }
+}
+
+/// umoci 0.4.7 replaces a directory by a file (or symlink) and then writes whiteouts for the
+/// directory's old contents beneath it. Those hide nothing: they are skipped, nothing is written
+/// through the non-directory (not even through a symlink pointing outside), and the layer holds
+/// just the file.
+#[test]
+fn whiteouts_beneath_a_replacing_non_directory_are_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = seeded_store(tmp.path());
+    let outside = tmp.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let layout = tmp.path().join("layout");
+    let base = raw_tar(&[
+        Ent::Dir("var/"),
+        Ent::Dir("var/lib/"),
+        Ent::Dir("var/lib/app/"),
+        Ent::File("var/lib/app/db", b"db"),
+        Ent::Dir("var/lib/app/sub/"),
+        Ent::Dir("link/"),
+        Ent::File("link/x", b"x"),
+    ]);
+    let top = raw_tar(&[
+        Ent::File("var/lib/app", b"now a file"),
+        Ent::File("var/lib/app/.wh.db", b""),
+        Ent::File("var/lib/app/.wh.sub", b""),
+        Ent::File("var/lib/app/.wh..wh..opq", b""),
+        Ent::Symlink("link", outside.to_str().unwrap()),
+        Ent::File("link/.wh.x", b""),
+    ]);
+    oci_layout(&layout, &[base, top], None);
+    let image = import(&store, &layout, &ImportOptions::default()).unwrap();
+    let dir = store.layer_path(&image.layers[1].digest).unwrap();
+    assert_eq!(
+        fs::read(dir.join("var/lib/app")).unwrap(),
+        b"now a file",
+        "the file replaces the directory"
+    );
+    assert!(fs::symlink_metadata(dir.join("link"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "wrote through the symlink"
+    );
+    // The same layer squashed on its base: the union by the extractor's apply rules.
+    layer_tool::squash::squash(&store, "t", "flat", false).unwrap();
+    let (flat_dir, flat) = store.find_image("flat").unwrap();
+    let flat_root = flat.layer_dirs(&flat_dir)[0].clone();
+    assert_eq!(
+        fs::read(flat_root.join("var/lib/app")).unwrap(),
+        b"now a file"
+    );
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+}

@@ -27,6 +27,7 @@ pub fn squash(branches: &[PathBuf], scratch: &Path) -> Result<PathBuf, String> {
         name: "stack".into(),
         layers,
         config: ImageConfig::default(),
+        provenance: Default::default(),
     };
     let dir = scratch.join("image");
     image.save(&dir).map_err(|e| format!("{e:#}"))?;
