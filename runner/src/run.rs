@@ -135,6 +135,9 @@ fn run_blocked(spec: RunSpec, mask: &BlockedSignals) -> Result<i32> {
     let layers_top_first: Vec<PathBuf> = layers.iter().rev().cloned().collect();
     let bin = union::find_unionfs_bin()?;
 
+    // Private (0700) before anything of a container goes in: its layers and writable layer
+    // hold whatever device nodes an image brought.
+    store.secure()?;
     let containers = Containers::new(store.root());
     let (dir, name) = containers.create(spec.name.as_deref())?;
     let mut res = Resources {
