@@ -7,12 +7,24 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "runner",
     version = concat!(env!("CARGO_PKG_VERSION"), "\nspec: 1.2.0"),
-    about = "Run containers on a unionfs root"
+    about = "Run containers on a unionfs root",
+    after_help = OCI_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
+
+/// `runner --help` names the OCI runtime interface too (parsed by `oci::cli`).
+const OCI_HELP: &str = "\
+OCI runtime commands (runc's command line, on runtime-spec bundles, for engines such as podman,
+containerd and CRI-O):
+  create --bundle DIR ID   set a container up; its process waits for `start`
+  start ID | state ID | kill [--all] ID [SIGNAL] | delete [--force] ID | pause ID | resume ID
+  run --bundle DIR ID      create, start and wait (--detach: return once started)
+  exec ID CMD... | exec --process FILE ID | ps ID | list | features | spec
+Global options: --root DIR (default /run/runner), --log FILE, --log-format text|json.
+`runner COMMAND --help` shows each command's options.";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -85,6 +97,10 @@ pub struct RunArgs {
     /// Give the command a pseudo-terminal.
     #[arg(short = 't', long)]
     pub tty: bool,
+    /// Keep stdin attached (docker's -i, as in `-it`). The container always has the runner's
+    /// stdin, so this changes nothing; it is accepted for docker's command lines.
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
     /// Run a small init as pid 1 that forwards signals and reaps orphans. Without it the command
     /// is pid 1, and a pid 1 without a handler ignores SIGTERM and SIGINT (as in docker).
     #[arg(long)]
@@ -108,6 +124,27 @@ pub struct RunArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dockers_interactive_flags_are_accepted() {
+        for flags in [
+            &["-it"][..],
+            &["-i", "-t"],
+            &["--interactive", "--tty"],
+            &["-i"],
+        ] {
+            let mut argv = vec!["runner", "run", "--rm"];
+            argv.extend_from_slice(flags);
+            argv.extend_from_slice(&["demo", "sh"]);
+            let cli = Cli::try_parse_from(&argv).unwrap();
+            let Command::Run(args) = cli.command else {
+                panic!()
+            };
+            assert!(args.interactive, "{flags:?}");
+            assert_eq!(args.tty, flags.len() > 1 || flags[0] == "-it", "{flags:?}");
+            assert_eq!(args.image, "demo");
+        }
+    }
 
     #[test]
     fn run_options_stop_at_the_image() {

@@ -21,33 +21,66 @@ use anyhow::{bail, Context, Result};
 pub const MOUNT_OPTIONS: &str = "allow_other,default_permissions";
 
 /// The `unionfs` binary: `$UNIONFS_BIN`, else beside our own executable (or one directory up,
-/// for test binaries in `target/debug/deps`), else from `PATH`.
+/// for test binaries in `target/debug/deps`), else from `PATH`. Each candidate must be this
+/// project's `unionfs` of our version: Debian's `unionfs-fuse` installs another program as
+/// `/usr/bin/unionfs`, whose own errors would only confuse.
 pub fn find_unionfs_bin() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("UNIONFS_BIN") {
         let p = PathBuf::from(p);
         if !p.is_file() {
             bail!("$UNIONFS_BIN={} is not a file", p.display());
         }
+        check_ours(&p).map_err(|why| anyhow::anyhow!("$UNIONFS_BIN={}: {why}", p.display()))?;
         return Ok(p);
     }
+    let mut candidates = Vec::new();
     // The file on the host, not the sealed copy we may run from (crate::exeseal).
     if let Some(exe) = crate::exeseal::original_exe() {
-        for dir in exe.ancestors().skip(1).take(2) {
-            let cand = dir.join("unionfs");
-            if cand.is_file() {
-                return Ok(cand);
-            }
-        }
+        candidates.extend(exe.ancestors().skip(1).take(2).map(|d| d.join("unionfs")));
     }
     if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let cand = dir.join("unionfs");
-            if cand.is_file() {
-                return Ok(cand);
-            }
+        candidates.extend(std::env::split_paths(&path).map(|d| d.join("unionfs")));
+    }
+    let mut foreign = Vec::new();
+    for cand in candidates.into_iter().filter(|c| c.is_file()) {
+        match check_ours(&cand) {
+            Ok(()) => return Ok(cand),
+            Err(why) => foreign.push(format!("{}: {why}", cand.display())),
         }
     }
+    if !foreign.is_empty() {
+        bail!(
+            "no unionfs of this project found: {}; set $UNIONFS_BIN, or install this project's \
+             unionfs beside runner",
+            foreign.join("; ")
+        );
+    }
     bail!("cannot find the unionfs binary: set $UNIONFS_BIN, or build it (cargo build -p unionfs)")
+}
+
+/// Whether `bin --version` says it is this project's `unionfs`, of our version (both come
+/// from one workspace).
+fn check_ours(bin: &Path) -> std::result::Result<(), String> {
+    let want = format!("unionfs {}", env!("CARGO_PKG_VERSION"));
+    let out = Command::new(bin)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run it: {e}"))?;
+    let said = String::from_utf8_lossy(&out.stdout);
+    let first = said.lines().next().unwrap_or("").trim();
+    if out.status.success() && first == want {
+        return Ok(());
+    }
+    let shown = if first.is_empty() {
+        String::from_utf8_lossy(&out.stderr).trim().to_string()
+    } else {
+        first.to_string()
+    };
+    Err(format!(
+        "it is another program (its --version says {shown:?}; this runner needs {want:?}, \
+         e.g. not Debian's unionfs-fuse)"
+    ))
 }
 
 /// The arguments of `unionfs mount`: `UPPER=rw:INIT=rr:LAYER=rr:… MNT -o OPTIONS --log-file LOG`,
