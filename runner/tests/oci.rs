@@ -213,6 +213,15 @@ fn lifecycle_create_start_kill_delete_with_states_per_the_schema() {
     oci.runtime(&["kill", id, "KILL"]).ok();
     let stopped = oci.wait_status(id, "stopped");
     assert_eq!(stopped["pid"], 0);
+    // runc's answers for a stopped container, which containerd's shim relies on: a plain kill
+    // fails with "container not running", `kill --all` (sent after every exit) succeeds.
+    let late = oci.runtime(&["kill", id, "KILL"]);
+    assert!(
+        late.code == 1 && late.stderr.contains("container not running"),
+        "{late:?}"
+    );
+    assert_eq!(oci.runtime(&["kill", "--all", id, "9"]).ok(), "");
+    assert_eq!(oci.state(id)["status"], "stopped");
     oci.runtime(&["delete", id]).ok();
     let gone = oci.runtime(&["state", id]);
     assert!(

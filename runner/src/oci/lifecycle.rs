@@ -438,20 +438,35 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
 }
 
 /// `kill`: signal the container's process (or, with `all`, every process of its cgroup).
+///
+/// A stopped container answers as runc does, because engines match its words: a plain `kill`
+/// fails with `container not running` (containerd's shim reads that as "already gone"), and
+/// `kill --all` succeeds, signalling whatever is still in the cgroup (processes an `exec` left
+/// in a container without a pid namespace of its own); containerd's shim sends
+/// `kill --all ID 9` after every exit.
 pub fn kill(root: &Root, id: &str, sig: Signal, all: bool) -> Result<()> {
     let saved = root.load(id)?;
     let status = state::status(root, &saved);
     if !matches!(status, Status::Created | Status::Running | Status::Paused) {
-        bail!("cannot kill container {id}: it is {status}");
+        if !all {
+            bail!("container not running");
+        }
+        signal_cgroup(&saved, sig);
+        return Ok(());
     }
     if all {
-        for dir in &saved.cgroup_dirs {
-            for pid in cgroup::procs(dir) {
-                let _ = nix::sys::signal::kill(pid, sig);
-            }
-        }
+        signal_cgroup(&saved, sig);
     }
     signal_process(&saved, sig)
+}
+
+/// Send `sig` to every process listed in the container's cgroup directories.
+fn signal_cgroup(saved: &Saved, sig: Signal) {
+    for dir in &saved.cgroup_dirs {
+        for pid in cgroup::procs(dir) {
+            let _ = nix::sys::signal::kill(pid, sig);
+        }
+    }
 }
 
 /// Signal the container's first process through a pidfd, after checking it is still that
