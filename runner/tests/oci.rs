@@ -230,6 +230,33 @@ fn lifecycle_create_start_kill_delete_with_states_per_the_schema() {
     );
     assert!(!oci.root().join(id).exists());
     assert_eq!(cgroup_leftovers(id), Vec::<String>::new());
+    // As runc: deleting what is gone is an error, unless forced (containerd's shim deletes
+    // with --force once more when it shuts down).
+    let again = oci.runtime(&["delete", id]);
+    assert!(
+        again.code == 1 && again.stderr.contains("does not exist"),
+        "{again:?}"
+    );
+    assert_eq!(oci.runtime(&["delete", "--force", id]).ok(), "");
+
+    // A created container (it never ran) is deleted without --force, as runc does.
+    let id2 = "oci-life-2";
+    oci.runtime(&["create", "--bundle", bundle.to_str().unwrap(), id2])
+        .ok();
+    let pid2 = oci.state(id2)["pid"].as_i64().unwrap();
+    oci.runtime(&["delete", id2]).ok();
+    assert!(!oci.root().join(id2).exists());
+    assert!(
+        state_of(pid2).is_none_or(|s| s == 'Z'),
+        "pid {pid2} still runs"
+    );
+    assert_eq!(cgroup_leftovers(id2), Vec::<String>::new());
+}
+
+/// The state letter of a process in /proc/PID/stat, `None` when it is gone.
+fn state_of(pid: i64) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
 
 #[test]

@@ -519,26 +519,28 @@ pub fn freeze(root: &Root, id: &str, freeze: bool) -> Result<()> {
     }
 }
 
-/// `delete`: take a stopped container down (with `force`, kill it first).
+/// `delete`: take a stopped container down (with `force`, kill it first). As runc: a created
+/// container is killed and deleted without `force` (it never ran), a running or paused one
+/// needs `force`; a container that does not exist is an error without `force` and nothing to
+/// do with it (containerd's shim deletes with `--force` once more when it shuts down). A
+/// directory without a state file (a create that died half-way) is removed either way.
 pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
-    let saved = match root.load(id) {
-        Ok(s) => s,
-        Err(e) => {
-            // A directory without a state file is a create that died half-way.
-            let dir = root.container_dir(id);
-            if force && dir.is_dir() && state::validate_id(id).is_ok() {
-                fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-                return Ok(());
-            }
-            return Err(e);
+    let dir = root.container_dir(id);
+    if state::validate_id(id).is_ok() && !dir.join("state.json").exists() {
+        if dir.is_dir() {
+            fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         }
-    };
+        if force {
+            return Ok(());
+        }
+    }
+    let saved = root.load(id)?;
     let _lock = root.lock(id)?;
     let status = state::status(root, &saved);
+    if matches!(status, Status::Running | Status::Paused) && !force {
+        bail!("cannot delete container {id} that is not stopped: {status}");
+    }
     if matches!(status, Status::Created | Status::Running | Status::Paused) {
-        if !force {
-            bail!("cannot delete container {id}: it is {status} (stop it first, or use --force)");
-        }
         let _ = signal_process(&saved, Signal::SIGKILL);
         if status == Status::Paused {
             // A frozen process dies of its SIGKILL only once thawed.
@@ -558,7 +560,6 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
     }
     let state_json = serde_json::to_string(&state::state_json(root, &saved))?;
     run_poststop(&saved.poststop, &state_json);
-    let dir = root.container_dir(id);
     fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))
 }
 
