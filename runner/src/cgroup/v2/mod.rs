@@ -1,6 +1,10 @@
 //! cgroup v2: one unified hierarchy; the child is placed in the group by
 //! `clone3(CLONE_INTO_CGROUP)` where the kernel has it, else by one `cgroup.procs` write.
+//! Device rules are an eBPF program attached to the group ([`devices`]), before any process
+//! enters it.
 #![forbid(unsafe_code)]
+
+pub mod devices;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -27,6 +31,8 @@ pub fn blkio_to_io_weight(w: u16) -> u64 {
 #[derive(Debug)]
 pub struct Cgroup {
     dir: PathBuf,
+    /// Whether a device program is attached (the rules were not empty).
+    devices: bool,
 }
 
 impl Cgroup {
@@ -57,12 +63,26 @@ impl Cgroup {
             fs::create_dir_all(p).with_context(|| format!("creating cgroup {}", p.display()))?;
         }
         fs::create_dir(&dir).with_context(|| format!("creating cgroup {}", dir.display()))?;
-        let cg = Cgroup { dir };
-        if let Err(e) = cg.write_limits(limits) {
+        let cg = Cgroup {
+            dir,
+            devices: !limits.devices.is_empty(),
+        };
+        let done = cg.write_limits(limits).and_then(|()| {
+            if cg.devices {
+                devices::attach(&cg.dir, &limits.devices).context("linux.resources.devices")?;
+            }
+            Ok(())
+        });
+        if let Err(e) = done {
             let _ = fs::remove_dir(&cg.dir);
             return Err(e);
         }
         Ok(cg)
+    }
+
+    /// Whether device rules are enforced (a device program is attached).
+    pub fn has_device_rules(&self) -> bool {
+        self.devices
     }
 
     fn write_limits(&self, limits: &Limits) -> Result<()> {
@@ -265,6 +285,25 @@ mod tests {
         assert!(!tmp.path().join("cgroup.subtree_control").exists());
         assert!(cg.dir().is_dir());
         assert_eq!(cg.oom_kills(), 0);
+    }
+
+    #[test]
+    fn device_rules_on_a_directory_that_is_no_cgroup_fail_and_leave_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            devices: crate::cgroup::docker_device_rules(),
+            ..Default::default()
+        };
+        let err = format!(
+            "{:#}",
+            Cgroup::create(tmp.path(), "ctr", &limits).unwrap_err()
+        );
+        // Loading needs privilege; attaching needs a cgroup: either step names itself.
+        assert!(
+            err.contains("linux.resources.devices") && err.contains("bpf(BPF_PROG_"),
+            "{err}"
+        );
+        assert!(!tmp.path().join("ctr").exists());
     }
 
     #[test]
