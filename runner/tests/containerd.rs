@@ -389,6 +389,22 @@ fn ctr_run_passes_output_and_exit_code_and_leaves_nothing() {
     assert_eq!(out.stdout, "out\npid 1\n", "{out:?}");
     assert_eq!(out.stderr, "err\n", "{out:?}");
     assert_nothing_left(&c, &id);
+
+    // A container without a pid namespace of its own (the runtime's, joined by path): after
+    // its exit the shim sends `kill --all ID 9` to the stopped container, which must succeed
+    // as with runc (else containerd logs "failed to kill init's children").
+    let shared = format!("ctr-hostpid-{}", std::process::id());
+    let out = c.run(
+        &["--rm", "--with-ns", "pid:/proc/self/ns/pid"],
+        &shared,
+        &["sh", "-c", "echo pid $$"],
+    );
+    assert_eq!(out.code, 0, "{out:?}\n{}", c.log());
+    assert!(
+        out.stdout.starts_with("pid ") && out.stdout.trim() != "pid 1",
+        "the host's pid namespace: {out:?}"
+    );
+    assert_nothing_left(&c, &shared);
     assert_eq!(c.runtime_complaints(), Vec::<String>::new());
 }
 
