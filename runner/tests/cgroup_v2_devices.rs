@@ -289,6 +289,14 @@ fn a_group_whose_rules_deny_mknod_refuses_it() {
         }
     }
     let _remove = Remove(dir.clone());
+    // An independent look (bpftool): one device program of ours, attached with ALLOW_MULTI.
+    let attached = bpftool(&["cgroup", "show", dir.to_str().unwrap()]);
+    let attached = attached.as_array().expect("a list of programs");
+    assert_eq!(attached.len(), 1, "{attached:?}");
+    assert_eq!(attached[0]["attach_type"], "cgroup_device", "{attached:?}");
+    assert_eq!(attached[0]["attach_flags"], "multi", "{attached:?}");
+    assert_eq!(attached[0]["name"], "runner_devices", "{attached:?}");
+    let prog_id = attached[0]["id"].as_u64().unwrap().to_string();
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path().display();
 
@@ -315,4 +323,34 @@ fn a_group_whose_rules_deny_mknod_refuses_it() {
     assert!(outside.success());
     drop(_remove);
     assert!(!dir.exists());
+    // The program goes with the group (the kernel frees it a little later).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while bpftool_ok(&["prog", "show", "id", &prog_id]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "program {prog_id} outlived its cgroup"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// `bpftool -j ARGS…`, parsed.
+fn bpftool(args: &[&str]) -> Value {
+    let out = Command::new("bpftool")
+        .arg("-j")
+        .args(args)
+        .output()
+        .expect("bpftool (apt-get install bpftool)");
+    assert!(out.status.success(), "bpftool {args:?}: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bpftool {args:?}: {e}: {out:?}"))
+}
+
+fn bpftool_ok(args: &[&str]) -> bool {
+    Command::new("bpftool")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("bpftool (apt-get install bpftool)")
+        .success()
 }
