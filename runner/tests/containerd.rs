@@ -267,6 +267,29 @@ impl Containerd {
     /// Stop containerd and take down what it leaves: shims of our socket, mounts under our
     /// directory, the namespace's (empty) cgroup parents and the shim's runc root.
     fn stop(&mut self) {
+        // A test that failed half-way may have left tasks: delete them through containerd
+        // while it runs, then through the runtime's own state (what the shim gave runner).
+        if self.daemon.is_some() {
+            if let Ok(ids) = std::panic::catch_unwind(|| self.ctr(&["containers", "ls", "-q"])) {
+                for id in ids.stdout.lines() {
+                    let _ = std::panic::catch_unwind(|| {
+                        self.ctr(&["task", "rm", "-f", id]);
+                        self.ctr(&["containers", "rm", id]);
+                    });
+                }
+            }
+        }
+        let runc_root = Path::new("/run/containerd/runc").join(&self.ns);
+        for e in fs::read_dir(&runc_root).into_iter().flatten().flatten() {
+            let _ = Command::new(env!("CARGO_BIN_EXE_runner"))
+                .arg("--root")
+                .arg(&runc_root)
+                .args(["delete", "--force"])
+                .arg(e.file_name())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
         if let Some(mut daemon) = self.daemon.take() {
             let pid = nix::unistd::Pid::from_raw(daemon.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
