@@ -7,6 +7,8 @@
 //! prerequisite fails the test.
 
 mod common;
+#[path = "common/host_disk.rs"]
+mod host_disk;
 
 use std::fs;
 use std::io::{Read, Seek};
@@ -14,10 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::{can_run, image, leftovers, unionfs_bin, Env, Run};
+use host_disk::HostDisk;
 use runner::cgroup::{v2, DeviceRule, Limits};
 use serde_json::{json, Value};
-
-const SECRET: &[u8] = b"HOST-DISK-SECRET";
 
 /// The cgroup2 mount to run in, or `None` (a failure under `CI=true`).
 fn cgroup2_root(test: &str) -> Option<PathBuf> {
@@ -40,44 +41,6 @@ fn cgroup2_root(test: &str) -> Option<PathBuf> {
     );
     eprintln!("SKIPPED {test}: {why}; CI=true makes this a failure");
     None
-}
-
-/// A loop device over a file that starts with [`SECRET`]; detached on drop.
-struct HostDisk {
-    dev: String,
-    major: u64,
-    minor: u64,
-    _file: tempfile::NamedTempFile,
-}
-
-impl HostDisk {
-    fn new() -> HostDisk {
-        let file = tempfile::NamedTempFile::new().unwrap();
-        let mut data = SECRET.to_vec();
-        data.resize(1 << 20, 0);
-        fs::write(file.path(), &data).unwrap();
-        let out = Command::new("losetup")
-            .args(["-f", "--show"])
-            .arg(file.path())
-            .output()
-            .expect("losetup (util-linux)");
-        assert!(out.status.success(), "{out:?}");
-        let dev = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        use std::os::unix::fs::MetadataExt;
-        let rdev = fs::metadata(&dev).unwrap().rdev();
-        HostDisk {
-            dev,
-            major: nix::sys::stat::major(rdev),
-            minor: nix::sys::stat::minor(rdev),
-            _file: file,
-        }
-    }
-}
-
-impl Drop for HostDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.dev]).status();
-    }
 }
 
 #[test]

@@ -8,6 +8,8 @@
 //! missing prerequisite fails the test.
 
 mod common;
+#[path = "common/host_disk.rs"]
+mod host_disk;
 
 use std::fs;
 use std::io::{Read, Seek};
@@ -16,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{can_run, image, Run};
+use host_disk::HostDisk;
 
 const TOOLS: [&str; 3] = ["containerd", "ctr", "containerd-shim-runc-v2"];
 /// The reference the image is exported and imported under.
@@ -50,6 +53,16 @@ fn which(tool: &str) -> Option<PathBuf> {
     })
 }
 
+/// Which cgroup filesystem containerd (and so its shim and runner) finds at /sys/fs/cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cgroups {
+    /// The host's.
+    Host,
+    /// A hybrid host's cgroup2 hierarchy, mounted over /sys/fs/cgroup in a mount namespace of
+    /// containerd's own: everything below it sees a pure cgroup v2 host.
+    Cgroup2,
+}
+
 /// A private containerd: its directory (root, state, sockets, config, log), the daemon, and a
 /// namespace of its own for the test's objects.
 struct Containerd {
@@ -60,7 +73,7 @@ struct Containerd {
 }
 
 impl Containerd {
-    fn start(name: &str) -> Containerd {
+    fn start(name: &str, cgroups: Cgroups) -> Containerd {
         let dir = tempfile::Builder::new()
             .prefix("runner-containerd")
             .tempdir()
@@ -82,7 +95,23 @@ impl Containerd {
         );
         fs::write(d.join("config.toml"), config).unwrap();
         let log = fs::File::create(d.join("containerd.log")).unwrap();
-        let daemon = Command::new("containerd")
+        let mut cmd = match cgroups {
+            Cgroups::Host => Command::new("containerd"),
+            Cgroups::Cgroup2 => {
+                // unshare makes the new mount namespace's mounts private: the host keeps its
+                // /sys/fs/cgroup. sh execs containerd, so the child's pid is containerd's.
+                let mut c = Command::new("unshare");
+                c.args([
+                    "-m",
+                    "sh",
+                    "-c",
+                    "mount -t cgroup2 none /sys/fs/cgroup && exec containerd \"$@\"",
+                    "containerd",
+                ]);
+                c
+            }
+        };
+        let daemon = cmd
             .arg("--config")
             .arg(d.join("config.toml"))
             .stdin(Stdio::null())
@@ -368,6 +397,17 @@ fn processes_naming(needle: &str) -> Vec<nix::unistd::Pid> {
 /// names it), and containerd's own record of it.
 fn leftovers(c: &Containerd, id: &str) -> Vec<String> {
     let mut out = common::leftovers(id);
+    // containerd's mount namespace may be its own: look there too.
+    if let Some(d) = &c.daemon {
+        let mountinfo =
+            fs::read_to_string(format!("/proc/{}/mountinfo", d.id())).unwrap_or_default();
+        out.extend(
+            mountinfo
+                .lines()
+                .filter(|l| l.contains(id))
+                .map(|l| format!("mount in containerd's namespace: {l}")),
+        );
+    }
     if c.ctr(&["containers", "ls", "-q"])
         .ok()
         .lines()
@@ -400,7 +440,7 @@ fn ctr_run_passes_output_and_exit_code_and_leaves_nothing() {
     if !can_run("containerd run") || !have_containerd("containerd run") {
         return;
     }
-    let c = Containerd::start("run");
+    let c = Containerd::start("run", Cgroups::Host);
     c.import_image();
     let id = format!("ctr-run-{}", std::process::id());
     let out = c.run(
@@ -436,7 +476,7 @@ fn ctr_task_exec_pause_resume_kill_and_states() {
     if !can_run("containerd tasks") || !have_containerd("containerd tasks") {
         return;
     }
-    let c = Containerd::start("tasks");
+    let c = Containerd::start("tasks", Cgroups::Host);
     c.import_image();
     let id = format!("ctr-task-{}", std::process::id());
     c.run(&["-d"], &id, &["sleep", "1000"]).ok();
@@ -492,6 +532,67 @@ fn ctr_task_exec_pause_resume_kill_and_states() {
     c.ctr(&["task", "rm", &id]).ok();
     c.ctr(&["containers", "rm", &id]).ok();
     assert_eq!(c.task_status(&id), None);
+    assert_nothing_left(&c, &id);
+    assert_eq!(c.runtime_complaints(), Vec::<String>::new());
+}
+
+#[test]
+fn ctr_on_cgroup_v2_gets_its_default_device_rules_enforced() {
+    let test = "containerd on cgroup v2";
+    if !can_run(test) || !have_containerd(test) {
+        return;
+    }
+    let is_cgroup2 = |p: &str| {
+        nix::sys::statfs::statfs(p)
+            .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+    };
+    let cgroups = if is_cgroup2("/sys/fs/cgroup") {
+        Cgroups::Host
+    } else if is_cgroup2("/sys/fs/cgroup/unified") {
+        Cgroups::Cgroup2
+    } else {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "{test}: no cgroup2 mount, and CI=true: failing, not skipping"
+        );
+        eprintln!("SKIPPED {test}: no cgroup2 mount; CI=true makes this a failure");
+        return;
+    };
+    let disk = HostDisk::new();
+    let c = Containerd::start("cgroup2", cgroups);
+    c.import_image();
+    let id = format!("ctr-cgroup2-{}", std::process::id());
+    // ctr asks for 1024 CPU shares by default; a hybrid host's cgroup2 tree has no cpu
+    // controller to give them (a unified host has).
+    let opts: &[&str] = match cgroups {
+        Cgroups::Host => &["--rm"],
+        Cgroups::Cgroup2 => &["--rm", "--cpu-shares", "0"],
+    };
+    let script = format!(
+        "grep ^0:: /proc/self/cgroup; \
+         echo x > /dev/null && echo null-ok; \
+         mknod /tmp/disk b {} {} && echo mknod-ok; \
+         head -c 16 /tmp/disk; echo \" read=$?\"",
+        disk.major, disk.minor
+    );
+    let out = c.run(opts, &id, &["sh", "-c", &script]);
+    assert_eq!(out.code, 0, "{out:?}\n{}", c.log());
+    // containerd's spec: deny everything, allow its default devices; the group is /NS/ID.
+    assert!(
+        out.stdout.contains(&format!("0::/{}/{id}\n", c.ns)),
+        "a cgroup v2 group: {out:?}"
+    );
+    assert!(out.stdout.contains("null-ok"), "{out:?}");
+    assert!(out.stdout.contains("mknod-ok"), "{out:?}");
+    assert!(
+        !out.stdout.contains("HOST-DISK-SECRET") && out.stdout.contains(" read=1"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains("/tmp/disk: Operation not permitted"),
+        "{out:?}"
+    );
     assert_nothing_left(&c, &id);
     assert_eq!(c.runtime_complaints(), Vec::<String>::new());
 }
