@@ -537,3 +537,145 @@ pub fn fork_for_test(child: impl FnOnce() -> i32) -> io::Result<Pid> {
         nix::unistd::ForkResult::Parent { child } => Ok(child),
     }
 }
+
+/// One eBPF instruction, the kernel's `struct bpf_insn`: an opcode, the destination register in
+/// the low nibble of `regs` and the source register in the high one, a jump offset and an
+/// immediate.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BpfInsn {
+    pub code: u8,
+    pub regs: u8,
+    pub off: i16,
+    pub imm: i32,
+}
+
+/// `bpf(2)` commands and the constants of the cgroup device hook (`include/uapi/linux/bpf.h`).
+pub const BPF_PROG_LOAD: libc::c_int = 5;
+pub const BPF_PROG_ATTACH: libc::c_int = 8;
+pub const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+pub const BPF_CGROUP_DEVICE: u32 = 6;
+/// Other programs may be attached to the same cgroup and its ancestors; all of them must allow.
+pub const BPF_F_ALLOW_MULTI: u32 = 2;
+
+/// `bpf(BPF_PROG_LOAD)`: load `insns` as a program of type `prog_type` and return its fd.
+/// With `log`, the verifier writes its findings there (level 1), which is how a refused
+/// program explains itself.
+pub fn bpf_prog_load(
+    prog_type: u32,
+    insns: &[BpfInsn],
+    license: &CStr,
+    name: &str,
+    log: Option<&mut [u8]>,
+) -> io::Result<OwnedFd> {
+    /// The `BPF_PROG_LOAD` member of `union bpf_attr`, up to `expected_attach_type` (72 bytes,
+    /// no padding). The kernel takes a shorter attr and treats the missing fields as zero.
+    #[repr(C)]
+    struct ProgLoadAttr {
+        prog_type: u32,
+        insn_cnt: u32,
+        insns: u64,
+        license: u64,
+        log_level: u32,
+        log_size: u32,
+        log_buf: u64,
+        kern_version: u32,
+        prog_flags: u32,
+        prog_name: [u8; 16],
+        prog_ifindex: u32,
+        expected_attach_type: u32,
+    }
+    let insn_cnt =
+        u32::try_from(insns.len()).map_err(|_| io::Error::from_raw_os_error(libc::E2BIG))?;
+    // The kernel's name: up to 15 bytes of [A-Za-z0-9_.], NUL-terminated.
+    let mut prog_name = [0u8; 16];
+    for (dst, b) in prog_name[..15].iter_mut().zip(name.bytes()) {
+        *dst = if b.is_ascii_alphanumeric() || b == b'_' || b == b'.' {
+            b
+        } else {
+            b'_'
+        };
+    }
+    let (log_level, log_size, log_buf) = match log {
+        Some(buf) if !buf.is_empty() => (
+            1,
+            u32::try_from(buf.len()).unwrap_or(u32::MAX),
+            buf.as_mut_ptr() as u64,
+        ),
+        _ => (0, 0, 0),
+    };
+    let attr = ProgLoadAttr {
+        prog_type,
+        insn_cnt,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level,
+        log_size,
+        log_buf,
+        kern_version: 0,
+        prog_flags: 0,
+        prog_name,
+        prog_ifindex: 0,
+        expected_attach_type: 0,
+    };
+    // SAFETY: `attr` is a fully initialised `#[repr(C)]` struct without padding, laid out as the
+    // kernel's attr for this command; its pointers refer to `insns` (`insn_cnt` instructions of
+    // the kernel's `struct bpf_insn` layout), the NUL-terminated `license` and the log buffer of
+    // `log_size` bytes, all borrowed for the whole call. The kernel copies what it needs and
+    // keeps no pointer into our memory after it returns.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &attr as *const ProgLoadAttr,
+            std::mem::size_of::<ProgLoadAttr>() as libc::c_uint,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: on success the kernel returns a new file descriptor for the program, owned by
+    // nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as RawFd) })
+}
+
+/// `bpf(BPF_PROG_ATTACH)`: attach the program `prog` to `target` (for cgroup hooks, an fd of
+/// the cgroup's directory) at `attach_type`. The attachment holds its own reference to the
+/// program, so `prog` may be closed afterwards; it lasts as long as the cgroup.
+pub fn bpf_prog_attach(
+    target: BorrowedFd<'_>,
+    prog: BorrowedFd<'_>,
+    attach_type: u32,
+    flags: u32,
+) -> io::Result<()> {
+    /// The `BPF_PROG_ATTACH` member of `union bpf_attr` (20 bytes, no padding).
+    #[repr(C)]
+    struct ProgAttachAttr {
+        target_fd: u32,
+        attach_bpf_fd: u32,
+        attach_type: u32,
+        attach_flags: u32,
+        replace_bpf_fd: u32,
+    }
+    let attr = ProgAttachAttr {
+        target_fd: target.as_raw_fd() as u32,
+        attach_bpf_fd: prog.as_raw_fd() as u32,
+        attach_type,
+        attach_flags: flags,
+        replace_bpf_fd: 0,
+    };
+    // SAFETY: `attr` is a fully initialised `#[repr(C)]` struct without padding, the kernel's
+    // attr for this command, borrowed for the call; both descriptors are open (borrowed).
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_ATTACH,
+            &attr as *const ProgAttachAttr,
+            std::mem::size_of::<ProgAttachAttr>() as libc::c_uint,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -213,6 +213,15 @@ fn lifecycle_create_start_kill_delete_with_states_per_the_schema() {
     oci.runtime(&["kill", id, "KILL"]).ok();
     let stopped = oci.wait_status(id, "stopped");
     assert_eq!(stopped["pid"], 0);
+    // runc's answers for a stopped container, which containerd's shim relies on: a plain kill
+    // fails with "container not running", `kill --all` (sent after every exit) succeeds.
+    let late = oci.runtime(&["kill", id, "KILL"]);
+    assert!(
+        late.code == 1 && late.stderr.contains("container not running"),
+        "{late:?}"
+    );
+    assert_eq!(oci.runtime(&["kill", "--all", id, "9"]).ok(), "");
+    assert_eq!(oci.state(id)["status"], "stopped");
     oci.runtime(&["delete", id]).ok();
     let gone = oci.runtime(&["state", id]);
     assert!(
@@ -221,6 +230,33 @@ fn lifecycle_create_start_kill_delete_with_states_per_the_schema() {
     );
     assert!(!oci.root().join(id).exists());
     assert_eq!(cgroup_leftovers(id), Vec::<String>::new());
+    // As runc: deleting what is gone is an error, unless forced (containerd's shim deletes
+    // with --force once more when it shuts down).
+    let again = oci.runtime(&["delete", id]);
+    assert!(
+        again.code == 1 && again.stderr.contains("does not exist"),
+        "{again:?}"
+    );
+    assert_eq!(oci.runtime(&["delete", "--force", id]).ok(), "");
+
+    // A created container (it never ran) is deleted without --force, as runc does.
+    let id2 = "oci-life-2";
+    oci.runtime(&["create", "--bundle", bundle.to_str().unwrap(), id2])
+        .ok();
+    let pid2 = oci.state(id2)["pid"].as_i64().unwrap();
+    oci.runtime(&["delete", id2]).ok();
+    assert!(!oci.root().join(id2).exists());
+    assert!(
+        state_of(pid2).is_none_or(|s| s == 'Z'),
+        "pid {pid2} still runs"
+    );
+    assert_eq!(cgroup_leftovers(id2), Vec::<String>::new());
+}
+
+/// The state letter of a process in /proc/PID/stat, `None` when it is gone.
+fn state_of(pid: i64) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].trim_start().chars().next()
 }
 
 #[test]

@@ -74,7 +74,8 @@ pub struct Limits {
     pub cpu_shares: Option<u64>,
     /// Memory nodes as the kernel writes them (`0-1`).
     pub cpuset_mems: Option<String>,
-    /// Device access rules (OCI `linux.resources.devices`), in order; v1 only.
+    /// Device access rules (OCI `linux.resources.devices`), in order: v1 `devices.allow`/`deny`
+    /// writes, or on v2 an eBPF program (the last matching rule wins).
     pub devices: Vec<DeviceRule>,
     /// Join every hierarchy the runner knows, not only those a limit needs (OCI containers:
     /// engines read statistics from all of them).
@@ -140,23 +141,27 @@ pub fn docker_device_rules() -> Vec<DeviceRule> {
     rules
 }
 
-/// Whether device rules can be enforced here: cgroup v1 with the `devices` controller mounted
-/// (cgroup v2 needs an eBPF program, which the runner does not load).
+/// Whether device rules can be enforced here: cgroup v1 with the `devices` controller mounted,
+/// or cgroup v2 where the kernel loads cgroup device programs (eBPF).
 pub fn device_rules_supported() -> bool {
     let root = std::env::var_os("RUNNER_CGROUP_ROOT")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(CGROUP_ROOT));
-    matches!(detect(&root), Ok(Mode::V1 { .. }))
-        && fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
-            m.lines().any(|l| {
-                l.split_once(" - ").is_some_and(|(_, post)| {
-                    let mut f = post.split_whitespace();
-                    f.next() == Some("cgroup")
-                        && f.nth(1)
-                            .is_some_and(|o| o.split(',').any(|o| o == "devices"))
-                })
+    match detect(&root) {
+        Ok(Mode::V2) => return v2::devices::supported(),
+        Ok(Mode::V1 { .. }) => {}
+        Err(_) => return false,
+    }
+    fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| {
+        m.lines().any(|l| {
+            l.split_once(" - ").is_some_and(|(_, post)| {
+                let mut f = post.split_whitespace();
+                f.next() == Some("cgroup")
+                    && f.nth(1)
+                        .is_some_and(|o| o.split(',').any(|o| o == "devices"))
             })
         })
+    })
 }
 
 impl DeviceRule {
@@ -222,9 +227,6 @@ impl Cgroup {
                     let own = v2::own_cgroup_dir(root, &own)?;
                     v2::choose_parent(root, &own, limits)?
                 };
-                if !limits.devices.is_empty() {
-                    bail!("linux.resources.devices: device rules need an eBPF program on cgroup v2, which this runner does not load");
-                }
                 if let Some(w) = limits.v1_files.first() {
                     bail!(
                         "{}: a cgroup v1 setting, and this host has cgroup v2",
@@ -268,12 +270,13 @@ impl Cgroup {
         }
     }
 
-    /// Whether the group enforces device rules (a v1 `devices` hierarchy was joined: it is
-    /// joined only for rules, or for everything with `join_all`).
+    /// Whether the group enforces device rules (v1: a `devices` hierarchy was joined, which
+    /// happens only for rules, or for everything with `join_all`; v2: a device program is
+    /// attached).
     pub fn has_device_rules(&self) -> bool {
         match self {
             Cgroup::V1(c) => c.dir("devices").is_some(),
-            Cgroup::V2(_) => false,
+            Cgroup::V2(c) => c.has_device_rules(),
         }
     }
 

@@ -438,20 +438,35 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
 }
 
 /// `kill`: signal the container's process (or, with `all`, every process of its cgroup).
+///
+/// A stopped container answers as runc does, because engines match its words: a plain `kill`
+/// fails with `container not running` (containerd's shim reads that as "already gone"), and
+/// `kill --all` succeeds, signalling whatever is still in the cgroup (processes an `exec` left
+/// in a container without a pid namespace of its own); containerd's shim sends
+/// `kill --all ID 9` after every exit.
 pub fn kill(root: &Root, id: &str, sig: Signal, all: bool) -> Result<()> {
     let saved = root.load(id)?;
     let status = state::status(root, &saved);
     if !matches!(status, Status::Created | Status::Running | Status::Paused) {
-        bail!("cannot kill container {id}: it is {status}");
+        if !all {
+            bail!("container not running");
+        }
+        signal_cgroup(&saved, sig);
+        return Ok(());
     }
     if all {
-        for dir in &saved.cgroup_dirs {
-            for pid in cgroup::procs(dir) {
-                let _ = nix::sys::signal::kill(pid, sig);
-            }
-        }
+        signal_cgroup(&saved, sig);
     }
     signal_process(&saved, sig)
+}
+
+/// Send `sig` to every process listed in the container's cgroup directories.
+fn signal_cgroup(saved: &Saved, sig: Signal) {
+    for dir in &saved.cgroup_dirs {
+        for pid in cgroup::procs(dir) {
+            let _ = nix::sys::signal::kill(pid, sig);
+        }
+    }
 }
 
 /// Signal the container's first process through a pidfd, after checking it is still that
@@ -504,26 +519,28 @@ pub fn freeze(root: &Root, id: &str, freeze: bool) -> Result<()> {
     }
 }
 
-/// `delete`: take a stopped container down (with `force`, kill it first).
+/// `delete`: take a stopped container down (with `force`, kill it first). As runc: a created
+/// container is killed and deleted without `force` (it never ran), a running or paused one
+/// needs `force`; a container that does not exist is an error without `force` and nothing to
+/// do with it (containerd's shim deletes with `--force` once more when it shuts down). A
+/// directory without a state file (a create that died half-way) is removed either way.
 pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
-    let saved = match root.load(id) {
-        Ok(s) => s,
-        Err(e) => {
-            // A directory without a state file is a create that died half-way.
-            let dir = root.container_dir(id);
-            if force && dir.is_dir() && state::validate_id(id).is_ok() {
-                fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-                return Ok(());
-            }
-            return Err(e);
+    let dir = root.container_dir(id);
+    if state::validate_id(id).is_ok() && !dir.join("state.json").exists() {
+        if dir.is_dir() {
+            fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         }
-    };
+        if force {
+            return Ok(());
+        }
+    }
+    let saved = root.load(id)?;
     let _lock = root.lock(id)?;
     let status = state::status(root, &saved);
+    if matches!(status, Status::Running | Status::Paused) && !force {
+        bail!("cannot delete container {id} that is not stopped: {status}");
+    }
     if matches!(status, Status::Created | Status::Running | Status::Paused) {
-        if !force {
-            bail!("cannot delete container {id}: it is {status} (stop it first, or use --force)");
-        }
         let _ = signal_process(&saved, Signal::SIGKILL);
         if status == Status::Paused {
             // A frozen process dies of its SIGKILL only once thawed.
@@ -543,7 +560,6 @@ pub fn delete(root: &Root, id: &str, force: bool) -> Result<()> {
     }
     let state_json = serde_json::to_string(&state::state_json(root, &saved))?;
     run_poststop(&saved.poststop, &state_json);
-    let dir = root.container_dir(id);
     fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))
 }
 

@@ -1,6 +1,10 @@
 //! cgroup v2: one unified hierarchy; the child is placed in the group by
 //! `clone3(CLONE_INTO_CGROUP)` where the kernel has it, else by one `cgroup.procs` write.
+//! Device rules are an eBPF program attached to the group ([`devices`]), before any process
+//! enters it.
 #![forbid(unsafe_code)]
+
+pub mod devices;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -27,42 +31,57 @@ pub fn blkio_to_io_weight(w: u16) -> u64 {
 #[derive(Debug)]
 pub struct Cgroup {
     dir: PathBuf,
+    /// Whether a device program is attached (the rules were not empty).
+    devices: bool,
 }
 
 impl Cgroup {
     /// Enable the controllers `limits` needs in `parent`, create `parent/name` and write `limits`.
+    ///
+    /// A `name` of several components (containerd's `cgroupsPath` is `/NAMESPACE/ID`) has
+    /// groups in between: each of them passes the controllers on too, since a controller's
+    /// files exist in a group only when its parent enables it (runc does the same).
     pub fn create(parent: &Path, name: &str, limits: &Limits) -> Result<Cgroup> {
         let wanted = needed_controllers(limits);
-        let missing = missing_in_subtree(parent, &wanted);
-        if !missing.is_empty() {
-            let available =
-                fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
-            let mut enable = Vec::new();
-            for c in &missing {
-                if !available.split_whitespace().any(|a| a == *c) {
-                    bail!(
-                        "the cgroup2 {c} controller is not available in {} (cgroup.controllers: {:?})",
-                        parent.display(),
-                        available.trim()
-                    );
-                }
-                enable.push(format!("+{c}"));
-            }
-            // EBUSY here would mean the parent has processes of its own (the "no internal
-            // processes" rule); `choose_parent` avoids such a parent.
-            write_file(parent, "cgroup.subtree_control", &enable.join(" "))?;
-        }
+        enable_controllers(parent, &wanted)?;
         let dir = parent.join(name);
-        if let Some(p) = dir.parent() {
-            fs::create_dir_all(p).with_context(|| format!("creating cgroup {}", p.display()))?;
+        let mut level = parent.to_path_buf();
+        for c in Path::new(name)
+            .parent()
+            .into_iter()
+            .flat_map(Path::components)
+        {
+            level.push(c);
+            match fs::create_dir(&level) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("creating cgroup {}", level.display()))
+                }
+            }
+            enable_controllers(&level, &wanted)?;
         }
         fs::create_dir(&dir).with_context(|| format!("creating cgroup {}", dir.display()))?;
-        let cg = Cgroup { dir };
-        if let Err(e) = cg.write_limits(limits) {
+        let cg = Cgroup {
+            dir,
+            devices: !limits.devices.is_empty(),
+        };
+        let done = cg.write_limits(limits).and_then(|()| {
+            if cg.devices {
+                devices::attach(&cg.dir, &limits.devices).context("linux.resources.devices")?;
+            }
+            Ok(())
+        });
+        if let Err(e) = done {
             let _ = fs::remove_dir(&cg.dir);
             return Err(e);
         }
         Ok(cg)
+    }
+
+    /// Whether device rules are enforced (a device program is attached).
+    pub fn has_device_rules(&self) -> bool {
+        self.devices
     }
 
     fn write_limits(&self, limits: &Limits) -> Result<()> {
@@ -123,6 +142,30 @@ impl Cgroup {
             .and_then(|t| keyed_value(&t, "oom_kill"))
             .unwrap_or(0)
     }
+}
+
+/// Enable the controllers of `wanted` that `dir` does not yet pass on to its children, naming
+/// one that `dir` itself does not have.
+fn enable_controllers(dir: &Path, wanted: &[&'static str]) -> Result<()> {
+    let missing = missing_in_subtree(dir, wanted);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let available = fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+    let mut enable = Vec::new();
+    for c in &missing {
+        if !available.split_whitespace().any(|a| a == *c) {
+            bail!(
+                "the cgroup2 {c} controller is not available in {} (cgroup.controllers: {:?})",
+                dir.display(),
+                available.trim()
+            );
+        }
+        enable.push(format!("+{c}"));
+    }
+    // EBUSY here would mean the group has processes of its own (the "no internal processes"
+    // rule); `choose_parent` avoids such a parent.
+    write_file(dir, "cgroup.subtree_control", &enable.join(" "))
 }
 
 /// The controllers of `wanted` not yet in `dir/cgroup.subtree_control`.
@@ -259,12 +302,62 @@ mod tests {
     }
 
     #[test]
+    fn a_nested_name_passes_the_controllers_down_every_level() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fs::write(root.join("cgroup.controllers"), "cpu memory pids\n").unwrap();
+        // The kernel fills a new group's cgroup.controllers; here the test does.
+        let ns = root.join("ns");
+        fs::create_dir(&ns).unwrap();
+        fs::write(ns.join("cgroup.controllers"), "cpu memory\n").unwrap();
+        let limits = Limits {
+            memory: Some(64 << 20),
+            cpu_shares: Some(1024),
+            ..Default::default()
+        };
+        let cg = Cgroup::create(root, "ns/ctr", &limits).unwrap();
+        assert_eq!(cg.dir(), ns.join("ctr"));
+        assert_eq!(read(root, "cgroup.subtree_control"), "+cpu +memory");
+        assert_eq!(read(&ns, "cgroup.subtree_control"), "+cpu +memory");
+        assert_eq!(read(cg.dir(), "memory.max"), (64u64 << 20).to_string());
+        // A level that lacks a controller is named.
+        let pids = Limits {
+            pids: Some(5),
+            ..Default::default()
+        };
+        let err = format!("{:#}", Cgroup::create(root, "ns/other", &pids).unwrap_err());
+        assert!(
+            err.contains("pids controller") && err.contains(&ns.display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn no_limits_touches_no_subtree_control() {
         let tmp = tempfile::tempdir().unwrap();
         let cg = Cgroup::create(tmp.path(), "ctr", &Limits::default()).unwrap();
         assert!(!tmp.path().join("cgroup.subtree_control").exists());
         assert!(cg.dir().is_dir());
         assert_eq!(cg.oom_kills(), 0);
+    }
+
+    #[test]
+    fn device_rules_on_a_directory_that_is_no_cgroup_fail_and_leave_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            devices: crate::cgroup::docker_device_rules(),
+            ..Default::default()
+        };
+        let err = format!(
+            "{:#}",
+            Cgroup::create(tmp.path(), "ctr", &limits).unwrap_err()
+        );
+        // Loading needs privilege; attaching needs a cgroup: either step names itself.
+        assert!(
+            err.contains("linux.resources.devices") && err.contains("bpf(BPF_PROG_"),
+            "{err}"
+        );
+        assert!(!tmp.path().join("ctr").exists());
     }
 
     #[test]
