@@ -16,6 +16,8 @@ packages=(
   e2fsprogs        # mkfs.ext4: a loop-backed ext4 upper branch that fails with EIO (faults.rs)
   mount            # mount -o loop, losetup (faults.rs, runner/tests/isolation.rs)
   g++              # libfuzzer-sys builds libFuzzer from C++ (scripts/fuzz.sh)
+  gcc              # cc -static: the attacker programs of runner/tests/security.rs
+  libc6-dev        # libc.a for those static programs
   containerd       # a real client: ctr and the runc shim drive runner (runner/tests/containerd.rs)
   bpftool          # an independent look at runner's cgroup v2 device programs (cgroup_v2_devices.rs)
 )

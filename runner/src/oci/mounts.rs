@@ -402,38 +402,30 @@ pub fn plan(spec: &FsSpec) -> Result<Vec<Op>> {
 /// `/sys/fs/cgroup` in the container: a tmpfs holding, per hierarchy, a bind of the container's
 /// own group (so the container sees its limits and nothing above them), read-only when asked.
 fn cgroup_mount(spec: &FsSpec, target: &Path, o: &Options) -> Vec<Op> {
-    let mut ops = vec![
-        Op::MkdirAll {
-            path: target.to_path_buf(),
-        },
-        mount_op(
-            Some("tmpfs".into()),
-            target.to_path_buf(),
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            Some("mode=755".into()),
-        ),
-    ];
     let ro = o.flags.contains(MsFlags::MS_RDONLY);
+    let mut ops = vec![Op::MkdirAll {
+        path: target.to_path_buf(),
+    }];
+    // cgroup v2: the one group is bound at the target itself (named "."), no tmpfs under it
+    // (a tmpfs covered by the bind could not be remounted read-only: the remount would reach
+    // cgroup2 with tmpfs's options).
+    if let [(name, dir)] = spec.cgroup_dirs.as_slice() {
+        if name == "." {
+            ops.extend(bind_group(dir, target, ro));
+            return ops;
+        }
+    }
+    ops.push(mount_op(
+        Some("tmpfs".into()),
+        target.to_path_buf(),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=755".into()),
+    ));
     for (name, dir) in &spec.cgroup_dirs {
         let sub = target.join(name);
         ops.push(Op::MkdirAll { path: sub.clone() });
-        ops.push(mount_op(
-            Some(dir.clone()),
-            sub.clone(),
-            None,
-            MsFlags::MS_BIND,
-            None,
-        ));
-        let mut flags = MsFlags::MS_BIND
-            | MsFlags::MS_REMOUNT
-            | MsFlags::MS_NOSUID
-            | MsFlags::MS_NODEV
-            | MsFlags::MS_NOEXEC;
-        if ro {
-            flags |= MsFlags::MS_RDONLY;
-        }
-        ops.push(mount_op(None, sub, None, flags, None));
+        ops.extend(bind_group(dir, &sub, ro));
     }
     if ro {
         ops.push(mount_op(
@@ -449,6 +441,29 @@ fn cgroup_mount(spec: &FsSpec, target: &Path, o: &Options) -> Vec<Op> {
         ));
     }
     ops
+}
+
+/// Bind the container's group `dir` at `at`, then remount the bind nosuid, nodev, noexec (and
+/// read-only when asked).
+fn bind_group(dir: &Path, at: &Path, ro: bool) -> [Op; 2] {
+    let mut flags = MsFlags::MS_BIND
+        | MsFlags::MS_REMOUNT
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV
+        | MsFlags::MS_NOEXEC;
+    if ro {
+        flags |= MsFlags::MS_RDONLY;
+    }
+    [
+        mount_op(
+            Some(dir.to_path_buf()),
+            at.to_path_buf(),
+            None,
+            MsFlags::MS_BIND,
+            None,
+        ),
+        mount_op(None, at.to_path_buf(), None, flags, None),
+    ]
 }
 
 #[cfg(test)]
