@@ -56,7 +56,7 @@ impl Cgroup {
         if let Some(p) = dir.parent() {
             fs::create_dir_all(p).with_context(|| format!("creating cgroup {}", p.display()))?;
         }
-        fs::create_dir(&dir).with_context(|| format!("creating cgroup {}", dir.display()))?;
+        super::create_or_join(&dir)?;
         let cg = Cgroup { dir };
         if let Err(e) = cg.write_limits(limits) {
             let _ = fs::remove_dir(&cg.dir);
