@@ -135,6 +135,21 @@ pub fn known_mask() -> u64 {
     }
 }
 
+/// The capabilities this runtime can grant: those the kernel knows and that are in its own
+/// bounding set (a runtime inside a container or a sandbox may lack some); all known ones when
+/// `/proc/self/status` cannot be read.
+pub fn grantable_mask() -> u64 {
+    let own = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    known_mask() & own
+}
+
 impl CapSets {
     /// The ambient capabilities the kernel lets a process raise: those that are also
     /// permitted and inheritable (capabilities(7), PR_CAP_AMBIENT_RAISE).

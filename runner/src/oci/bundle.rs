@@ -498,7 +498,7 @@ pub fn check_process(p: &Process) -> Result<ProcessConfig> {
             ambient: cap_mask(c.ambient(), "ambient")?,
         },
     };
-    warn_ungranted_caps(&caps);
+    let caps = grantable_caps(caps);
     let mut rlimits = Vec::new();
     for r in p.rlimits().as_deref().unwrap_or_default() {
         if r.soft() > r.hard() {
@@ -536,8 +536,10 @@ pub fn check_process(p: &Process) -> Result<ProcessConfig> {
 }
 
 /// The runtime-spec: a runtime SHOULD NOT fail when a capability cannot be granted. What the
-/// kernel will not grant is skipped (`caps::set_process_caps`); say so here, once, at create.
-fn warn_ungranted_caps(c: &CapSets) {
+/// kernel will not grant is left out, with one warning at create (runc does the same): ambient
+/// capabilities that are not also permitted and inheritable, and capabilities this kernel does
+/// not know or this runtime does not hold in its own bounding set.
+fn grantable_caps(c: CapSets) -> CapSets {
     let names = |mask: u64| {
         (0..64)
             .filter(|n| mask & (1u64 << n) != 0)
@@ -553,13 +555,21 @@ fn warn_ungranted_caps(c: &CapSets) {
             names(ambient)
         );
     }
-    let unknown =
-        (c.bounding | c.effective | c.permitted | c.inheritable | c.ambient) & !caps::known_mask();
-    if unknown != 0 {
+    let grantable = caps::grantable_mask();
+    let missing = (c.bounding | c.effective | c.permitted | c.inheritable | c.ambient) & !grantable;
+    if missing != 0 {
         tracing::warn!(
-            "process.capabilities: {} not granted (unknown to this kernel)",
-            names(unknown)
+            "process.capabilities: {} not granted (unknown to this kernel, or not in the \
+             runtime's own bounding set)",
+            names(missing)
         );
+    }
+    CapSets {
+        bounding: c.bounding & grantable,
+        effective: c.effective & grantable,
+        permitted: c.permitted & grantable,
+        inheritable: c.inheritable & grantable,
+        ambient: c.raisable_ambient() & grantable,
     }
 }
 
