@@ -14,6 +14,7 @@ packages=(
   e2fsprogs        # mkfs.ext4: a loop-backed ext4 upper branch that fails with EIO (faults.rs)
   mount            # mount -o loop, losetup (faults.rs, runner/tests/isolation.rs)
   g++              # libfuzzer-sys builds libFuzzer from C++ (scripts/fuzz.sh)
+  runc             # `runc spec` bundles and runc itself, to check runner against (runner/tests/runc_spec.rs)
 )
 missing=()
 for p in "${packages[@]}"; do
