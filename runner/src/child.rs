@@ -298,7 +298,7 @@ fn setup_and_exec(
     // Without no_new_privs, installing a seccomp filter takes CAP_SYS_ADMIN: it is held (in
     // the effective and permitted sets only) until the filter is in, and dropped right after.
     let held = if cfg.seccomp.is_some() && !cfg.no_new_privs {
-        caps::CAP_SYS_ADMIN_BIT
+        caps::CAP_SYS_ADMIN_BIT & !(sets.effective & sets.permitted)
     } else {
         0
     };
@@ -337,8 +337,11 @@ fn setup_and_exec(
 
     if cfg.init {
         // pid 1 stays here as the reaper (under the filter: `runner run`'s default profile
-        // allows what it does); the command runs in a child of it.
-        install_seccomp(cfg, &sets, held)?;
+        // allows what it does), and must not keep what it held; the command runs in a child.
+        install_seccomp(cfg)?;
+        if held != 0 {
+            caps::drop_held(&sets)?;
+        }
         match sys::fork().context("fork for --init")? {
             Some(command_pid) => init::reap(command_pid, err),
             None => {
@@ -348,24 +351,24 @@ fn setup_and_exec(
         }
     } else {
         // The filter comes last: a profile lists what the container's program needs, not what
-        // the runtime does. After it only `capset` (a drop, and only without no_new_privs)
-        // and `execve` remain, which any profile that lets the container start at all allows.
+        // the runtime does, and after it only `execve` remains, which any profile that lets the
+        // container start at all allows. A capability held for the filter needs no `capset`
+        // to go: execve computes the new permitted and effective sets from the inheritable,
+        // bounding and ambient sets and the file's capabilities only (capabilities(7),
+        // "Transformation of capabilities during execve()"), and the held one is in none of
+        // them unless the bundle grants it anyway.
         prepare_exec(&cfg.exec_sigmask)?;
-        install_seccomp(cfg, &sets, held)?;
+        install_seccomp(cfg)?;
         exec(&program_c, &argv, &envp, &cfg.process.argv[0])
     }
 }
 
-/// Install the container's seccomp filter, then drop the `held` capabilities that installing
-/// it needed (a drop cannot fail for lack of privilege).
-fn install_seccomp(cfg: &ChildConfig, sets: &caps::CapSets, held: u64) -> Result<()> {
-    if let Some(f) = &cfg.seccomp {
-        crate::oci::seccomp::install(f)?;
-        if held != 0 {
-            caps::drop_held(sets)?;
-        }
+/// Install the container's seccomp filter, if it has one.
+fn install_seccomp(cfg: &ChildConfig) -> Result<()> {
+    match &cfg.seccomp {
+        Some(f) => crate::oci::seccomp::install(f),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Block until `start` writes its byte into the exec fifo (we hold a writer too, so the read
