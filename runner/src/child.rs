@@ -262,7 +262,9 @@ fn setup_and_exec(
     if let Some(channel) = tty_channel {
         let (tty, name) = crate::tty::open_in_container(&channel)?;
         drop(channel);
-        if cfg.enter_root {
+        // The first process's console; an exec'd process (no mounts of its own, chroot only
+        // when the container shares a mount namespace) leaves the container's as it is.
+        if cfg.enter_root && !cfg.mounts.is_empty() {
             crate::tty::bind_console(&name)?;
         }
         sys::set_controlling_terminal(tty.as_fd()).context("ioctl(TIOCSCTTY)")?;

@@ -1110,9 +1110,29 @@ fn without_a_new_mount_namespace_the_container_shares_the_runtimes_or_a_joined_o
         },
     );
     let out = oci.runtime(&["run", "--bundle", bundle.to_str().unwrap(), "oci-joinmnt"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // exec into such a container lands in its root too, not in the namespace's.
+    let bundle_exec = oci.bundle("joinmnt-exec", &["sleep", "1000"], |c| {
+        no_mnt_ns(c);
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "mount", "path": format!("/proc/{holder_pid}/ns/mnt")}));
+    });
+    let exec_id = "oci-joinmnt-exec";
+    oci.runtime(&[
+        "run",
+        "--detach",
+        "--bundle",
+        bundle_exec.to_str().unwrap(),
+        exec_id,
+    ])
+    .ok();
+    let motd = oci.runtime(&["exec", exec_id, "cat", "/etc/motd"]);
+    oci.runtime(&["delete", "--force", exec_id]).ok();
     let _ = holder.kill();
     let _ = holder.wait();
-    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(motd.stdout, "from the base layer\n", "{motd:?}");
     assert_eq!(out.stdout.lines().next(), Some(want.as_str()), "{out:?}");
     assert!(
         out.stdout.lines().any(|l| l == "etc"),
