@@ -298,7 +298,7 @@ fn setup_and_exec(
         CapsPolicy::Sets(s) => s,
     };
     // Without no_new_privs, installing a seccomp filter takes CAP_SYS_ADMIN: it is held (in
-    // the effective and permitted sets only) until the filter is in, and dropped right after.
+    // the effective and permitted sets only) until the filter is in; execve drops it (below).
     let held = if cfg.seccomp.is_some() && !cfg.no_new_privs {
         caps::CAP_SYS_ADMIN_BIT & !(sets.effective & sets.permitted)
     } else {

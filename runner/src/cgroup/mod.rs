@@ -304,7 +304,6 @@ pub fn write_procs(dir: &Path, pid: Pid) -> Result<()> {
     write_file(dir, "cgroup.procs", &pid.to_string())
 }
 
-/// Pids listed in `DIR/cgroup.procs` (an absent file lists none).
 /// Create the group `dir`, or join it when it exists already (an OCI `cgroupsPath` that an
 /// engine or a pod made beforehand, which runc joins). A group that has processes in it or is
 /// frozen is refused, as runc 1.2 does: the container would share its limits and its
@@ -334,6 +333,7 @@ pub fn create_or_join(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Pids listed in `DIR/cgroup.procs` (an absent file lists none).
 pub fn procs(dir: &Path) -> Vec<Pid> {
     fs::read_to_string(dir.join("cgroup.procs"))
         .unwrap_or_default()
