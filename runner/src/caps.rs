@@ -124,26 +124,97 @@ impl CapSets {
     }
 }
 
+/// `CAP_SYS_ADMIN` as a bit: what installing a seccomp filter without no_new_privs needs.
+pub const CAP_SYS_ADMIN_BIT: u64 = 1 << 21;
+
+/// The capabilities this kernel knows (a bundle may name newer ones).
+pub fn known_mask() -> u64 {
+    match sys::last_cap() {
+        n if n >= 63 => u64::MAX,
+        n => (1u64 << (n + 1)) - 1,
+    }
+}
+
+/// The capabilities this runtime can grant: those the kernel knows and that are in its own
+/// bounding set (a runtime inside a container or a sandbox may lack some); all known ones when
+/// `/proc/self/status` cannot be read.
+pub fn grantable_mask() -> u64 {
+    let own = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX);
+    known_mask() & own
+}
+
+impl CapSets {
+    /// The ambient capabilities the kernel lets a process raise: those that are also
+    /// permitted and inheritable (capabilities(7), PR_CAP_AMBIENT_RAISE).
+    pub fn raisable_ambient(&self) -> u64 {
+        self.ambient & self.permitted & self.inheritable
+    }
+}
+
 /// Step 2, after setuid (with keep-caps for other uids): set effective, permitted and
-/// inheritable exactly, then raise the ambient ones (which must be permitted and inheritable).
-pub fn set_process_caps(sets: &CapSets) -> Result<()> {
-    sys::capset(sets.effective, sets.permitted, sets.inheritable).context("capset")?;
+/// inheritable exactly, plus `held` in effective and permitted (taken away later by
+/// [`drop_held`]), then raise the ambient ones. As the runtime-spec asks, what cannot be granted
+/// is skipped, not fatal: capabilities this kernel does not know, and ambient ones that are not
+/// both permitted and inheritable (the bundle check warns about those), as runc does.
+pub fn set_process_caps(sets: &CapSets, held: u64) -> Result<()> {
+    let known = known_mask();
+    sys::capset(
+        (sets.effective | held) & known,
+        (sets.permitted | held) & known,
+        sets.inheritable & known,
+    )
+    .context("capset")?;
     for cap in 0..64u32 {
-        if sets.ambient & (1u64 << cap) != 0 {
-            sys::raise_ambient_cap(cap).with_context(|| {
-                format!(
-                    "prctl(PR_CAP_AMBIENT_RAISE, {})",
-                    ALL_CAPS.get(cap as usize).unwrap_or(&"?")
-                )
-            })?;
+        if sets.raisable_ambient() & known & (1u64 << cap) == 0 {
+            continue;
+        }
+        if let Err(e) = sys::raise_ambient_cap(cap) {
+            let name = ALL_CAPS.get(cap as usize).unwrap_or(&"?");
+            if e.raw_os_error() == Some(libc::EPERM) {
+                // SECBIT_NO_CAP_AMBIENT_RAISE, for one: not ours to overrule.
+                tracing::warn!("ambient capability {name} not granted: {e}");
+                continue;
+            }
+            return Err(e).with_context(|| format!("prctl(PR_CAP_AMBIENT_RAISE, {name})"));
         }
     }
     Ok(())
 }
 
+/// Step 3: give up what [`set_process_caps`] held beyond `sets` (only a drop: it needs no
+/// privilege and cannot be refused). The ambient set keeps what is still permitted.
+pub fn drop_held(sets: &CapSets) -> Result<()> {
+    let known = known_mask();
+    sys::capset(
+        sets.effective & known,
+        sets.permitted & known,
+        sets.inheritable & known,
+    )
+    .context("capset (dropping the capabilities held for the seccomp filter)")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ambient_needs_permitted_and_inheritable() {
+        let sets = CapSets {
+            bounding: 0b111,
+            effective: 0b011,
+            permitted: 0b011,
+            inheritable: 0b001,
+            ambient: 0b111,
+        };
+        assert_eq!(sets.raisable_ambient(), 0b001);
+    }
 
     #[test]
     fn default_mask_and_drop_list() {

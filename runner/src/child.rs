@@ -64,7 +64,12 @@ pub struct ChildConfig {
     pub domainname: Option<String>,
     /// Bring up `lo` (a new network namespace).
     pub lo_up: bool,
-    pub no_pivot: bool,
+    /// How the root is entered (`pivot_root`, `--no-pivot`, or `chroot` in a mount namespace
+    /// that is not the container's own).
+    pub jail: rootfs::Jail,
+    /// Propagation for the new `/` once entered (`linux.rootfsPropagation` shared or
+    /// unbindable).
+    pub root_propagation: Option<nix::mount::MsFlags>,
     /// Set up the mount namespace and enter the root (false for `exec`, whose joined mount
     /// namespace is rooted in the container's root already).
     pub enter_root: bool,
@@ -178,6 +183,11 @@ fn setup_and_exec(
         Ok(1) => {}
         _ => return Err(Failure::Quiet),
     }
+    // First, while the host's /proc is still there for the fallback and long before a seccomp
+    // filter could refuse the syscalls: only what we open from here on (all close-on-exec) and
+    // the passed descriptors survive exec.
+    sys::cloexec_from(3 + cfg.preserve_fds)
+        .context("marking inherited descriptors close-on-exec")?;
     if cfg.die_with_parent {
         // If the runner is killed, the container goes too (its mounts and cgroup are the
         // runner's to clean; `runner rm` does it for a runner that died).
@@ -222,7 +232,9 @@ fn setup_and_exec(
     if cfg.lo_up {
         sys::interface_up(c"lo").context("bringing up lo")?;
     }
-    if cfg.enter_root && rootfs::enter(&cfg.rootfs, cfg.no_pivot)? == Entered::Chroot {
+    if cfg.enter_root
+        && rootfs::enter(&cfg.rootfs, cfg.jail, cfg.root_propagation)? == Entered::Chroot
+    {
         tracing::info!("container root entered with chroot");
     }
 
@@ -252,7 +264,9 @@ fn setup_and_exec(
     if let Some(channel) = tty_channel {
         let (tty, name) = crate::tty::open_in_container(&channel)?;
         drop(channel);
-        if cfg.enter_root {
+        // The first process's console; an exec'd process (no mounts of its own, chroot only
+        // when the container shares a mount namespace) leaves the container's as it is.
+        if cfg.enter_root && !cfg.mounts.is_empty() {
             crate::tty::bind_console(&name)?;
         }
         sys::set_controlling_terminal(tty.as_fd()).context("ioctl(TIOCSCTTY)")?;
@@ -281,15 +295,16 @@ fn setup_and_exec(
     if let Some(mask) = cfg.umask {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
     }
-    // Without no_new_privs, installing a filter takes CAP_SYS_ADMIN: before the caps go.
-    if !cfg.no_new_privs {
-        if let Some(f) = &cfg.seccomp {
-            crate::oci::seccomp::install(f)?;
-        }
-    }
     let sets = match cfg.caps {
         CapsPolicy::DockerDefault { keep } => caps::CapSets::docker_default(uid, keep),
         CapsPolicy::Sets(s) => s,
+    };
+    // Without no_new_privs, installing a seccomp filter takes CAP_SYS_ADMIN: it is held (in
+    // the effective and permitted sets only) until the filter is in; execve drops it (below).
+    let held = if cfg.seccomp.is_some() && !cfg.no_new_privs {
+        caps::CAP_SYS_ADMIN_BIT & !(sets.effective & sets.permitted)
+    } else {
+        0
     };
     caps::drop_bounding(sets.bounding)?;
     if uid != 0 {
@@ -300,7 +315,7 @@ fn setup_and_exec(
     nix::unistd::setgroups(&gids).context("setgroups")?;
     nix::unistd::setgid(Gid::from_raw(gid)).with_context(|| format!("setgid {gid}"))?;
     nix::unistd::setuid(Uid::from_raw(uid)).with_context(|| format!("setuid {uid}"))?;
-    caps::set_process_caps(&sets)?;
+    caps::set_process_caps(&sets, held)?;
     // Still non-dumpable (crate::spawn): a change of ids resets it to `fs.suid_dumpable`,
     // which a host may have set to 1.
     sys::set_not_dumpable().context("prctl(PR_SET_DUMPABLE, 0)")?;
@@ -311,7 +326,6 @@ fn setup_and_exec(
         // A change of credentials clears the parent-death signal: set it again.
         sys::set_parent_death_signal(libc::SIGKILL).context("prctl(PR_SET_PDEATHSIG)")?;
     }
-    sys::cloexec_from(3 + cfg.preserve_fds).context("close_range(CLOSE_RANGE_CLOEXEC)")?;
 
     let argv = cstrings(&cfg.process.argv)?;
     let envp = cstrings(&env)?;
@@ -327,32 +341,40 @@ fn setup_and_exec(
         wait_for_start(gate)?;
         drop(own_writer);
     }
-    if cfg.no_new_privs {
-        if let Some(f) = &cfg.seccomp {
-            crate::oci::seccomp::install(f)?;
-        }
-    }
 
     if cfg.init {
-        // pid 1 stays here as the reaper; the command runs in a child of it.
+        // pid 1 stays here as the reaper (under the filter: `runner run`'s default profile
+        // allows what it does), and must not keep what it held; the command runs in a child.
+        install_seccomp(cfg)?;
+        if held != 0 {
+            caps::drop_held(&sets)?;
+        }
         match sys::fork().context("fork for --init")? {
             Some(command_pid) => init::reap(command_pid, err),
-            None => exec(
-                &program_c,
-                &argv,
-                &envp,
-                &cfg.exec_sigmask,
-                &cfg.process.argv[0],
-            ),
+            None => {
+                prepare_exec(&cfg.exec_sigmask)?;
+                exec(&program_c, &argv, &envp, &cfg.process.argv[0])
+            }
         }
     } else {
-        exec(
-            &program_c,
-            &argv,
-            &envp,
-            &cfg.exec_sigmask,
-            &cfg.process.argv[0],
-        )
+        // The filter comes last: a profile lists what the container's program needs, not what
+        // the runtime does, and after it only `execve` remains, which any profile that lets the
+        // container start at all allows. A capability held for the filter needs no `capset`
+        // to go: execve computes the new permitted and effective sets from the inheritable,
+        // bounding and ambient sets and the file's capabilities only (capabilities(7),
+        // "Transformation of capabilities during execve()"), and the held one is in none of
+        // them unless the bundle grants it anyway.
+        prepare_exec(&cfg.exec_sigmask)?;
+        install_seccomp(cfg)?;
+        exec(&program_c, &argv, &envp, &cfg.process.argv[0])
+    }
+}
+
+/// Install the container's seccomp filter, if it has one.
+fn install_seccomp(cfg: &ChildConfig) -> Result<()> {
+    match &cfg.seccomp {
+        Some(f) => crate::oci::seccomp::install(f),
+        None => Ok(()),
     }
 }
 
@@ -374,17 +396,14 @@ fn wait_for_start(gate: OwnedFd) -> Result<(), Failure> {
     }
 }
 
-fn exec(
-    program: &CStr,
-    argv: &[CString],
-    envp: &[CString],
-    mask: &SigSet,
-    name: &str,
-) -> Result<Never, Failure> {
+/// Signals as the command must find them: default dispositions, and the runner's original mask
+/// (blocked signals stay blocked across execve).
+fn prepare_exec(mask: &SigSet) -> Result<()> {
     sys::reset_signal_dispositions();
-    // Blocked signals stay blocked across execve: give the command the runner's original mask.
-    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None)
-        .context("sigprocmask")?;
+    nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None).context("sigprocmask")
+}
+
+fn exec(program: &CStr, argv: &[CString], envp: &[CString], name: &str) -> Result<Never, Failure> {
     let Err(errno) = nix::unistd::execve(program, argv, envp);
     Err(Failure::Exec(exec_failure(name, errno)))
 }

@@ -590,26 +590,71 @@ pub enum Entered {
     Chroot,
 }
 
-/// Make `rootfs` the root: `pivot_root`, or `chroot` when asked (`no_pivot`) or when the kernel
-/// refuses pivot_root (EINVAL: the current root is the initramfs, which cannot be unmounted).
-pub fn enter(rootfs: &Path, no_pivot: bool) -> Result<Entered> {
+/// How to enter the container's root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jail {
+    /// `pivot_root` in the container's own mount namespace; the old root is detached.
+    PivotRoot,
+    /// runc's `--no-pivot`: move the root over `/`, then `chroot` (for a root on a ramfs).
+    MoveRoot,
+    /// `chroot` alone, as runc does when the mount namespace is not the container's own (the
+    /// runtime's, or one joined by path): there `pivot_root` would move the root of every
+    /// process of the namespace, and moving the root over `/` would bury the host's.
+    Chroot,
+}
+
+/// Make `rootfs` the root as `jail` says. `pivot_root` falls back to `chroot` only where the
+/// kernel can never pivot: a current root on a ramfs (the initramfs), as `--no-pivot` is for.
+/// Then, in the container's own namespace, `propagation` (`linux.rootfsPropagation` when it
+/// is shared or unbindable) goes onto the new `/`: set before the pivot it would have made
+/// the pivot fail (pivot_root(2): EINVAL when a mount involved is shared) and leaked the
+/// container's mounts to the host.
+pub fn enter(rootfs: &Path, jail: Jail, propagation: Option<MsFlags>) -> Result<Entered> {
     nix::unistd::chdir(rootfs).with_context(|| format!("chdir {}", rootfs.display()))?;
-    if !no_pivot {
-        match pivot_root_here() {
-            Ok(()) => return Ok(Entered::PivotRoot),
-            Err(e) => {
-                tracing::warn!("pivot_root refused ({e:#}); falling back to chroot, which leaves the old root's mounts in this namespace");
+    let entered = match jail {
+        Jail::PivotRoot => match pivot_root_here() {
+            Ok(()) => Entered::PivotRoot,
+            Err(e) if root_is_ramfs() => {
+                tracing::warn!("pivot_root refused on a ramfs root ({e:#}); moving the root and chroot instead, as --no-pivot does");
+                move_root_and_chroot()?;
+                Entered::Chroot
             }
+            Err(e) => return Err(e),
+        },
+        Jail::MoveRoot => {
+            move_root_and_chroot()?;
+            Entered::Chroot
         }
+        Jail::Chroot => {
+            chroot_here()?;
+            return Ok(Entered::Chroot);
+        }
+    };
+    if let Some(flags) = propagation {
+        mount(None::<&str>, "/", None::<&str>, flags, None::<&str>)
+            .with_context(|| format!("linux.rootfsPropagation: mount(/, {flags:?})"))?;
     }
-    // runc's --no-pivot sequence: move the new root over `/`, then chroot into it, so the old
-    // root is at least covered.
-    if let Err(e) = mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>) {
-        tracing::debug!("moving the root over / failed ({e}); chroot alone");
-    }
+    Ok(entered)
+}
+
+/// Whether `/` is a ramfs (an initramfs root), which pivot_root can never move away from.
+fn root_is_ramfs() -> bool {
+    /// statfs(2)'s magic number of ramfs (neither libc nor nix names it).
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    nix::sys::statfs::statfs("/").is_ok_and(|s| s.filesystem_type().0 == RAMFS_MAGIC)
+}
+
+/// runc's `--no-pivot` sequence: move the new root over `/`, then chroot into it, so the old
+/// root is at least covered.
+fn move_root_and_chroot() -> Result<()> {
+    mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+        .context("moving the root over / (MS_MOVE)")?;
+    chroot_here()
+}
+
+fn chroot_here() -> Result<()> {
     nix::unistd::chroot(".").context("chroot .")?;
-    nix::unistd::chdir("/").context("chdir / after chroot")?;
-    Ok(Entered::Chroot)
+    nix::unistd::chdir("/").context("chdir / after chroot")
 }
 
 /// `pivot_root(".", ".")` as runc does it, without a directory for the old root.
@@ -632,6 +677,16 @@ fn pivot_root_here() -> Result<()> {
     umount2(".", MntFlags::MNT_DETACH).context("detaching the old root")?;
     nix::unistd::chdir("/").context("chdir / after pivot_root")?;
     Ok(())
+}
+
+/// The mount point of the mount that holds `path` (itself, if it is one), from the text of
+/// `/proc/self/mountinfo`: the longest mount point that is `path` or one of its ancestors.
+/// pivot_root needs that mount not to be shared (runc's `rootfsParentMountPrivate`).
+pub fn mount_point_of(mountinfo: &str, path: &Path) -> Option<PathBuf> {
+    crate::union::mount_points(mountinfo)
+        .map(PathBuf::from)
+        .filter(|mp| path.starts_with(mp))
+        .max_by_key(|mp| mp.components().count())
 }
 
 #[cfg(test)]
@@ -775,6 +830,21 @@ mod tests {
                 MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY
             )
         );
+    }
+
+    #[test]
+    fn the_mount_holding_a_path_is_the_longest_ancestor_mount_point() {
+        let info = "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n\
+                    2 1 0:30 / /tmp rw - tmpfs tmpfs rw\n\
+                    3 2 0:31 / /tmp/b\\040x/rootfs rw - fuse.unionfs u rw\n\
+                    4 1 0:32 / /tmpfoo rw - tmpfs tmpfs rw\n";
+        let of = |p: &str| mount_point_of(info, Path::new(p));
+        assert_eq!(
+            of("/tmp/b x/rootfs"),
+            Some(PathBuf::from("/tmp/b x/rootfs"))
+        );
+        assert_eq!(of("/tmp/b x/other"), Some(PathBuf::from("/tmp")));
+        assert_eq!(of("/tmpfoox/r"), Some(PathBuf::from("/")));
     }
 
     #[test]

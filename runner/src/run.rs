@@ -300,7 +300,12 @@ fn start_and_supervise(
         hostname: Some(hostname.to_string()),
         domainname: None,
         lo_up: spec.net == Net::None,
-        no_pivot: spec.no_pivot,
+        jail: if spec.no_pivot {
+            crate::rootfs::Jail::MoveRoot
+        } else {
+            crate::rootfs::Jail::PivotRoot
+        },
+        root_propagation: None,
         enter_root: true,
         join: Vec::new(),
         unshare_cgroupns: false,

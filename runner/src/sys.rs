@@ -408,7 +408,9 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
 
 /// Mark every descriptor from `first` up close-on-exec (`close_range(first, ~0,
 /// CLOSE_RANGE_CLOEXEC)`), so the command inherits only stdin, stdout, stderr (and what
-/// `--preserve-fds` passes), whatever the runner was given.
+/// `--preserve-fds` passes), whatever the runner was given. Where `close_range` is refused (a
+/// kernel before 5.11, or a runner itself confined by a seccomp profile that lacks it), each
+/// descriptor listed in `/proc/self/fd` is marked instead, as runc does.
 pub fn cloexec_from(first: u32) -> io::Result<()> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: integer arguments only; marking descriptors close-on-exec affects no memory.
@@ -420,8 +422,25 @@ pub fn cloexec_from(first: u32) -> io::Result<()> {
             CLOSE_RANGE_CLOEXEC,
         )
     };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
+    if ret == 0 {
+        return Ok(());
+    }
+    let range_err = io::Error::last_os_error();
+    let listing = std::fs::read_dir("/proc/self/fd").map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("close_range(CLOSE_RANGE_CLOEXEC): {range_err}; reading /proc/self/fd: {e}"),
+        )
+    })?;
+    // Collected first: the listing's own descriptor is in it (and closed when it is dropped).
+    let fds: Vec<libc::c_int> = listing
+        .filter_map(|d| d.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd: &libc::c_int| fd >= first as libc::c_int)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD on a descriptor number touches no memory; one that is closed by now
+        // (the listing's) answers EBADF, which is ignored.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     }
     Ok(())
 }

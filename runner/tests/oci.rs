@@ -382,9 +382,10 @@ fn bundle_errors_name_the_field_and_leave_nothing() {
             "vm.overcommit_memory",
         ),
         (
+            // Paths cannot be masked in a mount namespace that is not the container's own.
             "nomountns",
-            Box::new(|c| c["linux"]["namespaces"] = json!([{"type": "pid"}])),
-            "mount namespace",
+            Box::new(|c| c["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "uts"}])),
+            "linux.maskedPaths: needs a new mount namespace",
         ),
         (
             "rdma",
@@ -921,4 +922,392 @@ fn a_joined_network_namespace_takes_net_sysctls_and_the_host_keeps_its_own() {
         host_forward,
         "the host's own value is untouched"
     );
+}
+
+/// What busybox needs to run a shell, `echo`, `grep` and `mkdir`, and `execve` for the runtime:
+/// an allow-list as a hand-written profile could be, deliberately without `close_range` (newer
+/// than most such lists), `capset` (which a runtime may still want after the filter) and `mkdir`.
+const ALLOWED_SYSCALLS: [&str; 60] = [
+    "read",
+    "write",
+    "readv",
+    "writev",
+    "open",
+    "openat",
+    "close",
+    "stat",
+    "fstat",
+    "lstat",
+    "newfstatat",
+    "statx",
+    "lseek",
+    "mmap",
+    "munmap",
+    "mprotect",
+    "brk",
+    "rt_sigaction",
+    "rt_sigprocmask",
+    "rt_sigreturn",
+    "ioctl",
+    "access",
+    "faccessat",
+    "faccessat2",
+    "pipe",
+    "pipe2",
+    "dup",
+    "dup2",
+    "dup3",
+    "getpid",
+    "getppid",
+    "getuid",
+    "geteuid",
+    "getgid",
+    "getegid",
+    "getpgrp",
+    "setpgid",
+    "clone",
+    "fork",
+    "vfork",
+    "wait4",
+    "execve",
+    "exit",
+    "exit_group",
+    "uname",
+    "fcntl",
+    "getcwd",
+    "chdir",
+    "getdents64",
+    "arch_prctl",
+    "set_tid_address",
+    "set_robust_list",
+    "prlimit64",
+    "getrandom",
+    "rseq",
+    "futex",
+    "readlink",
+    "readlinkat",
+    "sysinfo",
+    "madvise",
+];
+
+#[test]
+fn a_seccomp_allow_list_without_close_range_runs_the_container() {
+    if !can_run("oci seccomp allow-list") {
+        return;
+    }
+    let oci = Oci::new();
+    // Without no_new_privs the filter is installed with CAP_SYS_ADMIN, before the runtime's
+    // last calls; with defaultErrnoRet 38 every unlisted call answers ENOSYS.
+    for (nnp, errno) in [(false, None), (false, Some(38)), (true, Some(38))] {
+        let name = format!("allow-{nnp}-{}", errno.unwrap_or(1));
+        let script = "grep Seccomp: /proc/self/status; mkdir /tmp/x 2>&1; echo still here";
+        let bundle = oci.bundle(&name, &["sh", "-c", script], |c| {
+            c["process"]["noNewPrivileges"] = json!(nnp);
+            let mut profile = json!({
+                "defaultAction": "SCMP_ACT_ERRNO",
+                "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_AARCH64"],
+                "syscalls": [{"names": ALLOWED_SYSCALLS.to_vec(), "action": "SCMP_ACT_ALLOW"}],
+            });
+            if let Some(e) = errno {
+                profile["defaultErrnoRet"] = json!(e);
+            }
+            c["linux"]["seccomp"] = profile;
+        });
+        let out = oci.runtime(&["run", "--bundle", bundle.to_str().unwrap(), &name]);
+        assert_eq!(out.code, 0, "{name}: {out:?}");
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert_eq!(
+            lines.first().copied(),
+            Some("Seccomp:\t2"),
+            "{name}: {out:?}"
+        );
+        let refused = if errno == Some(38) {
+            "not implemented"
+        } else {
+            "not permitted"
+        };
+        assert!(
+            lines.get(1).is_some_and(|l| l.contains(refused)),
+            "{name}: mkdir must be refused: {out:?}"
+        );
+        assert_eq!(lines.get(2).copied(), Some("still here"), "{name}");
+    }
+}
+
+#[test]
+fn ambient_capabilities_that_cannot_be_raised_are_skipped_with_a_warning() {
+    if !can_run("oci ambient caps") {
+        return;
+    }
+    let oci = Oci::new();
+    // runc spec's sets: ambient without inheritable. Only CAP_CHOWN is also inheritable.
+    let bundle = oci.bundle("ambient", &["grep", "Cap", "/proc/self/status"], |c| {
+        let caps = json!(["CAP_CHOWN", "CAP_KILL"]);
+        c["process"]["capabilities"] = json!({
+            "bounding": caps, "effective": caps, "permitted": caps,
+            "inheritable": ["CAP_CHOWN"], "ambient": caps,
+        });
+        c["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    });
+    let out = oci.runtime(&["run", "--bundle", bundle.to_str().unwrap(), "oci-ambient"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let field = |name: &str| {
+        out.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+            .unwrap_or_else(|| panic!("{name} in {out:?}"))
+    };
+    // A non-root process keeps across exec exactly its ambient capabilities.
+    assert_eq!(field("CapAmb:"), 1, "CAP_CHOWN only: {out:?}");
+    assert_eq!(field("CapEff:"), 1, "{out:?}");
+    assert_eq!(field("CapBnd:"), 0b100001, "{out:?}");
+    assert!(
+        out.stderr.contains("CAP_KILL not granted"),
+        "the skipped one is named: {out:?}"
+    );
+}
+
+/// The mount namespace of process `pid` (`mnt:[N]`).
+fn mnt_ns(pid: &str) -> String {
+    fs::read_link(format!("/proc/{pid}/ns/mnt"))
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn without_a_new_mount_namespace_the_container_shares_the_runtimes_or_a_joined_one() {
+    if !can_run("oci mount namespace not its own") {
+        return;
+    }
+    let oci = Oci::new();
+    let no_mnt_ns = |c: &mut Value| {
+        c["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "uts"}, {"type": "ipc"}]);
+        c["linux"]["maskedPaths"] = json!([]);
+        c["linux"]["readonlyPaths"] = json!([]);
+        c["root"]["readonly"] = json!(false);
+    };
+    // The runtime's own namespace: the runtime runs in a private copy made by unshare(1), so
+    // that what the container mounts there goes with it.
+    let bundle = oci.bundle("hostmnt", &["readlink", "/proc/self/ns/mnt"], no_mnt_ns);
+    let script = format!(
+        "readlink /proc/self/ns/mnt; exec {} --root {} run --bundle {} oci-hostmnt",
+        env!("CARGO_BIN_EXE_runner"),
+        oci.root().display(),
+        bundle.display()
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .env("UNIONFS_BIN", unionfs_bin().unwrap())
+        .stdin(Stdio::null())
+        .output()
+        .expect("unshare (util-linux)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{out:?}");
+    assert_eq!(
+        lines[0], lines[1],
+        "the container is in the runtime's mount namespace"
+    );
+    assert!(lines[0].starts_with("mnt:["), "{out:?}");
+
+    // One joined by path (as runtime-tools' linux_ns_path does with unshare --mount).
+    let mut holder = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sleep", "1000"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let holder_pid = holder.id().to_string();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while mnt_ns(&holder_pid) == mnt_ns("self") {
+        assert!(
+            Instant::now() < deadline,
+            "unshare never made its namespace"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let want = mnt_ns(&holder_pid);
+    let ns_path = format!("/proc/{holder_pid}/ns/mnt");
+    let host_mounts_before = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .count();
+    let bundle = oci.bundle(
+        "joinmnt",
+        &["sh", "-c", "readlink /proc/self/ns/mnt; ls /"],
+        |c| {
+            no_mnt_ns(c);
+            c["linux"]["namespaces"]
+                .as_array_mut()
+                .unwrap()
+                .push(json!({"type": "mount", "path": ns_path}));
+        },
+    );
+    let out = oci.runtime(&["run", "--bundle", bundle.to_str().unwrap(), "oci-joinmnt"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    // exec into such a container lands in its root too, not in the namespace's.
+    let bundle_exec = oci.bundle("joinmnt-exec", &["sleep", "1000"], |c| {
+        no_mnt_ns(c);
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"type": "mount", "path": format!("/proc/{holder_pid}/ns/mnt")}));
+    });
+    let exec_id = "oci-joinmnt-exec";
+    oci.runtime(&[
+        "run",
+        "--detach",
+        "--bundle",
+        bundle_exec.to_str().unwrap(),
+        exec_id,
+    ])
+    .ok();
+    let motd = oci.runtime(&["exec", exec_id, "cat", "/etc/motd"]);
+    oci.runtime(&["delete", "--force", exec_id]).ok();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(motd.stdout, "from the base layer\n", "{motd:?}");
+    assert_eq!(out.stdout.lines().next(), Some(want.as_str()), "{out:?}");
+    assert!(
+        out.stdout.lines().any(|l| l == "etc"),
+        "the root is the bundle's: {out:?}"
+    );
+    assert_eq!(
+        fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .count(),
+        host_mounts_before,
+        "nothing was mounted in the test's own namespace"
+    );
+    // Masking needs a namespace of the container's own: refused by name.
+    let bundle = oci.bundle("joinmask", &["true"], |c| {
+        c["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "uts"}]);
+    });
+    let out = oci.runtime(&[
+        "create",
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "oci-joinmask",
+    ]);
+    assert!(
+        out.code != 0
+            && out
+                .stderr
+                .contains("linux.maskedPaths: needs a new mount namespace"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn poststart_hooks_run_after_the_process_is_executed() {
+    if !can_run("oci poststart") {
+        return;
+    }
+    let oci = Oci::new();
+    let seen = oci.scratch.path().join("seen-by-poststart");
+    // The hook reads the container process's command line from the state's pid.
+    let hook = format!(
+        "pid=$(sed -n 's/.*\"pid\": *\\([0-9]*\\).*/\\1/p'); tr '\\0' ' ' < /proc/$pid/cmdline > {}",
+        seen.display()
+    );
+    let bundle = oci.bundle("poststart", &["sleep", "1000"], |c| {
+        c["hooks"] = json!({"poststart": [{"path": "/bin/sh", "args": ["sh", "-c", hook]}]});
+    });
+    for round in 0..3 {
+        let id = format!("oci-poststart-{round}");
+        oci.runtime(&["create", "--bundle", bundle.to_str().unwrap(), &id])
+            .ok();
+        // The created process is held stopped for a while, so that its exec comes well after
+        // `start` wrote the byte: the hooks must wait for it, not race it.
+        let pid = nix::unistd::Pid::from_raw(oci.state(&id)["pid"].as_i64().unwrap() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        let resume = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+        });
+        oci.runtime(&["start", &id]).ok();
+        resume.join().unwrap();
+        // start returns after its poststart hooks: the file is there.
+        let cmdline = fs::read_to_string(&seen).unwrap();
+        assert_eq!(cmdline.trim(), "sleep 1000", "round {round}");
+        oci.runtime(&["delete", "--force", &id]).ok();
+        fs::remove_file(&seen).unwrap();
+    }
+}
+
+#[test]
+fn an_existing_empty_cgroups_path_is_joined_and_a_busy_one_refused() {
+    if !can_run("oci existing cgroupsPath") {
+        return;
+    }
+    // The pids hierarchy (cgroup v1) or the unified one: where the runner puts the group.
+    let pids = Path::new("/sys/fs/cgroup/pids");
+    let base = if pids.join("cgroup.procs").exists() {
+        pids.to_path_buf()
+    } else {
+        PathBuf::from("/sys/fs/cgroup")
+    };
+    let name = format!("runner-test-existing-{}", std::process::id());
+    let dir = base.join(&name);
+    fs::create_dir(&dir).unwrap();
+    let oci = Oci::new();
+    let cg_path = format!("/{name}");
+    let bundle = oci.bundle("cgexists", &["cat", "/proc/self/cgroup"], |c| {
+        c["linux"]["cgroupsPath"] = json!(cg_path);
+        c["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "mount"}, {"type": "uts"}]);
+    });
+    let out = oci.runtime(&["run", "--bundle", bundle.to_str().unwrap(), "oci-cgexists"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.lines().any(|l| l.ends_with(&cg_path)),
+        "the container ran in the existing group: {out:?}"
+    );
+    // A group with a process of its own is not the container's to take (runc 1.2).
+    let _ = fs::create_dir(&dir);
+    let mut squatter = Command::new("sleep").arg("1000").spawn().unwrap();
+    fs::write(dir.join("cgroup.procs"), squatter.id().to_string()).unwrap();
+    let out = oci.runtime(&["create", "--bundle", bundle.to_str().unwrap(), "oci-cgbusy"]);
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    let _ = fs::remove_dir(&dir);
+    assert!(
+        out.code != 0 && out.stderr.contains(&name) && out.stderr.contains("1 process"),
+        "{out:?}"
+    );
+    assert!(!oci.root().join("oci-cgbusy").exists());
+}
+
+#[test]
+fn root_propagation_applies_to_the_pivoted_root() {
+    if !can_run("oci rootfsPropagation") {
+        return;
+    }
+    let oci = Oci::new();
+    let cases = [
+        ("shared", Some("shared:")),
+        ("rshared", Some("shared:")),
+        ("unbindable", Some("unbindable")),
+        ("rslave", None),
+        ("private", None),
+    ];
+    for (mode, tag) in cases {
+        let script = "awk '$5 == \"/\"' /proc/self/mountinfo";
+        let bundle = oci.bundle(mode, &["sh", "-c", script], |c| {
+            c["linux"]["rootfsPropagation"] = json!(mode);
+        });
+        let id = format!("oci-prop-{mode}");
+        let out = oci.runtime(&["run", "--bundle", bundle.to_str().unwrap(), &id]);
+        assert_eq!(out.code, 0, "{mode}: {out:?}");
+        let root_line = out.stdout.lines().next().unwrap_or_default();
+        assert!(!root_line.is_empty(), "{mode}: {out:?}");
+        match tag {
+            Some(tag) => assert!(root_line.contains(tag), "{mode}: {out:?}"),
+            None => assert!(!root_line.contains("shared:"), "{mode}: {out:?}"),
+        }
+        // pivot_root worked: no fall back to chroot (which left the old root's mounts).
+        assert!(!out.stderr.contains("chroot"), "{mode}: {out:?}");
+    }
 }

@@ -307,6 +307,35 @@ pub fn write_procs(dir: &Path, pid: Pid) -> Result<()> {
     write_file(dir, "cgroup.procs", &pid.to_string())
 }
 
+/// Create the group `dir`, or join it when it exists already (an OCI `cgroupsPath` that an
+/// engine or a pod made beforehand, which runc joins). A group that has processes in it or is
+/// frozen is refused, as runc 1.2 does: the container would share its limits and its
+/// `delete` would kill what is not its own.
+pub fn create_or_join(dir: &Path) -> Result<()> {
+    let e = match fs::create_dir(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    if e.kind() != std::io::ErrorKind::AlreadyExists || !dir.join("cgroup.procs").is_file() {
+        return Err(e).with_context(|| format!("creating cgroup {}", dir.display()));
+    }
+    let n = procs(dir).len();
+    if n > 0 {
+        bail!(
+            "cgroup {} exists and has {n} process(es) in it; the container needs a group \
+             without other processes",
+            dir.display()
+        );
+    }
+    let frozen = fs::read_to_string(dir.join("cgroup.freeze")).is_ok_and(|v| v.trim() == "1")
+        || fs::read_to_string(dir.join("freezer.state")).is_ok_and(|v| v.trim() == "FROZEN");
+    if frozen {
+        bail!("cgroup {} exists and is frozen", dir.display());
+    }
+    tracing::info!("joining the existing empty cgroup {}", dir.display());
+    Ok(())
+}
+
 /// Pids listed in `DIR/cgroup.procs` (an absent file lists none).
 pub fn procs(dir: &Path) -> Vec<Pid> {
     fs::read_to_string(dir.join("cgroup.procs"))

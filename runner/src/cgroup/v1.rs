@@ -144,8 +144,7 @@ impl Cgroup {
             // Co-mounted controllers (`net_cls,net_prio`) share one directory.
             if !self.dirs.values().any(|d| *d == dir) {
                 make_parents(parent, name, controller == "cpuset")?;
-                fs::create_dir(&dir)
-                    .with_context(|| format!("creating cgroup {}", dir.display()))?;
+                super::create_or_join(&dir)?;
             }
             self.dirs.insert(controller, dir.clone());
             let parent = dir.parent().unwrap_or(parent);
@@ -463,10 +462,21 @@ mod tests {
     }
 
     #[test]
-    fn an_existing_group_is_an_error_naming_it() {
+    fn an_existing_empty_group_is_joined_and_a_busy_one_refused_by_name() {
         let (_tmp, parents) = fake_hierarchies();
-        fs::create_dir(parents["pids"].join("dup")).unwrap();
+        let dup = parents["pids"].join("dup");
+        fs::create_dir(&dup).unwrap();
+        fs::write(dup.join("cgroup.procs"), "").unwrap();
+        let limits = Limits {
+            pids: Some(7),
+            ..Default::default()
+        };
+        let cg = Cgroup::create(&parents, "dup", &limits).unwrap();
+        assert_eq!(cg.dir("pids").unwrap(), dup.as_path());
+        assert_eq!(read(&dup, "pids.max"), "7");
+        fs::write(dup.join("cgroup.procs"), "4242\n").unwrap();
         let err = Cgroup::create(&parents, "dup", &Limits::default()).unwrap_err();
-        assert!(format!("{err:#}").contains("dup"), "{err:#}");
+        let msg = format!("{err:#}");
+        assert!(msg.contains("dup") && msg.contains("1 process"), "{msg}");
     }
 }

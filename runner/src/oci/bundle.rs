@@ -199,12 +199,12 @@ pub fn check(spec: &Spec, bundle: &Path) -> Result<Config> {
         }
         namespaces.push(Namespace { kind, path });
     }
-    if !namespaces
+    // Without a new mount namespace (the runtime's, or one joined by path) the mounts are made
+    // in that namespace and the root is entered with chroot, as runc does. What cannot be
+    // confined there is refused, by name, rather than done half-way.
+    let shared_mount_ns = !namespaces
         .iter()
-        .any(|n| n.kind == CloneFlags::CLONE_NEWNS && n.path.is_none())
-    {
-        bail!("linux.namespaces: a new mount namespace is required (the root is set up in it)");
-    }
+        .any(|n| n.kind == CloneFlags::CLONE_NEWNS && n.path.is_none());
     let new_user = namespaces
         .iter()
         .any(|n| n.kind == CloneFlags::CLONE_NEWUSER);
@@ -311,6 +311,32 @@ pub fn check(spec: &Spec, bundle: &Path) -> Result<Config> {
         });
     }
 
+    if shared_mount_ns {
+        let not_own = "needs a new mount namespace (the mount namespace is the runtime's or \
+                       one joined by path, and every process of it would be affected)";
+        refuse_if_shared(
+            linux.masked_paths().as_ref().is_some_and(|v| !v.is_empty()),
+            "linux.maskedPaths",
+            not_own,
+        )?;
+        refuse_if_shared(
+            linux
+                .readonly_paths()
+                .as_ref()
+                .is_some_and(|v| !v.is_empty()),
+            "linux.readonlyPaths",
+            not_own,
+        )?;
+        refuse_if_shared(root.readonly().unwrap_or(false), "root.readonly", not_own)?;
+        refuse_if_shared(
+            linux
+                .rootfs_propagation()
+                .as_ref()
+                .is_some_and(|p| !p.is_empty()),
+            "linux.rootfsPropagation",
+            not_own,
+        )?;
+    }
     let fs = mounts::FsSpec {
         rootfs: rootfs.clone(),
         mounts: mount_entries,
@@ -322,6 +348,8 @@ pub fn check(spec: &Spec, bundle: &Path) -> Result<Config> {
         masked_paths: linux.masked_paths().clone().unwrap_or_default(),
         userns: new_user,
         cgroup_dirs: Vec::new(),
+        shared_mount_ns,
+        root_parent_mount: None,
     };
     let mut limits = match linux.resources() {
         Some(r) => check_resources(r)?,
@@ -386,6 +414,13 @@ fn same_ns(path: &Path, kind: &str) -> bool {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
         _ => false,
     }
+}
+
+fn refuse_if_shared(present: bool, field: &str, why: &str) -> Result<()> {
+    if present {
+        bail!("{field}: {why}");
+    }
+    Ok(())
 }
 
 fn refuse_if(present: bool, field: &str) -> Result<()> {
@@ -463,6 +498,7 @@ pub fn check_process(p: &Process) -> Result<ProcessConfig> {
             ambient: cap_mask(c.ambient(), "ambient")?,
         },
     };
+    let caps = grantable_caps(caps);
     let mut rlimits = Vec::new();
     for r in p.rlimits().as_deref().unwrap_or_default() {
         if r.soft() > r.hard() {
@@ -497,6 +533,44 @@ pub fn check_process(p: &Process) -> Result<ProcessConfig> {
             )
         }),
     })
+}
+
+/// The runtime-spec: a runtime SHOULD NOT fail when a capability cannot be granted. What the
+/// kernel will not grant is left out, with one warning at create (runc does the same): ambient
+/// capabilities that are not also permitted and inheritable, and capabilities this kernel does
+/// not know or this runtime does not hold in its own bounding set.
+fn grantable_caps(c: CapSets) -> CapSets {
+    let names = |mask: u64| {
+        (0..64)
+            .filter(|n| mask & (1u64 << n) != 0)
+            .map(|n| caps::ALL_CAPS.get(n).copied().unwrap_or("?"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let ambient = c.ambient & !c.raisable_ambient();
+    if ambient != 0 {
+        tracing::warn!(
+            "process.capabilities.ambient: {} not granted (an ambient capability must also be \
+             permitted and inheritable)",
+            names(ambient)
+        );
+    }
+    let grantable = caps::grantable_mask();
+    let missing = (c.bounding | c.effective | c.permitted | c.inheritable | c.ambient) & !grantable;
+    if missing != 0 {
+        tracing::warn!(
+            "process.capabilities: {} not granted (unknown to this kernel, or not in the \
+             runtime's own bounding set)",
+            names(missing)
+        );
+    }
+    CapSets {
+        bounding: c.bounding & grantable,
+        effective: c.effective & grantable,
+        permitted: c.permitted & grantable,
+        inheritable: c.inheritable & grantable,
+        ambient: c.raisable_ambient() & grantable,
+    }
 }
 
 fn cap_mask(set: &Option<Capabilities>, which: &str) -> Result<u64> {

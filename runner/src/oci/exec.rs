@@ -112,14 +112,23 @@ pub fn exec(root: &Root, id: &str, opts: &ExecOpts) -> Result<i32> {
     };
     let mut rlimits = process.rlimits.clone();
     crate::oci::lifecycle::fit_rlimits(&mut rlimits, false);
+    // A container in a mount namespace not its own (the runtime's, or one joined by path) was
+    // put in its root with chroot: the joined namespace's `/` is not the container's, so the
+    // process chroots into the container process's root too (an empty mount plan).
+    let chroot = cfg.fs.shared_mount_ns;
     let cfg_child = ChildConfig {
-        rootfs: PathBuf::from("/"),
+        rootfs: if chroot {
+            PathBuf::from(format!("/proc/{}/root", saved.pid))
+        } else {
+            PathBuf::from("/")
+        },
         mounts: Vec::new(),
         hostname: None,
         domainname: None,
         lo_up: false,
-        no_pivot: true,
-        enter_root: false,
+        jail: crate::rootfs::Jail::Chroot,
+        root_propagation: None,
+        enter_root: chroot,
         join,
         unshare_cgroupns: false,
         userns_root: false,

@@ -27,6 +27,7 @@ use crate::oci::bundle::{self, Config, Hook, RootSource};
 use crate::oci::hooks;
 use crate::oci::state::{self, Root, Saved, Status, UnionRoot};
 use crate::process::ProcessSpec;
+use crate::rootfs::Jail;
 use crate::spawn::{self, Spawn};
 use crate::sys;
 use crate::union::{self, UnionMount};
@@ -184,6 +185,14 @@ fn create_inner(root: &Root, id: &str, opts: &CreateOpts) -> Result<Created> {
         .with_context(|| format!("mkfifo {}", fifo.display()))?;
     let gate_read = open_fifo(&fifo, OFlag::O_RDONLY)?;
     let gate_write = open_fifo(&fifo, OFlag::O_WRONLY)?;
+    // The exec-done fifo: the container process inherits a close-on-exec writer (the clone
+    // copies this one), so its last writer goes away exactly when the command is executed (or
+    // the process dies); `start` waits for that end-of-file before the poststart hooks.
+    let done = exec_done_path(&dir);
+    nix::unistd::mkfifo(&done, Mode::from_bits_truncate(0o600))
+        .with_context(|| format!("mkfifo {}", done.display()))?;
+    let done_read = open_fifo(&done, OFlag::O_RDONLY)?;
+    let done_write = open_fifo(&done, OFlag::O_WRONLY)?;
 
     let console = match &opts.console_socket {
         Some(path) => Some(OwnedFd::from(
@@ -193,6 +202,11 @@ fn create_inner(root: &Root, id: &str, opts: &CreateOpts) -> Result<Created> {
         None => None,
     };
 
+    if !cfg.fs.shared_mount_ns {
+        let mountinfo =
+            fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+        cfg.fs.root_parent_mount = crate::rootfs::mount_point_of(&mountinfo, &cfg.rootfs);
+    }
     let mounts = crate::oci::mounts::plan(&cfg.fs)?;
     let child_cfg = child_config(&cfg, mounts, opts)?;
     let (mut flags, pid_ns) = clone_flags(&cfg);
@@ -215,6 +229,8 @@ fn create_inner(root: &Root, id: &str, opts: &CreateOpts) -> Result<Created> {
             ready: true,
         },
     )?;
+    // The clone holds its own copy of the writer now.
+    drop((done_read, done_write));
     let pid = child.pid;
     undo.child = Some((pid, child.pidfd.try_clone().context("dup pidfd")?));
     if !child.joined_cgroup {
@@ -314,7 +330,14 @@ fn child_config(
         hostname: cfg.hostname.clone(),
         domainname: cfg.domainname.clone(),
         lo_up: cfg.new_ns(CloneFlags::CLONE_NEWNET),
-        no_pivot: opts.no_pivot,
+        jail: if cfg.fs.shared_mount_ns {
+            Jail::Chroot
+        } else if opts.no_pivot {
+            Jail::MoveRoot
+        } else {
+            Jail::PivotRoot
+        },
+        root_propagation: crate::oci::mounts::propagation_after_entry(&cfg.fs)?,
         enter_root: true,
         join,
         unshare_cgroupns: cfg.new_ns(CloneFlags::CLONE_NEWCGROUP),
@@ -408,11 +431,19 @@ pub fn start(root: &Root, id: &str) -> Result<()> {
         }
         Err(e) => return Err(e).with_context(|| format!("opening {}", fifo.display())),
     };
+    // Opened before the byte goes: the container's writer is still there, so this open cannot
+    // race with the exec. A container made by an older runner has no such fifo.
+    let done_path = exec_done_path(&root.container_dir(id));
+    let done = open_fifo(&done_path, OFlag::O_RDONLY).ok();
     // Gone from the directory before the byte: a `state` from now on says running.
     fs::remove_file(&fifo).with_context(|| format!("removing {}", fifo.display()))?;
     f.write_all(b"s")
         .with_context(|| format!("starting container {id}"))?;
     drop(f);
+    if let Some(done) = done {
+        wait_for_exec(&done, id, Duration::from_secs(10));
+        let _ = fs::remove_file(&done_path);
+    }
     let state_json = serde_json::to_string(&state::state_json(root, &saved))?;
     for hook in &saved.poststart {
         if let Err(e) = hooks::run(hook, &state_json) {
@@ -420,6 +451,41 @@ pub fn start(root: &Root, id: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The fifo whose end-of-file says the container's process executed its command.
+fn exec_done_path(dir: &Path) -> PathBuf {
+    dir.join("exec-done.fifo")
+}
+
+/// Wait until the container's process has executed its command (or died): every writer of the
+/// exec-done fifo is gone. The runtime-spec runs poststart hooks after the user's process is
+/// executed; a process stuck before its `execve` longer than `timeout` is reported, and the
+/// hooks run anyway (as they would have before).
+fn wait_for_exec(done: &OwnedFd, id: &str, timeout: Duration) {
+    // A non-blocking read says end-of-file once no writer is left, EAGAIN while one is. (Polling
+    // would not do: a fifo reports POLLHUP only for writers that came after the reader.)
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 16];
+    loop {
+        match nix::unistd::read(done, &mut buf) {
+            Ok(0) => return,
+            Ok(_) | Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                tracing::warn!("container {id}: reading the exec-done fifo: {e}");
+                return;
+            }
+        }
+        if Instant::now() > deadline {
+            tracing::warn!(
+                "container {id}: its process has not executed its command after {} s; \
+                 running the poststart hooks anyway",
+                timeout.as_secs()
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// A signal as `kill` takes it: `TERM`, `SIGTERM` or `15`.

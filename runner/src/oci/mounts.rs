@@ -52,6 +52,14 @@ pub struct FsSpec {
     /// The container's own cgroup directory in each hierarchy: (name under `/sys/fs/cgroup`,
     /// host directory), bound read-only where the bundle mounts `cgroup`.
     pub cgroup_dirs: Vec<(String, PathBuf)>,
+    /// The mount namespace is not the container's own (the runtime's, or one joined by path):
+    /// the namespace's propagation is left alone and the root is not bound onto itself (it is
+    /// entered with `chroot`, as runc does).
+    pub shared_mount_ns: bool,
+    /// The mount point of the mount holding the root (`rootfs::mount_point_of`): made private
+    /// (or slave) before the root is bound, so that pivot_root works and the bind does not
+    /// propagate to the host, whatever `rootfsPropagation` made of `/`.
+    pub root_parent_mount: Option<PathBuf>,
 }
 
 /// The devices every container gets (runtime-spec "Default Devices").
@@ -231,24 +239,30 @@ pub fn check_sysctl(key: &str, own_net: bool) -> Result<()> {
 /// finally the read-only root.
 pub fn plan(spec: &FsSpec) -> Result<Vec<Op>> {
     let root = spec.rootfs.as_path();
-    let prop = match spec.propagation.as_deref() {
-        None | Some("") => MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-        Some(
-            p @ ("private" | "rprivate" | "slave" | "rslave" | "shared" | "rshared" | "unbindable"
-            | "runbindable"),
-        ) => propagation_flags(p),
-        Some(p) => bail!("linux.rootfsPropagation {p:?}: not a propagation mode"),
-    };
-    let mut ops = vec![
-        mount_op(None, "/".into(), None, prop, None),
-        mount_op(
+    let prop = root_propagation(spec)?;
+    let mut ops = Vec::new();
+    if !spec.shared_mount_ns {
+        ops.push(mount_op(None, "/".into(), None, prop, None));
+        if prop != MsFlags::MS_REC | MsFlags::MS_PRIVATE {
+            // As runc: a shared parent would make pivot_root fail (EINVAL) and carry the bind
+            // below, and every mount on top of it, out to the host.
+            if let Some(parent) = &spec.root_parent_mount {
+                let keep = if prop.contains(MsFlags::MS_SLAVE) {
+                    MsFlags::MS_SLAVE
+                } else {
+                    MsFlags::MS_PRIVATE
+                };
+                ops.push(mount_op(None, parent.clone(), None, keep, None));
+            }
+        }
+        ops.push(mount_op(
             Some(root.to_path_buf()),
             root.to_path_buf(),
             None,
             MsFlags::MS_BIND | MsFlags::MS_REC,
             None,
-        ),
-    ];
+        ));
+    }
     let mut dev_is_tmpfs = false;
     for m in &spec.mounts {
         if !m.destination.is_absolute() {
@@ -397,6 +411,28 @@ pub fn plan(spec: &FsSpec) -> Result<Vec<Op>> {
         ));
     }
     Ok(ops)
+}
+
+/// `linux.rootfsPropagation` as mount flags (default `rprivate`).
+pub fn root_propagation(spec: &FsSpec) -> Result<MsFlags> {
+    Ok(match spec.propagation.as_deref() {
+        None | Some("") => MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        Some(
+            p @ ("private" | "rprivate" | "slave" | "rslave" | "shared" | "rshared" | "unbindable"
+            | "runbindable"),
+        ) => propagation_flags(p),
+        Some(p) => bail!("linux.rootfsPropagation {p:?}: not a propagation mode"),
+    })
+}
+
+/// What goes onto the new `/` after pivot_root: a shared or unbindable `rootfsPropagation`
+/// (private and slave were already applied before, to the whole namespace).
+pub fn propagation_after_entry(spec: &FsSpec) -> Result<Option<MsFlags>> {
+    let prop = root_propagation(spec)?;
+    Ok(
+        (!spec.shared_mount_ns && prop.intersects(MsFlags::MS_SHARED | MsFlags::MS_UNBINDABLE))
+            .then_some(prop),
+    )
 }
 
 /// `/sys/fs/cgroup` in the container: a tmpfs holding, per hierarchy, a bind of the container's
@@ -554,6 +590,56 @@ mod tests {
         assert!(
             matches!(&ops[root_ro], Op::Mount { flags, .. } if flags.contains(MsFlags::MS_RDONLY))
         );
+    }
+
+    #[test]
+    fn a_shared_root_keeps_the_parent_private_until_after_the_pivot() {
+        let mut spec = podman_like();
+        spec.propagation = Some("shared".into());
+        spec.root_parent_mount = Some("/b".into());
+        let ops = plan(&spec).unwrap();
+        let targets: Vec<(&Path, MsFlags)> = ops[..3]
+            .iter()
+            .map(|o| match o {
+                Op::Mount { target, flags, .. } => (target.as_path(), *flags),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            targets,
+            [
+                (Path::new("/"), MsFlags::MS_SHARED),
+                (Path::new("/b"), MsFlags::MS_PRIVATE),
+                (Path::new("/b/rootfs"), MsFlags::MS_BIND | MsFlags::MS_REC),
+            ]
+        );
+        assert_eq!(
+            propagation_after_entry(&spec).unwrap(),
+            Some(MsFlags::MS_SHARED)
+        );
+        spec.propagation = Some("rslave".into());
+        assert!(matches!(&plan(&spec).unwrap()[1],
+            Op::Mount { target, flags, .. } if target == Path::new("/b") && *flags == MsFlags::MS_SLAVE));
+        assert_eq!(propagation_after_entry(&spec).unwrap(), None);
+        // The default: nothing more than before.
+        spec.propagation = None;
+        assert!(
+            matches!(&plan(&spec).unwrap()[1], Op::Mount { target, .. } if target == Path::new("/b/rootfs"))
+        );
+    }
+
+    #[test]
+    fn in_a_mount_namespace_not_its_own_the_namespace_is_left_alone() {
+        let mut spec = podman_like();
+        spec.shared_mount_ns = true;
+        spec.readonly_root = false;
+        let ops = plan(&spec).unwrap();
+        assert!(
+            !ops.iter().any(|o| matches!(o, Op::Mount { target, .. }
+                if target == Path::new("/") || target == Path::new("/b/rootfs"))),
+            "{ops:?}"
+        );
+        assert!(matches!(&ops[0], Op::MkdirAll { path } if path.ends_with("proc")));
     }
 
     #[test]

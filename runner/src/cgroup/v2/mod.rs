@@ -61,7 +61,7 @@ impl Cgroup {
             }
             enable_controllers(&level, &wanted)?;
         }
-        fs::create_dir(&dir).with_context(|| format!("creating cgroup {}", dir.display()))?;
+        super::create_or_join(&dir)?;
         let cg = Cgroup {
             dir,
             devices: !limits.devices.is_empty(),
