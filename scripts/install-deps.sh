@@ -11,6 +11,7 @@ packages=(
   procps           # ps, used by the demo
   util-linux       # unshare, mount
   podman           # a real client: unionfs as the overlay driver's mount_program
+  runc             # podman's runtime in unionfs' podman tests (crun refuses hybrid cgroups)
   e2fsprogs        # mkfs.ext4: a loop-backed ext4 upper branch that fails with EIO (faults.rs)
   mount            # mount -o loop, losetup (faults.rs, runner/tests/isolation.rs)
   g++              # libfuzzer-sys builds libFuzzer from C++ (scripts/fuzz.sh)
