@@ -432,7 +432,9 @@ fn copy_range(src: &OwnedFd, dst: &OwnedFd, start: i64, len: i64) -> Result<()> 
     let mut off_out = start;
     let end = start + len;
     while off_in < end {
-        let want = (end - off_in).min(1 << 30) as usize;
+        stop_if_closing()?;
+        // In steps that take well under a second, so that an unmount stops a big copy soon.
+        let want = (end - off_in).min(64 << 20) as usize;
         match nix::fcntl::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
             Ok(0) => break, // source shrank under us
             Ok(_) => {}
@@ -450,6 +452,7 @@ fn copy_range_rw(src: &OwnedFd, dst: &OwnedFd, start: i64, len: i64) -> Result<(
     let mut off = start;
     let end = start + len;
     while off < end {
+        stop_if_closing()?;
         let want = ((end - off) as usize).min(buf.len());
         let n = nix::sys::uio::pread(src, &mut buf[..want], off).ctx(|| "read source")?;
         if n == 0 {
@@ -461,6 +464,17 @@ fn copy_range_rw(src: &OwnedFd, dst: &OwnedFd, start: i64, len: i64) -> Result<(
                 .ctx(|| "write copy")?;
         }
         off += n as i64;
+    }
+    Ok(())
+}
+
+/// A copy cut short because the session ended (the mount is gone: nobody waits for it).
+fn stop_if_closing() -> Result<()> {
+    if crate::shutdown::closing() {
+        return Err(Error::new(
+            libc::ECONNABORTED,
+            "copy-up stopped: the FUSE session ended",
+        ));
     }
     Ok(())
 }

@@ -169,15 +169,31 @@ impl Union {
     /// At unmount: removes the `.wh..wh.work` directories this union made in its branches when
     /// they are empty, so a branch left behind holds only the user's changes.
     pub fn cleanup(&self) {
-        for (b, work) in self.branches.list.iter().zip(&self.work) {
-            if work.is_some() && self.own_work_dir(b.index) {
-                let _ = nix::unistd::unlinkat(
-                    b.root.as_fd(),
-                    WORK_DIR,
-                    nix::unistd::UnlinkatFlags::RemoveDir,
-                );
-            }
+        for root in self.own_work_roots() {
+            remove_work_dir(root);
         }
+    }
+
+    /// [`Union::cleanup`] as a value of its own, for the end of a process that can no longer
+    /// reach the union (see `crate::shutdown`).
+    pub fn cleanup_later(&self) -> impl FnOnce() + Send + 'static {
+        let roots: Vec<OwnedFd> = self
+            .own_work_roots()
+            .into_iter()
+            .filter_map(|r| r.try_clone().ok())
+            .collect();
+        move || roots.iter().for_each(remove_work_dir)
+    }
+
+    /// The roots of the writable branches whose work directory is their own `.wh..wh.work`.
+    fn own_work_roots(&self) -> Vec<&OwnedFd> {
+        self.branches
+            .list
+            .iter()
+            .zip(&self.work)
+            .filter(|(b, work)| work.is_some() && self.own_work_dir(b.index))
+            .map(|(b, _)| &b.root)
+            .collect()
     }
 
     /// True when branch `b`'s work directory is the `.wh..wh.work` inside it (not `workdir=`).
@@ -715,6 +731,16 @@ impl Union {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         PathBuf::from(format!("tmp.{}.{n}", std::process::id()))
     }
+}
+
+/// Removes a branch's `.wh..wh.work` if it is empty (a copy-up cut short leaves it to the next
+/// mount, which cleans it).
+fn remove_work_dir(root: &OwnedFd) {
+    let _ = nix::unistd::unlinkat(
+        root.as_fd(),
+        WORK_DIR,
+        nix::unistd::UnlinkatFlags::RemoveDir,
+    );
 }
 
 fn first_rw(b: &BranchSet) -> usize {
