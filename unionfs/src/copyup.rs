@@ -535,7 +535,7 @@ impl Union {
             .writable()
             .then(|| self.names_gen.load(std::sync::atomic::Ordering::Acquire));
         self.link_groups
-            .names(found.top(), &branch.path, found.st.st_ino, gen)
+            .names(found.top(), &branch.root, found.st.st_ino, gen)
     }
 
     /// The other names of `found`'s link group that the union shows from the same branch file.

@@ -88,6 +88,15 @@ fn every_operation_works_beyond_path_max() {
     // A lower tree as deep, built on the branch itself, with a file at the bottom.
     let lower_bottom = descend(&open_dir(&fx.path("B/L")), DEEP, true);
     write_at(&lower_bottom, "lower.txt", OFlag::O_CREAT, "lower\n");
+    // A second name of it: the hardlink group is found by a walk of the whole branch.
+    nix::unistd::linkat(
+        lower_bottom.as_fd(),
+        "lower.txt",
+        lower_bottom.as_fd(),
+        "lower.link",
+        nix::fcntl::AtFlags::empty(),
+    )
+    .unwrap();
     drop(lower_bottom);
     // `ro`: its directories are opened by path at each use, the long way.
     let spec = format!(
@@ -145,6 +154,11 @@ fn every_operation_works_beyond_path_max() {
     assert_eq!(read_at(&l_bottom, "lower.txt"), "lower\n");
     write_at(&l_bottom, "lower.txt", OFlag::O_APPEND, "more\n");
     assert_eq!(read_at(&l_bottom, "lower.txt"), "lower\nmore\n");
+    assert_eq!(
+        read_at(&l_bottom, "lower.link"),
+        "lower\nmore\n",
+        "the hardlink, deep down, stays one file with it"
+    );
     let a_l = descend(&open_dir(&fx.path("A/L")), DEEP, false);
     assert_eq!(read_at(&a_l, "lower.txt"), "lower\nmore\n");
     let b_l = descend(&open_dir(&fx.path("B/L")), DEEP, false);

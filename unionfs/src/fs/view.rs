@@ -27,7 +27,7 @@ static HELD: AtomicUsize = AtomicUsize::new(0);
 
 /// How many directory descriptors views may hold: a quarter of the soft `RLIMIT_NOFILE` (open
 /// files and the kernel's passthrough need the rest), at least 64.
-fn cap() -> usize {
+pub(crate) fn cap() -> usize {
     static CAP: OnceLock<usize> = OnceLock::new();
     *CAP.get_or_init(|| {
         let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
