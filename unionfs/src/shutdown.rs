@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
-/// How often the watcher looks at the session (a poll with no wait: nothing to do per request).
-const CHECK_EVERY: Duration = Duration::from_millis(50);
+/// How often the watcher looks at the session: a poll that does not wait, so the watcher costs
+/// nothing per request (a waiting poll on `/dev/fuse` would be woken by every request), and
+/// ten wake-ups a second of an idle daemon.
+const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// How long the request threads get to come back once the session is over.
 pub const GRACE: Duration = Duration::from_secs(1);
 
