@@ -20,7 +20,7 @@ packages=(
   libc6-dev        # libc.a for those static programs
   containerd       # a real client: ctr and the runc shim drive runner (runner/tests/containerd.rs)
   bpftool          # an independent look at runner's cgroup v2 device programs (cgroup_v2_devices.rs)
-  runc             # `runc spec` bundles and runc itself, to check runner against (runner/tests/runc_spec.rs)
+  runc             # `runc spec` bundles and runc itself (runner/tests/runc_spec.rs); podman's runtime in unionfs' podman tests (crun refuses hybrid cgroups)
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -23,7 +23,7 @@ use crate::config::{build_config, parse_branches, Config, ConfigError, MountOpti
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// Mount options, comma-separated (br=, lowerdir=, upperdir=, workdir=, allow_other, ro, ...)
+    /// Mount options, comma-separated (br=, lowerdir=, upperdir=, workdir=, allow_other, noallow_other, ro, ...)
     #[arg(short = 'o', value_name = "OPTIONS")]
     pub options: Vec<String>,
     /// Stay in the foreground and log to stderr
@@ -41,7 +41,7 @@ pub enum Command {
         /// Branches, top first, `:`-separated, each DIR or DIR=rw|ro|rr (`\:` escapes a colon)
         branches: String,
         mountpoint: PathBuf,
-        /// Mount options, comma-separated (allow_other, allow_root, ro, nodev, nosuid, threads=N, ...)
+        /// Mount options, comma-separated (allow_other (default as root), noallow_other, allow_root, ro, nodev, nosuid, threads=N, ...)
         #[arg(short = 'o', value_name = "OPTIONS")]
         options: Vec<String>,
         /// Stay in the foreground and log to stderr

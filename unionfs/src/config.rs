@@ -226,7 +226,9 @@ pub struct MountOptions {
     pub lowerdir: Option<String>,
     pub upperdir: Option<String>,
     pub workdir: Option<String>,
-    pub allow_other: bool,
+    /// `allow_other` (Some(true)) or `noallow_other` (Some(false)); None: the default, see
+    /// [`default_allow_other`].
+    pub allow_other: Option<bool>,
     pub allow_root: bool,
     pub read_only: bool,
     pub threads: Option<usize>,
@@ -254,7 +256,8 @@ impl MountOptions {
                 "lowerdir" => o.lowerdir = Some(need(value)?),
                 "upperdir" => o.upperdir = Some(need(value)?),
                 "workdir" => o.workdir = Some(need(value)?),
-                "allow_other" => o.allow_other = true,
+                "allow_other" => o.allow_other = Some(true),
+                "noallow_other" => o.allow_other = Some(false),
                 "allow_root" => o.allow_root = true,
                 "ro" => o.read_only = true,
                 "nodev" => o.nodev = true,
@@ -430,7 +433,9 @@ pub fn build_config(
         branches: resolved,
         mountpoint: mnt,
         workdir,
-        allow_other: opts.allow_other,
+        allow_other: opts
+            .allow_other
+            .unwrap_or_else(|| default_allow_other(nix::unistd::geteuid().is_root())),
         allow_root: opts.allow_root,
         read_only,
         foreground,
@@ -439,6 +444,17 @@ pub fn build_config(
         nosuid: opts.nosuid,
         noexec: opts.noexec,
     })
+}
+
+/// Whether a mount lets other users in when the options say neither `allow_other` nor
+/// `noallow_other`: yes when the daemon runs as root, as fuse-overlayfs does. Callers that
+/// mount container roots (containers/storage's `mount_program`) rely on it and never pass the
+/// option, and a container process that is not root must reach its own root filesystem. The
+/// kernel still checks every access (`default_permissions`, always on), so this opens the
+/// mount to the permission bits, not past them. An unprivileged daemon keeps FUSE's default
+/// (only its own user), which is all `fusermount3` allows without `user_allow_other`.
+pub fn default_allow_other(root: bool) -> bool {
+    root
 }
 
 fn describe_io(e: &std::io::Error) -> String {
@@ -563,10 +579,23 @@ mod tests {
     #[test]
     fn generic_options_are_ignored_unknown_refused() {
         let o = MountOptions::parse(&["rw,dev,suid,allow_other,x-systemd.foo=1".into()]).unwrap();
-        assert!(o.allow_other);
+        assert_eq!(o.allow_other, Some(true));
         assert_eq!(
             MountOptions::parse(&["frobnicate".into()]),
             Err(ConfigError::UnknownOption("frobnicate".into()))
+        );
+    }
+
+    #[test]
+    fn allow_other_is_the_default_as_root_and_noallow_other_turns_it_off() {
+        assert!(default_allow_other(true));
+        assert!(!default_allow_other(false));
+        assert_eq!(MountOptions::parse(&[]).unwrap().allow_other, None);
+        let o = MountOptions::parse(&["allow_other,noallow_other".into()]).unwrap();
+        assert_eq!(
+            o.allow_other,
+            Some(false),
+            "the last one wins, as mount(8) options do"
         );
     }
 

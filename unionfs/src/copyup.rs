@@ -7,6 +7,7 @@ use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, RenameFlags};
@@ -108,36 +109,86 @@ impl Union {
     /// Makes directory `dir_rel` and its parents exist in branch `target`, each copied from the
     /// merged view with its own owner, mode, xattrs and times. Each missing directory is copied
     /// under its own path lock, held only while that one directory is made.
+    ///
+    /// One walk from the root, the union's directories and `target`'s side by side, each level
+    /// opened beneath the one above: a chain thousands of levels deep is copied with work that
+    /// grows with its depth, and no path longer than one name is ever opened.
     pub(crate) fn ensure_dirs(&self, target: usize, dir_rel: &Path) -> Result<()> {
         let branch = self.branches.get(target);
         if branch.dir(dir_rel).is_ok() {
             return Ok(());
         }
-        let mut prefix = PathBuf::new();
+        let open_in = |dir: &OwnedFd, name: &OsStr| {
+            sys::open_beneath(
+                dir.as_fd(),
+                name,
+                OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+                Mode::empty(),
+            )
+        };
+        let mut view = self.root_view();
+        let mut tdir = branch.root.try_clone().map_err(Error::from)?;
+        let mut path = PathBuf::new();
+        // The node the kernel knows for each level, as far down as it knows one.
+        let mut node = Some(crate::inode::ROOT_ID);
         for comp in dir_rel.iter() {
-            prefix.push(comp);
-            if branch.dir(&prefix).is_ok() {
-                continue;
-            }
-            let _guard = self.path_locks.lock(&prefix);
-            match branch.dir(&prefix) {
-                Ok(_) => continue,
-                Err(Errno::ENOENT) => {}
-                Err(e) => {
-                    return Err(e)
-                        .ctx(|| format!("open {prefix:?} in branch {}", branch.path.display()))
-                }
-            }
-            let found = self.resolve(&prefix)?.ok_or_else(|| {
-                Error::new(libc::ENOENT, format!("{prefix:?} vanished during copy-up"))
+            let child = path.join(comp);
+            node = node.and_then(|n| self.inodes.child(n, comp));
+            let mut found = self.resolve_child_raw(&path, &view, comp)?.ok_or_else(|| {
+                Error::new(libc::ENOENT, format!("{child:?} vanished during copy-up"))
             })?;
             if !found.is_dir() {
                 return Err(Error::new(
                     libc::ENOTDIR,
-                    format!("{prefix:?} is not a directory"),
+                    format!("{child:?} is not a directory"),
                 ));
             }
-            self.copy_object(target, &prefix, &found, Contents::All)?;
+            let next =
+                match open_in(&tdir, comp) {
+                    Ok(fd) => fd,
+                    Err(Errno::ENOENT) => {
+                        let _guard = self.path_locks.lock(&child);
+                        match open_in(&tdir, comp) {
+                            Ok(fd) => fd,
+                            Err(Errno::ENOENT) => {
+                                // Under the lock, as the union shows it now.
+                                found = self.resolve_child_raw(&path, &view, comp)?.ok_or_else(
+                                    || Error::new(libc::ENOENT, format!("{child:?} vanished")),
+                                )?;
+                                let src = self
+                                    .branch_dir(&view, &path, found.top())
+                                    .ctx(|| format!("open {path:?}"))?;
+                                self.copy_object_at(
+                                    target,
+                                    &child,
+                                    &found,
+                                    &src,
+                                    &tdir,
+                                    Contents::All,
+                                )?;
+                                self.dir_changed(node);
+                                found = self.resolve_child_raw(&path, &view, comp)?.ok_or_else(
+                                    || Error::new(libc::ENOENT, format!("{child:?} vanished")),
+                                )?;
+                                open_in(&tdir, comp).ctx(|| {
+                                    format!("open {child:?} in branch {}", branch.path.display())
+                                })?
+                            }
+                            Err(e) => {
+                                return Err(e).ctx(|| {
+                                    format!("open {child:?} in branch {}", branch.path.display())
+                                })
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        return Err(e)
+                            .ctx(|| format!("open {child:?} in branch {}", branch.path.display()))
+                    }
+                };
+            view = Arc::new(self.walk_view(&path, &view, comp, &found.layers));
+            tdir = next;
+            path = child;
         }
         Ok(())
     }
@@ -152,42 +203,53 @@ impl Union {
         contents: Contents,
     ) -> Result<()> {
         let dst_branch = self.branches.get(target);
-        let (parent, name) = split(rel);
-        let dst_dir = || {
-            dst_branch
-                .dir(parent)
-                .ctx(|| format!("open {parent:?} in branch {}", dst_branch.path.display()))
-        };
+        let (parent, _) = split(rel);
+        let dst_dir = dst_branch
+            .dir(parent)
+            .ctx(|| format!("open {parent:?} in branch {}", dst_branch.path.display()))?;
         let src_branch = self.branches.get(found.top());
         let src_dir = src_branch
             .dir(parent)
             .ctx(|| format!("open {parent:?} in branch {}", src_branch.path.display()))?;
+        self.copy_object_at(target, rel, found, &src_dir, &dst_dir, contents)
+    }
+
+    /// `copy_object` with the parent directory already open in the source branch
+    /// (`src_dir`) and in `target` (`dst_dir`).
+    fn copy_object_at(
+        &self,
+        target: usize,
+        rel: &Path,
+        found: &Found,
+        src_dir: &OwnedFd,
+        dst_dir: &OwnedFd,
+        contents: Contents,
+    ) -> Result<()> {
+        let dst_branch = self.branches.get(target);
+        let (parent, name) = split(rel);
+        let src_branch = self.branches.get(found.top());
         let work = self.work_dir(target)?;
         let tmp = self.tmp_name();
         let result = (|| -> Result<()> {
-            build_copy(work, &tmp, &src_dir, name, &found.st, contents).ctx(|| {
+            build_copy(work, &tmp, src_dir, name, &found.st, contents).ctx(|| {
                 format!(
                     "copy {rel:?} from branch {} up to branch {}",
                     src_branch.path.display(),
                     dst_branch.path.display()
                 )
             })?;
-            let dir = dst_dir()?;
             // A copy-up is not a change the user made: the parent keeps its times (as overlayfs).
-            let parent_st = nix::sys::stat::fstat(&dir).ctx(|| format!("stat {parent:?}"))?;
-            nix::fcntl::renameat2(work, &tmp, &dir, name, RenameFlags::RENAME_NOREPLACE)
+            let parent_st = nix::sys::stat::fstat(dst_dir).ctx(|| format!("stat {parent:?}"))?;
+            nix::fcntl::renameat2(work, &tmp, dst_dir, name, RenameFlags::RENAME_NOREPLACE)
                 .ctx(|| format!("rename copy of {rel:?} into place"))?;
-            restore_times(&dir, &parent_st).ctx(|| format!("restore times of {parent:?}"))?;
+            restore_times(dst_dir, &parent_st).ctx(|| format!("restore times of {parent:?}"))?;
             Ok(())
         })();
         if let Err(e) = result {
             let _ = remove_path_at(work.as_fd(), &tmp);
             return Err(e);
         }
-        if found.is_dir() {
-            self.layers_changed();
-        }
-        if let Some(st) = crate::branch::stat_at(&dst_dir()?, name)? {
+        if let Some(st) = crate::branch::stat_at(dst_dir, name)? {
             let ino = self.inos.ino(found.st.st_dev, found.st.st_ino);
             self.inos.record_copy(st.st_dev, st.st_ino, ino);
         }
@@ -370,7 +432,9 @@ fn copy_range(src: &OwnedFd, dst: &OwnedFd, start: i64, len: i64) -> Result<()> 
     let mut off_out = start;
     let end = start + len;
     while off_in < end {
-        let want = (end - off_in).min(1 << 30) as usize;
+        stop_if_closing()?;
+        // In steps that take well under a second, so that an unmount stops a big copy soon.
+        let want = (end - off_in).min(64 << 20) as usize;
         match nix::fcntl::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
             Ok(0) => break, // source shrank under us
             Ok(_) => {}
@@ -388,6 +452,7 @@ fn copy_range_rw(src: &OwnedFd, dst: &OwnedFd, start: i64, len: i64) -> Result<(
     let mut off = start;
     let end = start + len;
     while off < end {
+        stop_if_closing()?;
         let want = ((end - off) as usize).min(buf.len());
         let n = nix::sys::uio::pread(src, &mut buf[..want], off).ctx(|| "read source")?;
         if n == 0 {
@@ -399,6 +464,17 @@ fn copy_range_rw(src: &OwnedFd, dst: &OwnedFd, start: i64, len: i64) -> Result<(
                 .ctx(|| "write copy")?;
         }
         off += n as i64;
+    }
+    Ok(())
+}
+
+/// A copy cut short because the session ended (the mount is gone: nobody waits for it).
+fn stop_if_closing() -> Result<()> {
+    if crate::shutdown::closing() {
+        return Err(Error::new(
+            libc::ECONNABORTED,
+            "copy-up stopped: the FUSE session ended",
+        ));
     }
     Ok(())
 }
@@ -459,7 +535,7 @@ impl Union {
             .writable()
             .then(|| self.names_gen.load(std::sync::atomic::Ordering::Acquire));
         self.link_groups
-            .names(found.top(), &branch.path, found.st.st_ino, gen)
+            .names(found.top(), &branch.root, found.st.st_ino, gen)
     }
 
     /// The other names of `found`'s link group that the union shows from the same branch file.

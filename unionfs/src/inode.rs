@@ -26,9 +26,11 @@ const MAX_ALIASES: usize = 8;
 struct Node {
     aliases: Vec<(u64, OsString)>,
     lookups: u64,
-    /// For a directory: its branches (and held branch directories), valid while the union's
-    /// layer generation is unchanged.
-    view: Option<(u64, Arc<DirView>)>,
+    /// For a directory: its branches (and held branch directories) and its merged path, valid
+    /// while the union's layer generation is unchanged (every rename or removal of a
+    /// directory changes it). The path is kept so that a request deep in the tree does not
+    /// rebuild it name by name.
+    view: Option<(u64, Arc<DirView>, Arc<PathBuf>)>,
     /// The file has no extended attributes (known from a listxattr; cleared by setxattr).
     no_xattrs: bool,
 }
@@ -77,9 +79,31 @@ impl InodeTable {
     pub fn cached_view(&self, id: u64, gen: u64) -> Option<Arc<DirView>> {
         let t = self.inner.lock();
         match &t.nodes.get(&id)?.view {
-            Some((g, v)) if *g == gen => Some(Arc::clone(v)),
+            Some((g, v, _)) if *g == gen => Some(Arc::clone(v)),
             _ => None,
         }
+    }
+
+    /// The directory view and merged path cached for `id`, if made in generation `gen`.
+    pub fn cached_dir(&self, id: u64, gen: u64) -> Option<(PathBuf, Arc<DirView>)> {
+        let t = self.inner.lock();
+        match &t.nodes.get(&id)?.view {
+            Some((g, v, p)) if *g == gen => Some((PathBuf::clone(p), Arc::clone(v))),
+            _ => None,
+        }
+    }
+
+    /// The node the kernel knows as `name` in directory `parent`, if any.
+    pub fn child(&self, parent: u64, name: &OsStr) -> Option<u64> {
+        let t = self.inner.lock();
+        t.by_name.get(&(parent, name.to_os_string())).copied()
+    }
+
+    /// Drops the view cached for `id`; returned so that its descriptors are closed after the
+    /// table's lock is released.
+    pub fn drop_view(&self, id: u64) -> Option<Arc<DirView>> {
+        let mut t = self.inner.lock();
+        t.nodes.get_mut(&id)?.view.take().map(|(_, v, _)| v)
     }
 
     pub fn has_no_xattrs(&self, id: u64) -> bool {
@@ -96,12 +120,21 @@ impl InodeTable {
         }
     }
 
-    /// Caches `view` for `id` as made in generation `gen`; the view it replaces is returned so
-    /// that its descriptors are closed after the table's lock is released.
-    pub fn cache_view(&self, id: u64, gen: u64, view: &Arc<DirView>) -> Option<Arc<DirView>> {
+    /// Caches `view` and `path` for directory `id` as made in generation `gen`; the view it
+    /// replaces is returned so that its descriptors are closed after the table's lock is
+    /// released.
+    pub fn cache_view(
+        &self,
+        id: u64,
+        gen: u64,
+        view: &Arc<DirView>,
+        path: &std::path::Path,
+    ) -> Option<Arc<DirView>> {
         let mut t = self.inner.lock();
         let n = t.nodes.get_mut(&id)?;
-        n.view.replace((gen, Arc::clone(view))).map(|(_, old)| old)
+        n.view
+            .replace((gen, Arc::clone(view), Arc::new(path.to_path_buf())))
+            .map(|(_, old, _)| old)
     }
 
     /// The merged path of a node (empty for the root), or None when it has no name left.
@@ -114,8 +147,11 @@ impl InodeTable {
             let (parent, name) = node.aliases.first()?;
             parts.push(name);
             cur = *parent;
-            if parts.len() > 4096 {
-                return None; // a cycle would be a bug; refuse rather than spin
+            // A path has fewer components than there are nodes (a union may be far deeper
+            // than PATH_MAX allows a path to be); more would be a cycle, a bug: refuse
+            // rather than spin.
+            if parts.len() > t.nodes.len() {
+                return None;
             }
         }
         Some(parts.iter().rev().collect())
@@ -136,8 +172,10 @@ impl InodeTable {
     }
 
     /// Records one kernel lookup of `parent/name` that resolved to node `id`. The kernel will
-    /// `forget` it once per lookup.
-    pub fn lookup(&self, parent: u64, name: &OsStr, id: u64) {
+    /// `forget` it once per lookup. True when a directory is now known by another first name
+    /// (moved behind the daemon's back): cached directory paths below it are then stale.
+    #[must_use]
+    pub fn lookup(&self, parent: u64, name: &OsStr, id: u64) -> bool {
         let mut t = self.inner.lock();
         let key = (parent, name.to_os_string());
         // A name that reached another node now reaches this one.
@@ -151,6 +189,7 @@ impl InodeTable {
         let node = t.nodes.entry(id).or_default();
         node.lookups += 1;
         let mut dropped = None;
+        let moved_dir = node.view.is_some() && node.aliases.first().is_some_and(|a| *a != key);
         if !node.aliases.contains(&key) {
             node.aliases.insert(0, key.clone());
             if node.aliases.len() > MAX_ALIASES {
@@ -161,6 +200,7 @@ impl InodeTable {
             t.by_name.remove(&d);
         }
         t.by_name.insert(key, id);
+        moved_dir
     }
 
     /// The kernel dropped `n` references; the node goes when none are left.
@@ -178,7 +218,7 @@ impl InodeTable {
         }
         let mut node = t.nodes.remove(&id).expect("present above");
         // Its directory view (and the descriptors it holds) goes after the lock is released.
-        let view = node.view.take();
+        let view = node.view.take().map(|(_, v, _)| v);
         for a in std::mem::take(&mut node.aliases) {
             if t.by_name.get(&a) == Some(&id) {
                 t.by_name.remove(&a);
@@ -311,9 +351,9 @@ mod tests {
     #[test]
     fn hardlinks_share_a_node_and_paths_follow_renames() {
         let t = InodeTable::new();
-        t.lookup(ROOT_ID, OsStr::new("d"), 10);
-        t.lookup(10, OsStr::new("a"), 11);
-        t.lookup(ROOT_ID, OsStr::new("b"), 11);
+        let _ = t.lookup(ROOT_ID, OsStr::new("d"), 10);
+        let _ = t.lookup(10, OsStr::new("a"), 11);
+        let _ = t.lookup(ROOT_ID, OsStr::new("b"), 11);
         assert_eq!(t.path(11), Some(PathBuf::from("b")));
         t.remove_name(ROOT_ID, OsStr::new("b"));
         assert_eq!(t.path(11), Some(PathBuf::from("d/a")));
@@ -324,8 +364,8 @@ mod tests {
     #[test]
     fn forget_drops_nodes_after_last_reference() {
         let t = InodeTable::new();
-        t.lookup(ROOT_ID, OsStr::new("a"), 5);
-        t.lookup(ROOT_ID, OsStr::new("a"), 5);
+        let _ = t.lookup(ROOT_ID, OsStr::new("a"), 5);
+        let _ = t.lookup(ROOT_ID, OsStr::new("a"), 5);
         t.forget(5, 1);
         assert!(t.path(5).is_some());
         t.forget(5, 1);

@@ -5,13 +5,17 @@
 //! skipped.
 
 use std::collections::HashMap;
-use std::fs;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::Mode;
 use parking_lot::Mutex;
 
+use crate::sys;
 use crate::whiteout::{classify, EntryKind};
 
 /// Per branch index: inode number -> names (relative paths) of that inode.
@@ -39,17 +43,17 @@ impl LinkGroups {
         self.counts.lock().insert(key, (gen, n));
     }
 
-    /// Every name in branch `index` (rooted at `root`) of the inode `ino`.
+    /// Every name in branch `index` (whose root directory is `root`) of the inode `ino`.
     /// `gen`: for a writable branch, the union's names generation; the walk is redone when it
     /// changed since the last one.
-    pub fn names(&self, index: usize, root: &Path, ino: u64, gen: Option<u64>) -> Vec<PathBuf> {
+    pub fn names(&self, index: usize, root: &OwnedFd, ino: u64, gen: Option<u64>) -> Vec<PathBuf> {
         let groups = {
             let mut map = self.per_branch.lock();
             match map.get(&index) {
                 Some((g, groups)) if *g == gen => Arc::clone(groups),
                 _ => {
                     let mut g = Groups::new();
-                    walk(root, PathBuf::new(), &mut g);
+                    walk(root, &mut g);
                     let g = Arc::new(g);
                     map.insert(index, (gen, Arc::clone(&g)));
                     g
@@ -60,35 +64,92 @@ impl LinkGroups {
     }
 }
 
-/// Records every non-directory with several links below `root/rel`. Symlinks are not
-/// followed (`DirEntry::file_type` does not follow them); whiteouts and bookkeeping names are
-/// not files of the layer (aufs makes its whiteouts hardlinks of one file).
-fn walk(root: &Path, rel: PathBuf, out: &mut Groups) {
-    let Ok(entries) = fs::read_dir(root.join(&rel)) else {
+/// Directories whose descriptors a walk keeps open at once (the chain from the root to where
+/// it is): as many as directory views may hold; deeper ones are opened from the root by path,
+/// in pieces (see `sys::open_beneath`).
+fn held_ancestors() -> usize {
+    crate::fs::view::cap()
+}
+
+/// One directory of the walk: its path in the branch, its descriptor while held, and the
+/// subdirectories still to visit.
+struct Frame {
+    rel: PathBuf,
+    fd: Option<OwnedFd>,
+    subdirs: Vec<OsString>,
+}
+
+/// Records every non-directory with several links in the branch whose root is `root`.
+/// Depth first, each directory opened beneath its parent (never following a symlink), so a
+/// tree of any depth is walked with no path longer than one name; whiteouts and bookkeeping
+/// names are not files of the layer (aufs makes its whiteouts hardlinks of one file).
+fn walk(root: &OwnedFd, out: &mut Groups) {
+    let open_dir = |at: &OwnedFd, rel: &OsStr| {
+        sys::open_beneath(
+            at.as_fd(),
+            rel,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        )
+    };
+    let Ok(top) = open_dir(root, OsStr::new("")) else {
         return;
     };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        if classify(&name) != EntryKind::Plain {
-            continue;
-        }
-        let Ok(ft) = e.file_type() else {
+    let mut stack = vec![scan(top, PathBuf::new(), true, out)];
+    while let Some(frame) = stack.last_mut() {
+        let Some(name) = frame.subdirs.pop() else {
+            stack.pop();
             continue;
         };
-        let child = rel.join(&name);
-        if ft.is_dir() {
-            walk(root, child, out);
-        } else if let Ok(m) = e.metadata() {
-            if m.nlink() > 1 {
-                out.entry(m.ino()).or_default().push(child);
+        let rel = frame.rel.join(&name);
+        let fd = match &frame.fd {
+            Some(parent) => open_dir(parent, &name),
+            None => open_dir(root, rel.as_os_str()),
+        };
+        let Ok(fd) = fd else {
+            continue;
+        };
+        let hold = stack.len() < held_ancestors();
+        stack.push(scan(fd, rel, hold, out));
+    }
+}
+
+/// Lists one directory: records its hardlinked non-directories, returns its subdirectories.
+fn scan(fd: OwnedFd, rel: PathBuf, hold: bool, out: &mut Groups) -> Frame {
+    let held = if hold { fd.try_clone().ok() } else { None };
+    let mut subdirs = Vec::new();
+    if let Ok(mut dir) = nix::dir::Dir::from_fd(fd) {
+        let dirfd = dir.as_fd().try_clone_to_owned().ok();
+        for e in dir.iter().flatten() {
+            let name = OsStr::from_bytes(e.file_name().to_bytes());
+            if name == "." || name == ".." || classify(name) != EntryKind::Plain {
+                continue;
+            }
+            let Some(st) = dirfd
+                .as_ref()
+                .and_then(|d| nix::sys::stat::fstatat(d, name, AtFlags::AT_SYMLINK_NOFOLLOW).ok())
+            else {
+                continue;
+            };
+            if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                subdirs.push(name.to_os_string());
+            } else if st.st_nlink > 1 {
+                out.entry(st.st_ino).or_default().push(rel.join(name));
             }
         }
+    }
+    Frame {
+        rel,
+        fd: held,
+        subdirs,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn finds_every_name_of_a_hardlinked_file() {
@@ -99,7 +160,9 @@ mod tests {
         fs::hard_link(d.path().join("a"), d.path().join(".wh.c")).unwrap();
         fs::write(d.path().join("single"), "y").unwrap();
         let ino = fs::metadata(d.path().join("a")).unwrap().ino();
-        let mut names = LinkGroups::default().names(0, d.path(), ino, None);
+        let root =
+            nix::fcntl::open(d.path(), OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        let mut names = LinkGroups::default().names(0, &root, ino, None);
         names.sort();
         assert_eq!(names, vec![PathBuf::from("a"), PathBuf::from("sub/b")]);
     }

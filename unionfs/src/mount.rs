@@ -100,20 +100,37 @@ pub fn check_fuse_device() -> anyhow::Result<()> {
     }
 }
 
+/// A mounted union, ready to be served.
+pub struct Mounted {
+    session: Session<UnionFuse>,
+    /// A duplicate of the session's `/dev/fuse` descriptor, to see the session end.
+    dev: OwnedFd,
+    /// What `destroy` does, for an exit that cannot wait for it.
+    cleanup: Box<dyn FnOnce() + Send>,
+}
+
 /// Mounts the union and returns the session, ready and serving once `run` is called (the
 /// kernel's INIT has been answered when this returns).
-pub fn mount(cfg: &Config) -> anyhow::Result<Session<UnionFuse>> {
+pub fn mount(cfg: &Config) -> anyhow::Result<Mounted> {
     // Held back from here on: once the mount is visible, SIGTERM must unmount, not kill.
     shutdown_signals().thread_block()?;
     let union = Union::new(cfg).map_err(|e| anyhow::anyhow!("opening branches: {e}"))?;
+    let cleanup = Box::new(union.cleanup_later());
     let dev = kernel_mount(cfg)?;
+    let watch_dev = dev
+        .try_clone()
+        .map_err(|e| anyhow::anyhow!("duplicating the /dev/fuse descriptor: {e}"))?;
     match Session::from_fd(
         UnionFuse::new(union),
         dev,
         session_acl(cfg),
         session_config(cfg),
     ) {
-        Ok(s) => Ok(s),
+        Ok(session) => Ok(Mounted {
+            session,
+            dev: watch_dev,
+            cleanup,
+        }),
         Err(e) => {
             let _ = nix::mount::umount2(&cfg.mountpoint, nix::mount::MntFlags::MNT_DETACH);
             Err(anyhow::anyhow!(
@@ -125,8 +142,20 @@ pub fn mount(cfg: &Config) -> anyhow::Result<Session<UnionFuse>> {
 }
 
 /// Serves a mounted session until it is unmounted. SIGTERM, SIGINT and SIGHUP unmount
-/// (lazily, like `umount -l`) so the daemon never leaves a dead mount behind.
-pub fn serve(session: Session<UnionFuse>, mountpoint: &Path) -> anyhow::Result<()> {
+/// (lazily, like `umount -l`) so the daemon never leaves a dead mount behind. Once the kernel
+/// has ended the session the process is gone within [`crate::shutdown::GRACE`], whatever its
+/// request threads are doing.
+pub fn serve(mounted: Mounted, mountpoint: &Path) -> anyhow::Result<()> {
+    let Mounted {
+        session,
+        dev,
+        cleanup,
+    } = mounted;
+    let mnt = mountpoint.to_path_buf();
+    crate::shutdown::watch(dev, move || {
+        cleanup();
+        forget_pid_file(&mnt);
+    })?;
     let signals = shutdown_signals();
     // Blocked (again: `mount` blocked them before the mount appeared, so a signal sent the
     // moment it did is not lost) in this thread before the session threads start, so only
@@ -203,13 +232,18 @@ fn daemon_child(cfg: &Config, log_file: Option<&Path>, report: OwnedFd) -> i32 {
             1
         }
     };
-    // After a lazy unmount nobody waits for us to remove the record: drop it if it is still ours
-    // (a new daemon on the same mountpoint may have replaced it).
-    let file = pid_file(&cfg.mountpoint);
+    forget_pid_file(&cfg.mountpoint);
+    code
+}
+
+/// Removes this daemon's pid record of `mountpoint`: after a lazy unmount nobody waits for us
+/// to remove it. Only if it is still ours (a new daemon on the same mountpoint may have
+/// replaced it).
+fn forget_pid_file(mountpoint: &Path) {
+    let file = pid_file(mountpoint);
     if std::fs::read_to_string(&file).is_ok_and(|s| s.trim() == std::process::id().to_string()) {
         let _ = std::fs::remove_file(file);
     }
-    code
 }
 
 fn redirect_stdio(log_file: Option<&Path>) -> anyhow::Result<()> {

@@ -4,14 +4,16 @@
 //! already holds (rename copies up the source it has locked).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::thread::{self, ThreadId};
 
 use parking_lot::{Condvar, Mutex};
 
 #[derive(Debug, Default)]
 pub struct PathLocks {
-    held: Mutex<HashMap<PathBuf, (ThreadId, usize)>>,
+    held: Mutex<HashMap<Key, (ThreadId, usize)>>,
     released: Condvar,
 }
 
@@ -19,18 +21,33 @@ pub struct PathLocks {
 #[must_use]
 pub struct PathGuard<'a> {
     locks: &'a PathLocks,
-    path: PathBuf,
+    path: Key,
+}
+
+/// A locked path, by its bytes. Hashed by its length and its last bytes only: a path deep in a
+/// union is thousands of components long, and paths that share their tail and length are rare
+/// (they merely share a bucket; equality still compares every byte).
+#[derive(Debug, PartialEq, Eq)]
+struct Key(OsString);
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let b = self.0.as_bytes();
+        state.write_usize(b.len());
+        state.write(&b[b.len().saturating_sub(128)..]);
+    }
 }
 
 impl PathLocks {
     /// Waits until no other thread holds `path`, then holds it.
     pub fn lock(&self, path: &Path) -> PathGuard<'_> {
         let me = thread::current().id();
+        let key = Key(path.as_os_str().to_os_string());
         let mut held = self.held.lock();
         loop {
-            match held.get_mut(path) {
+            match held.get_mut(&key) {
                 None => {
-                    held.insert(path.to_path_buf(), (me, 1));
+                    held.insert(Key(key.0.clone()), (me, 1));
                     break;
                 }
                 Some((owner, depth)) if *owner == me => {
@@ -42,14 +59,15 @@ impl PathLocks {
         }
         PathGuard {
             locks: self,
-            path: path.to_path_buf(),
+            path: key,
         }
     }
 
     /// Holds several paths, taken in sorted order so two callers never wait on each other.
     pub fn lock_all<'a>(&'a self, paths: &[&Path]) -> Vec<PathGuard<'a>> {
         let mut sorted: Vec<&Path> = paths.to_vec();
-        sorted.sort();
+        // Any one total order will do; bytes compare fastest.
+        sorted.sort_by(|a, b| a.as_os_str().cmp(b.as_os_str()));
         sorted.dedup();
         sorted.into_iter().map(|p| self.lock(p)).collect()
     }

@@ -19,8 +19,43 @@ pub fn beneath() -> ResolveFlag {
         | ResolveFlag::RESOLVE_NO_MAGICLINKS
 }
 
+/// Longest relative path handed to one `openat2` call: below PATH_MAX (4096 with its NUL).
+const PATH_CHUNK: usize = 4000;
+
 /// `openat2(dir, rel, flags, RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS)`. An empty `rel` opens `.`.
+///
+/// A path longer than PATH_MAX (a union can be deeper than that: the kernel hands the daemon
+/// one name at a time) is walked in pieces of at most `PATH_CHUNK` bytes cut at a slash, each
+/// opened beneath the directory the previous piece reached, with the same flags: still no
+/// symlink followed anywhere, still never above `dir`.
 pub fn open_beneath(
+    dir: BorrowedFd<'_>,
+    rel: &OsStr,
+    flags: OFlag,
+    mode: Mode,
+) -> nix::Result<OwnedFd> {
+    let mut rest = rel.as_bytes();
+    let mut at: Option<OwnedFd> = None;
+    while rest.len() > PATH_CHUNK {
+        let cut = rest[..=PATH_CHUNK]
+            .iter()
+            .rposition(|b| *b == b'/')
+            .ok_or(Errno::ENAMETOOLONG)?;
+        let base = at.as_ref().map_or(dir, |fd| fd.as_fd());
+        let next = open_one_beneath(
+            base,
+            OsStr::from_bytes(&rest[..cut]),
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+            Mode::empty(),
+        )?;
+        at = Some(next);
+        rest = &rest[cut + 1..];
+    }
+    let base = at.as_ref().map_or(dir, |fd| fd.as_fd());
+    open_one_beneath(base, OsStr::from_bytes(rest), flags, mode)
+}
+
+fn open_one_beneath(
     dir: BorrowedFd<'_>,
     rel: &OsStr,
     flags: OFlag,

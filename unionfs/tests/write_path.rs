@@ -832,3 +832,33 @@ fn the_root_itself_can_be_chowned_chmodded_and_touched() {
     assert_eq!(fs::metadata(u.fx.path("A")).unwrap().mode() & 0o7777, 0o751);
     u.assert_lower_unchanged();
 }
+
+/// O_TMPFILE: fuser 0.18 does not decode the kernel's FUSE_TMPFILE request, so the daemon
+/// cannot serve it; the kernel turns the ENOSYS reply into EOPNOTSUPP (and stops asking),
+/// which is what applications test for before falling back to a named temporary file (glibc's
+/// tmpfile, systemd, runc's exeseal). Exactly that errno, every time, and nothing left behind.
+#[test]
+fn o_tmpfile_is_refused_with_eopnotsupp_and_the_mount_goes_on() {
+    if !can_mount() {
+        return;
+    }
+    let u = Union2::new(|fx| {
+        fx.write("B/d/lower", "x");
+    });
+    for dir in ["", "d"] {
+        for _ in 0..2 {
+            let e = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_TMPFILE)
+                .mode(0o600)
+                .open(u.u(dir))
+                .expect_err("O_TMPFILE is not served");
+            assert_eq!(errno(e), libc::EOPNOTSUPP, "O_TMPFILE in {dir:?}");
+        }
+    }
+    fs::write(u.u("d/after"), "served").unwrap();
+    assert_eq!(read(&u.u("d/after")), "served");
+    assert_eq!(names(&u.upper("d")), ["after"]);
+    u.assert_lower_unchanged();
+}

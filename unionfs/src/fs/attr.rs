@@ -108,9 +108,20 @@ impl Union {
                         .ctx(|| format!("truncate {path:?}"))?
                 }
                 _ => {
-                    let fd = branch
-                        .open_file(path, OFlag::O_WRONLY, Mode::empty())
-                        .ctx(|| format!("open {path:?} to truncate"))?;
+                    // By its name in its directory, never by the whole path (which may be
+                    // longer than PATH_MAX in a deep union).
+                    let fd = crate::sys::open_beneath(
+                        dir.as_fd(),
+                        name,
+                        OFlag::O_WRONLY | OFlag::O_NOFOLLOW,
+                        Mode::empty(),
+                    )
+                    .ctx(|| {
+                        format!(
+                            "open {path:?} to truncate in branch {}",
+                            branch.path.display()
+                        )
+                    })?;
                     nix::unistd::ftruncate(fd.as_fd(), size as i64)
                         .ctx(|| format!("truncate {path:?}"))?;
                 }

@@ -168,7 +168,9 @@ impl Union {
 
     /// The kernel now knows `dir/name` as node `ino` (readdirplus sent it).
     pub fn remember(&self, dir: u64, name: &OsStr, ino: u64) {
-        self.inodes.lookup(dir, name, ino);
+        if self.inodes.lookup(dir, name, ino) {
+            self.layers_changed();
+        }
     }
 
     pub fn releasedir(&self, fh: u64) {

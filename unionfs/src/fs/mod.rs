@@ -169,15 +169,31 @@ impl Union {
     /// At unmount: removes the `.wh..wh.work` directories this union made in its branches when
     /// they are empty, so a branch left behind holds only the user's changes.
     pub fn cleanup(&self) {
-        for (b, work) in self.branches.list.iter().zip(&self.work) {
-            if work.is_some() && self.own_work_dir(b.index) {
-                let _ = nix::unistd::unlinkat(
-                    b.root.as_fd(),
-                    WORK_DIR,
-                    nix::unistd::UnlinkatFlags::RemoveDir,
-                );
-            }
+        for root in self.own_work_roots() {
+            remove_work_dir(root);
         }
+    }
+
+    /// [`Union::cleanup`] as a value of its own, for the end of a process that can no longer
+    /// reach the union (see `crate::shutdown`).
+    pub fn cleanup_later(&self) -> impl FnOnce() + Send + 'static {
+        let roots: Vec<OwnedFd> = self
+            .own_work_roots()
+            .into_iter()
+            .filter_map(|r| r.try_clone().ok())
+            .collect();
+        move || roots.iter().for_each(remove_work_dir)
+    }
+
+    /// The roots of the writable branches whose work directory is their own `.wh..wh.work`.
+    fn own_work_roots(&self) -> Vec<&OwnedFd> {
+        self.branches
+            .list
+            .iter()
+            .zip(&self.work)
+            .filter(|(b, work)| work.is_some() && self.own_work_dir(b.index))
+            .map(|(b, _)| &b.root)
+            .collect()
     }
 
     /// True when branch `b`'s work directory is the `.wh..wh.work` inside it (not `workdir=`).
@@ -198,13 +214,16 @@ impl Union {
             .all(|b| b.perm != crate::config::Perm::Ro)
     }
 
-    /// Resolves a merged path (relative, empty for the root) through every branch, opening each
-    /// branch directory on the way by path (for callers that have no node: copy-up, link groups).
+    /// Resolves a merged path (relative, empty for the root) through every branch (for callers
+    /// that have no node: copy-up, link groups). Each level's branch directories are opened
+    /// beneath the previous level's, so the cost grows with the depth once, never with the
+    /// square of it, and no path is ever longer than one name.
     pub fn resolve(&self, rel: &Path) -> Result<Option<Found>> {
         let mut cur = self.root_found()?;
         let mut view = Arc::clone(&self.root_view);
         let mut cur_path = PathBuf::new();
-        for comp in rel.iter() {
+        let mut comps = rel.iter().peekable();
+        while let Some(comp) = comps.next() {
             if !cur.is_dir() {
                 return Err(Error::errno(libc::ENOTDIR));
             }
@@ -212,10 +231,57 @@ impl Union {
                 Some(f) => cur = f,
                 None => return Ok(None),
             }
-            view = Arc::new(DirView::bare(cur.layers.clone()));
+            if comps.peek().is_some() && cur.is_dir() {
+                view = Arc::new(self.walk_view(&cur_path, &view, comp, &cur.layers));
+            }
             cur_path.push(comp);
         }
         Ok(Some(cur))
+    }
+
+    /// The view of directory `name` of `parent` (at `ppath`) made of `layers`, each branch's
+    /// directory opened beneath the parent's, for one walk: held in every branch (also `ro`
+    /// ones, which may change behind us: the view is dropped when the walk ends) and not
+    /// counted against the cap of cached views. A directory that cannot be opened is left
+    /// to be opened by path at use.
+    pub(crate) fn walk_view(
+        &self,
+        ppath: &Path,
+        parent: &DirView,
+        name: &OsStr,
+        layers: &Layers,
+    ) -> DirView {
+        let fds = layers
+            .branches
+            .iter()
+            .map(|&b| self.open_child_dir(parent, ppath, b, name))
+            .collect();
+        DirView::holding(layers.clone(), fds, 0)
+    }
+
+    /// Branch `b`'s directory `name` in the union directory `parent` (at `ppath`), opened
+    /// beneath the parent's branch directory (`O_PATH`, no symlink followed).
+    fn open_child_dir(
+        &self,
+        parent: &DirView,
+        ppath: &Path,
+        b: usize,
+        name: &OsStr,
+    ) -> Option<Arc<OwnedFd>> {
+        let pfd = self.branch_dir(parent, ppath, b).ok()?;
+        crate::sys::open_beneath(
+            pfd.as_fd(),
+            name,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        )
+        .ok()
+        .map(Arc::new)
+    }
+
+    /// The root directory's view (every root branch held).
+    pub(crate) fn root_view(&self) -> Arc<DirView> {
+        Arc::clone(&self.root_view)
     }
 
     fn root_found(&self) -> Result<Found> {
@@ -403,7 +469,7 @@ impl Union {
                 .is_some_and(|v| v.layers == found.layers);
             if !fresh {
                 let view = Arc::new(self.open_view(&ppath, &pview, &name, &found.layers));
-                drop(self.inodes.cache_view(id, gen, &view));
+                drop(self.inodes.cache_view(id, gen, &view, &path));
             }
         }
         Ok(Located {
@@ -438,24 +504,15 @@ impl Union {
         if n == 0 || !view::reserve(n) {
             return DirView::bare(layers.clone());
         }
-        let mut fds = Vec::with_capacity(layers.branches.len());
-        for (&b, &hold) in layers.branches.iter().zip(&holdable) {
-            let fd = if hold {
-                self.branch_dir(parent, ppath, b).ok().and_then(|pfd| {
-                    crate::sys::open_beneath(
-                        pfd.as_fd(),
-                        name,
-                        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
-                        Mode::empty(),
-                    )
-                    .ok()
-                    .map(Arc::new)
-                })
-            } else {
-                None
-            };
-            fds.push(fd);
-        }
+        let fds = layers
+            .branches
+            .iter()
+            .zip(&holdable)
+            .map(|(&b, &hold)| {
+                hold.then(|| self.open_child_dir(parent, ppath, b, name))
+                    .flatten()
+            })
+            .collect();
         DirView::holding(layers.clone(), fds, n)
     }
 
@@ -465,22 +522,50 @@ impl Union {
             return Ok((PathBuf::new(), Arc::clone(&self.root_view)));
         }
         let gen = self.layer_gen.load(Ordering::Acquire);
-        if let Some(view) = self.inodes.cached_view(id, gen) {
-            let path = self
+        if let Some(cached) = self.inodes.cached_dir(id, gen) {
+            return Ok(cached);
+        }
+        // Up to the nearest directory whose view is current (or the root), then down again one
+        // level at a time, each resolved in the view just made: a directory whose ancestors'
+        // views all went stale (any directory copied up, renamed or removed) costs one
+        // resolution per level, in a loop, not a recursion per level, which would overflow a
+        // serving thread's stack thousands of levels down.
+        let mut chain: Vec<(u64, std::ffi::OsString)> = Vec::new();
+        let mut cur = id;
+        let (mut path, mut view) = loop {
+            if cur == ROOT_ID {
+                break (PathBuf::new(), Arc::clone(&self.root_view));
+            }
+            if let Some(cached) = self.inodes.cached_dir(cur, gen) {
+                break cached;
+            }
+            let (parent, name) = self
                 .inodes
-                .path(id)
-                .ok_or_else(|| Error::new(libc::ENOENT, format!("node {id} has no name")))?;
-            return Ok((path, view));
-        }
-        let n = self.locate(id)?;
-        if !n.found.is_dir() {
-            return Err(Error::errno(libc::ENOTDIR));
-        }
-        let view = match self.inodes.cached_view(id, gen) {
-            Some(v) if v.layers == n.found.layers => v,
-            _ => Arc::new(DirView::bare(n.found.layers)),
+                .first_name(cur)
+                .ok_or_else(|| Error::new(libc::ENOENT, format!("node {cur} has no name")))?;
+            chain.push((cur, name));
+            cur = parent;
+            // More ancestors than nodes is a cycle (a bug): refuse rather than spin.
+            if chain.len() % 4096 == 0 && chain.len() > self.inodes.len() {
+                return Err(Error::new(libc::EIO, format!("node {id}: cycle in names")));
+            }
         };
-        Ok((n.path, view))
+        for (node, name) in chain.into_iter().rev() {
+            let found = self.resolve_child(&path, &view, &name)?.ok_or_else(|| {
+                Error::new(libc::ENOENT, format!("{:?} is gone", path.join(&name)))
+            })?;
+            if !found.is_dir() {
+                return Err(Error::errno(libc::ENOTDIR));
+            }
+            let next = match self.inodes.cached_view(node, gen) {
+                Some(v) if v.layers == found.layers => v,
+                _ => Arc::new(self.open_view(&path, &view, &name, &found.layers)),
+            };
+            path.push(&name);
+            drop(self.inodes.cache_view(node, gen, &next, &path));
+            view = next;
+        }
+        Ok((path, view))
     }
 
     /// A directory node's path and branches (cached until the layers change).
@@ -493,6 +578,18 @@ impl Union {
     /// opaque, renamed or removed): every cached directory resolution is stale.
     pub(crate) fn layers_changed(&self) {
         self.layer_gen.fetch_add(1, Ordering::AcqRel);
+        self.names_changed();
+    }
+
+    /// The branches of one directory changed (it was copied up, or removed), nothing below it
+    /// moved: only its own view is stale. Its children's views stay right: a directory copied
+    /// up is empty in its new branch (a child shows there only once copied up itself), and a
+    /// removed one had no children. `node` is None when the kernel does not know the directory
+    /// (then nothing of it is cached).
+    pub(crate) fn dir_changed(&self, node: Option<u64>) {
+        if let Some(id) = node {
+            drop(self.inodes.drop_view(id));
+        }
         self.names_changed();
     }
 
@@ -523,7 +620,9 @@ impl Union {
     /// Registers a kernel lookup of `parent/name` and returns its entry.
     pub fn entry_for(&self, parent: u64, name: &OsStr, found: &Found) -> Entry {
         let attr = self.attr_of(&found.st);
-        self.inodes.lookup(parent, name, attr.ino);
+        if self.inodes.lookup(parent, name, attr.ino) {
+            self.layers_changed();
+        }
         Entry {
             node: attr.ino,
             attr,
@@ -632,6 +731,16 @@ impl Union {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         PathBuf::from(format!("tmp.{}.{n}", std::process::id()))
     }
+}
+
+/// Removes a branch's `.wh..wh.work` if it is empty (a copy-up cut short leaves it to the next
+/// mount, which cleans it).
+fn remove_work_dir(root: &OwnedFd) {
+    let _ = nix::unistd::unlinkat(
+        root.as_fd(),
+        WORK_DIR,
+        nix::unistd::UnlinkatFlags::RemoveDir,
+    );
 }
 
 fn first_rw(b: &BranchSet) -> usize {

@@ -133,7 +133,7 @@ impl Union {
         let rel = child_path(&ppath, name);
         if want_dir
             && !self
-                .merged_listing(&rel, &DirView::bare(found.layers.clone()))?
+                .merged_listing(&rel, &self.walk_view(&ppath, &view, name, &found.layers))?
                 .is_empty()
         {
             return Err(Error::errno(libc::ENOTEMPTY));
@@ -161,7 +161,7 @@ impl Union {
             }
             nix::unistd::unlinkat(&dir, name, flag).ctx(|| format!("remove {rel:?}"))?;
             if want_dir {
-                self.layers_changed();
+                self.dir_changed(self.inodes.child(parent, name));
             }
             self.shown_below(&ppath, &view, t, name)?
         } else {
@@ -174,7 +174,7 @@ impl Union {
                 nix::unistd::unlinkat(&dir, name, flag).ctx(|| format!("remove {rel:?}"))?;
             }
             if want_dir {
-                self.layers_changed();
+                self.dir_changed(self.inodes.child(parent, name));
             }
             true
         };
@@ -281,10 +281,10 @@ impl Union {
         let dst = self.resolve_child(&dp, &dpl, newname)?;
         let src_rel = child_path(&sp, name);
         let dst_rel = child_path(&dp, newname);
-        if src_rel == dst_rel {
+        if parent == newparent && name == newname {
             return Ok(());
         }
-        if dst_rel.starts_with(&src_rel) {
+        if is_below(&dst_rel, &src_rel) {
             return Err(Error::errno(libc::EINVAL));
         }
         if exchange && dst.is_none() {
@@ -300,7 +300,10 @@ impl Union {
                     (false, true) => return Err(Error::errno(libc::EISDIR)),
                     (true, true)
                         if !self
-                            .merged_listing(&dst_rel, &DirView::bare(d.layers.clone()))?
+                            .merged_listing(
+                                &dst_rel,
+                                &self.walk_view(&dp, &dpl, newname, &d.layers),
+                            )?
                             .is_empty() =>
                     {
                         return Err(Error::errno(libc::ENOTEMPTY))
@@ -331,13 +334,23 @@ impl Union {
                 self.materialize(&dst_rel, d, t)?;
             }
         }
-        self.ensure_dirs(t, &dp)?;
-        self.ensure_dirs(t, &sp)?;
+        // (A directory that has `t` among its layers exists there: no walk to find out.)
+        if !dpl.has(t) {
+            self.ensure_dirs(t, &dp)?;
+        }
+        if !spl.has(t) {
+            self.ensure_dirs(t, &sp)?;
+        }
         // Copy-ups done, holding nothing; now the two names, in one sorted order.
         let _guards = self.path_locks.lock_all(&[&src_rel, &dst_rel]);
         let branch = self.branches.get(t);
-        let sdir = branch.dir(&sp).ctx(|| format!("open {sp:?}"))?;
-        let ddir = branch.dir(&dp).ctx(|| format!("open {dp:?}"))?;
+        // The two directories as they are now (the copy-ups may have added `t` to them).
+        let sdir = self
+            .branch_dir(&self.dir_view(parent)?.1, &sp, t)
+            .ctx(|| format!("open {sp:?}"))?;
+        let ddir = self
+            .branch_dir(&self.dir_view(newparent)?.1, &dp, t)
+            .ctx(|| format!("open {dp:?}"))?;
         if !exchange {
             if let Some(d) = &dst {
                 if d.is_dir() && d.top() == t {
@@ -395,6 +408,11 @@ impl Union {
             }
             self.inodes.exchange((parent, name), (newparent, newname));
         }
+        if src.is_dir() || dst.as_ref().is_some_and(|d| d.is_dir()) {
+            // Again, now that the names moved: a directory view cached in between (with its
+            // path) was made under the old names.
+            self.layers_changed();
+        }
         self.names_changed();
         Ok(())
     }
@@ -422,6 +440,13 @@ impl Union {
         }
         self.make_opaque(t, rel)
     }
+}
+
+/// True when `path` is `dir` or lies below it (compared as bytes: a deep path has thousands
+/// of components).
+fn is_below(path: &Path, dir: &Path) -> bool {
+    let (p, d) = (path.as_os_str().as_bytes(), dir.as_os_str().as_bytes());
+    p.starts_with(d) && (p.len() == d.len() || p[d.len()] == b'/')
 }
 
 /// Where a new name goes: its directory's merged path, the branch `t` and `t`'s directory.

@@ -6,9 +6,10 @@
 //! Why a held descriptor stays right: it names a directory inode, not a path, and it is only
 //! used while the union's layer generation is the one it was opened in. Everything that could
 //! make it name the wrong thing bumps that generation: a directory renamed (the node moves with
-//! its inode, but the whole tree's views are dropped anyway), removed, copied up, or made
-//! opaque. So a renamed or removed directory is never reached through a stale descriptor under
-//! its old name. `ro` branches may change behind the daemon's back, so for them nothing is
+//! its inode, but the whole tree's views, which carry their paths, are dropped anyway) or made
+//! opaque (its descendants stop merging lower directories). A directory removed or copied up
+//! drops only its own view (`Union::dir_changed`): nothing below it changes. So a renamed or
+//! removed directory is never reached through a stale descriptor under its old name. `ro` branches may change behind the daemon's back, so for them nothing is
 //! held: their directories are opened by path (beneath the root, no symlinks) at each use.
 //!
 //! Descriptors are counted against a cap (a quarter of `RLIMIT_NOFILE`): past it a view holds
@@ -26,7 +27,7 @@ static HELD: AtomicUsize = AtomicUsize::new(0);
 
 /// How many directory descriptors views may hold: a quarter of the soft `RLIMIT_NOFILE` (open
 /// files and the kernel's passthrough need the rest), at least 64.
-fn cap() -> usize {
+pub(crate) fn cap() -> usize {
     static CAP: OnceLock<usize> = OnceLock::new();
     *CAP.get_or_init(|| {
         let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
