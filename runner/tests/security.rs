@@ -20,68 +20,33 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::oci::Oci;
 use common::{attacker_report as report, build_static, can_run, image, unionfs_bin, Run};
 use serde_json::{json, Value};
 
-/// A private copy of the runtime, a state root and bundles in one scratch directory.
+/// The OCI helper on a private copy of the runtime, and that copy's bytes as they were.
 struct Runtime {
-    scratch: tempfile::TempDir,
-    bin: PathBuf,
+    oci: Oci,
     original: Vec<u8>,
 }
 
 impl Runtime {
     fn new() -> Runtime {
-        let scratch = tempfile::Builder::new()
-            .prefix("runner-exe-attack")
-            .tempdir()
-            .unwrap();
-        let bin = scratch.path().join("runner");
-        fs::copy(env!("CARGO_BIN_EXE_runner"), &bin).unwrap();
-        let original = fs::read(&bin).unwrap();
-        Runtime {
-            scratch,
-            bin,
-            original,
-        }
+        let oci = Oci::with_runtime_copy();
+        let original = fs::read(&oci.bin).unwrap();
+        Runtime { oci, original }
     }
 
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.bin);
-        cmd.arg("--root")
-            .arg(self.scratch.path().join("state"))
-            .args(args)
-            .env("UNIONFS_BIN", unionfs_bin().expect("checked by can_run"))
-            .stdin(Stdio::null());
-        cmd
+    fn scratch(&self) -> &Path {
+        self.oci.scratch.path()
     }
 
-    /// Run to completion with output in files (a created container inherits them).
     fn run(&self, args: &[&str]) -> Run {
-        let out = tempfile::tempfile().unwrap();
-        let err = tempfile::tempfile().unwrap();
-        let status = self
-            .cmd(args)
-            .stdout(out.try_clone().unwrap())
-            .stderr(err.try_clone().unwrap())
-            .status()
-            .unwrap();
-        let read = |mut f: fs::File| {
-            use std::io::Seek;
-            f.rewind().unwrap();
-            let mut s = String::new();
-            f.read_to_string(&mut s).unwrap();
-            s
-        };
-        Run {
-            code: status.code().unwrap_or(128),
-            stdout: read(out),
-            stderr: read(err),
-        }
+        self.oci.runtime(args)
     }
 
     /// A `runner spec` bundle (runc's default: a root process with only AUDIT_WRITE, KILL and
-    /// NET_BIND_SERVICE) on a copy of the test image's base layer, with `extra` files added.
+    /// NET_BIND_SERVICE) with `extra` files added at the root of its rootfs.
     fn bundle(
         &self,
         name: &str,
@@ -89,62 +54,28 @@ impl Runtime {
         extra: &[&Path],
         edit: impl FnOnce(&mut Value),
     ) -> PathBuf {
-        let dir = self.scratch.path().join(name);
-        fs::create_dir_all(&dir).unwrap();
-        self.run(&["spec", "--bundle", dir.to_str().unwrap()]).ok();
-        let cp = Command::new("cp")
-            .arg("-a")
-            .arg(image().join("layers/base"))
-            .arg(dir.join("rootfs"))
-            .status()
-            .unwrap();
-        assert!(cp.success());
+        let dir = self.oci.bundle(name, args, edit);
         for f in extra {
             fs::copy(f, dir.join("rootfs").join(f.file_name().unwrap())).unwrap();
         }
-        let path = dir.join("config.json");
-        let mut config: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
-        config["process"]["args"] = json!(args);
-        config["process"]["terminal"] = json!(false);
-        edit(&mut config);
-        fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
         dir
     }
 
     fn pid(&self, id: &str) -> i64 {
-        let state: Value = serde_json::from_str(self.run(&["state", id]).ok()).unwrap();
-        state["pid"].as_i64().unwrap()
+        self.oci.state(id)["pid"].as_i64().unwrap()
     }
 
-    fn wait_stopped(&self, id: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            let state: Value = serde_json::from_str(self.run(&["state", id]).ok()).unwrap();
-            if state["status"] == "stopped" {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{id} still runs: {state}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    fn wait_stopped(&self, id: &str) {
+        self.oci.wait_status(id, "stopped");
     }
 
     #[track_caller]
     fn assert_binary_unchanged(&self) {
-        let now = fs::read(&self.bin).unwrap();
+        let now = fs::read(&self.oci.bin).unwrap();
         assert!(
             now == self.original,
             "the runtime binary was changed from inside a container"
         );
-    }
-}
-
-impl Drop for Runtime {
-    fn drop(&mut self) {
-        if let Ok(rd) = fs::read_dir(self.scratch.path().join("state")) {
-            for e in rd.flatten() {
-                let _ = self.run(&["delete", "--force", &e.file_name().to_string_lossy()]);
-            }
-        }
     }
 }
 
@@ -166,7 +97,7 @@ fn exec_and_a_pid_namespace_sharing_create_never_expose_the_runtime_binary() {
         return;
     }
     let rt = Runtime::new();
-    let Some(attacker) = build_static("exe_overwrite.c", rt.scratch.path()) else {
+    let Some(attacker) = build_static("exe_overwrite.c", rt.scratch()) else {
         return;
     };
     let a = rt.bundle(
@@ -216,13 +147,13 @@ fn exec_and_a_pid_namespace_sharing_create_never_expose_the_runtime_binary() {
     assert_eq!(seals & needed, needed, "seals {seals:#x}");
     std::thread::sleep(Duration::from_secs(2));
     rt.run(&["start", joiner]).ok();
-    rt.wait_stopped(joiner, Duration::from_secs(10));
+    rt.wait_stopped(joiner);
     rt.run(&["delete", joiner]).ok();
 
     // Some more scanning while nothing runs, then the report (the attacker ends on SIGTERM).
     std::thread::sleep(Duration::from_secs(1));
     rt.run(&["kill", victim, "TERM"]).ok();
-    rt.wait_stopped(victim, Duration::from_secs(20));
+    rt.wait_stopped(victim);
     let text = fs::read_to_string(a.join("rootfs/tmp/report")).unwrap();
     rt.run(&["delete", victim]).ok();
     rt.assert_binary_unchanged();
@@ -263,12 +194,12 @@ fn the_init_reaper_never_exposes_the_runtime_binary() {
         return;
     }
     let rt = Runtime::new();
-    let Some(attacker) = build_static("exe_overwrite.c", rt.scratch.path()) else {
+    let Some(attacker) = build_static("exe_overwrite.c", rt.scratch()) else {
         return;
     };
-    let img = image_with(rt.scratch.path(), &[&attacker]);
-    let store = rt.scratch.path().join("store");
-    let out = Command::new(&rt.bin)
+    let img = image_with(rt.scratch(), &[&attacker]);
+    let store = rt.scratch().join("store");
+    let out = Command::new(&rt.oci.bin)
         .args(["run", "--rm", "--init"])
         .arg(&img)
         .args(["/exe_overwrite", "3"])
@@ -290,13 +221,13 @@ fn a_process_that_makes_the_runtime_its_tracer_neither_hangs_nor_escapes_signals
         return;
     }
     let rt = Runtime::new();
-    let Some(traceme) = build_static("traceme.c", rt.scratch.path()) else {
+    let Some(traceme) = build_static("traceme.c", rt.scratch()) else {
         return;
     };
-    let img = image_with(rt.scratch.path(), &[&traceme]);
-    let store = rt.scratch.path().join("store");
+    let img = image_with(rt.scratch(), &[&traceme]);
+    let store = rt.scratch().join("store");
     let runner = |opts: &[&str], script: &str| {
-        let mut cmd = Command::new(&rt.bin);
+        let mut cmd = Command::new(&rt.oci.bin);
         cmd.arg("run")
             .args(opts)
             .arg(&img)
@@ -408,7 +339,7 @@ fn state_directories_are_private() {
     rt.run(&["create", "--bundle", bundle.to_str().unwrap(), &id])
         .ok();
     let mode = |p: PathBuf| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
-    let state = rt.scratch.path().join("state");
+    let state = rt.scratch().join("state");
     assert_eq!(mode(state.clone()), 0o700);
     assert_eq!(mode(state.join(&id)), 0o700);
     rt.run(&["delete", "--force", &id]).ok();

@@ -6,6 +6,8 @@
 //! them a test fails when `CI=true`, and otherwise says loudly that it skipped.
 #![allow(dead_code)]
 
+pub mod oci;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
