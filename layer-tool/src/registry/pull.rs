@@ -342,6 +342,14 @@ fn fetch_manifest(
 ) -> Result<(Vec<u8>, String)> {
     let url = client.url(&format!("manifests/{reference}"));
     let mut resp = client.request(Method::GET, &url, MANIFEST_TYPES, &Payload::Empty)?;
+    if resp.status() == 404 && !repository_exists(client) {
+        return Err(RegistryError::UnknownRepository {
+            reference: image.to_string(),
+            repository: image.repository.clone(),
+            detail: String::new(),
+        }
+        .into());
+    }
     if !resp.status().is_success() {
         return Err(client.status_error(&mut resp, image, "manifest"));
     }
@@ -368,6 +376,17 @@ fn fetch_manifest(
         verify::check_bytes(&bytes, &a, None, &what)?;
     }
     Ok((bytes, digest))
+}
+
+/// Whether the repository exists, for telling "unknown image" from "no such tag": registries
+/// (distribution 2.8 among them) answer both with `MANIFEST_UNKNOWN`, but list the tags of
+/// a repository only when it exists. Assumed to exist when the registry will not say.
+fn repository_exists(client: &Client) -> bool {
+    let url = client.url("tags/list?n=1");
+    match client.request(Method::GET, &url, &[], &Payload::Empty) {
+        Ok(resp) => resp.status() != 404,
+        Err(_) => true,
+    }
 }
 
 /// Stream the blob `desc` into `out`, checked against digest and size.

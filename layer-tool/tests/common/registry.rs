@@ -1,0 +1,276 @@
+//! A real registry for tests: Debian's `docker-registry` (distribution 2.8) serving on a free
+//! 127.0.0.1 port with filesystem storage in a temporary directory, optionally behind htpasswd
+//! basic auth and TLS (a CA and a server certificate made with openssl). Its log is kept so
+//! tests can count the requests it answered. Self-contained: runner's tests include it too.
+#![allow(dead_code)]
+
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+
+/// Why a registry cannot be started here, if it cannot.
+pub fn registry_missing() -> Option<String> {
+    for (bin, pkg) in [
+        (REGISTRY_BIN, "docker-registry"),
+        ("/usr/bin/htpasswd", "apache2-utils"),
+        ("/usr/bin/openssl", "openssl"),
+        ("/usr/bin/skopeo", "skopeo"),
+    ] {
+        if !Path::new(bin).is_file() {
+            return Some(format!("no {bin} (apt-get install {pkg})"));
+        }
+    }
+    None
+}
+
+#[derive(Default)]
+pub struct Setup {
+    /// htpasswd basic auth with this user and password.
+    pub user: Option<(String, String)>,
+    /// TLS with a certificate from a CA of the test's own (`ca.crt` in [`Registry::cert_dir`]).
+    pub tls: bool,
+}
+
+pub struct Registry {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    pub log: PathBuf,
+}
+
+impl Registry {
+    pub fn start(setup: Setup) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let storage = dir.path().join("storage");
+        fs::create_dir(&storage).unwrap();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\n\
+             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+             http:\n  addr: 127.0.0.1:{port}\n  secret: test-secret\n",
+            storage.display()
+        );
+        if setup.tls {
+            let (cert, key) = make_certs(&dir.path().join("certs"));
+            config += &format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            );
+        }
+        if let Some((user, pass)) = &setup.user {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, pass])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "htpasswd: {out:?}");
+            let file = dir.path().join("htpasswd");
+            fs::write(&file, out.stdout).unwrap();
+            config += &format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                file.display()
+            );
+        }
+        let config_file = dir.path().join("config.yml");
+        fs::write(&config_file, config).unwrap();
+        let log = dir.path().join("registry.log");
+        let log_file = fs::File::create(&log).unwrap();
+        let child = Command::new(REGISTRY_BIN)
+            .arg("serve")
+            .arg(&config_file)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .expect("starting docker-registry");
+        let mut reg = Registry {
+            child,
+            port,
+            dir,
+            log,
+        };
+        reg.wait_listening();
+        reg
+    }
+
+    /// Poll until the port accepts connections (never a fixed sleep).
+    fn wait_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("docker-registry exited ({status}):\n{}", self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not listen:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `127.0.0.1:PORT`.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The directory holding `ca.crt` (TLS registries).
+    pub fn cert_dir(&self) -> PathBuf {
+        self.dir.path().join("certs/ca")
+    }
+
+    pub fn storage(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    /// Where the registry keeps the blob `sha256:<hex>`.
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.storage()
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The requests answered so far: (method, uri), in order.
+    pub fn requests(&self) -> Vec<(String, String)> {
+        self.log_text()
+            .lines()
+            .filter(|l| {
+                l.contains("msg=\"response completed\"")
+                    || l.contains("msg=\"response completed with error\"")
+            })
+            .filter_map(|l| {
+                Some((
+                    field(l, "http.request.method=")?,
+                    field(l, "http.request.uri=")?,
+                ))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        // Our own child, by its pid.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn field(line: &str, key: &str) -> Option<String> {
+    let rest = &line[line.find(key)? + key.len()..];
+    let value = match rest.strip_prefix('"') {
+        Some(q) => q.split('"').next()?,
+        None => rest.split(' ').next()?,
+    };
+    Some(value.to_string())
+}
+
+/// A port nobody listens on now (the kernel's pick, released at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A CA (`DIR/ca/ca.crt`) and a server certificate for 127.0.0.1 signed by it.
+fn make_certs(dir: &Path) -> (PathBuf, PathBuf) {
+    fs::create_dir_all(dir.join("ca")).unwrap();
+    let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test CA",
+        "-keyout",
+        &p("ca.key"),
+        "-out",
+        &p("ca/ca.crt"),
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        &p("server.key"),
+        "-out",
+        &p("server.csr"),
+    ]);
+    fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("server.csr"),
+        "-CA",
+        &p("ca/ca.crt"),
+        "-CAkey",
+        &p("ca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &p("ext.cnf"),
+        "-out",
+        &p("server.crt"),
+    ]);
+    (dir.join("server.crt"), dir.join("server.key"))
+}
+
+/// skopeo with a policy that accepts everything (all local) and no system registries config.
+pub fn skopeo(dir: &Path, args: &[&str]) -> String {
+    let policy = dir.join("policy.json");
+    if !policy.exists() {
+        fs::write(
+            &policy,
+            r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+        )
+        .unwrap();
+    }
+    let out = Command::new("skopeo")
+        .arg("--policy")
+        .arg(&policy)
+        .args(args)
+        .env("REGISTRY_AUTH_FILE", dir.join("skopeo-auth.json"))
+        .env("TMPDIR", dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,0 +1,461 @@
+//! `layer-tool pull`, `push`, `login` and `logout` against a real registry (Debian's
+//! docker-registry, distribution 2.8) that each test starts on 127.0.0.1, with skopeo as the
+//! independent client on the other side. Offline: nothing leaves the machine.
+//!
+//! Needs docker-registry, skopeo, htpasswd (apache2-utils) and openssl: without them a test
+//! skips with a message, and fails when `CI=true`.
+
+mod common;
+#[path = "common/registry.rs"]
+mod registry;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{require, snapshot};
+use registry::{skopeo, Registry, Setup};
+use serde_json::{json, Value};
+
+fn can_run() -> bool {
+    require(
+        registry::registry_missing().is_none(),
+        &registry::registry_missing().unwrap_or_default(),
+    )
+}
+
+fn lt(store: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_layer-tool"))
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        // Credentials only from the files a test names.
+        .env("REGISTRY_AUTH_FILE", store.with_extension("auth.json"))
+        .env("HOME", store.with_extension("home"))
+        .env_remove("DOCKER_CONFIG")
+        .output()
+        .unwrap()
+}
+
+fn ok(store: &Path, args: &[&str]) -> (String, String) {
+    let out = lt(store, args);
+    let (o, e) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "layer-tool {args:?} failed:\n{e}");
+    (o, e)
+}
+
+fn fails(store: &Path, args: &[&str]) -> String {
+    let out = lt(store, args);
+    assert!(
+        !out.status.success(),
+        "layer-tool {args:?} should have failed"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn image_json(store: &Path, name: &str) -> Value {
+    let text = fs::read_to_string(store.join("images").join(name).join("image.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+fn layer_digests(store: &Path, name: &str) -> Vec<String> {
+    image_json(store, name)["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Each layer of `name` as a tree snapshot, bottom first.
+fn layer_trees(store: &Path, name: &str) -> Vec<BTreeMap<PathBuf, String>> {
+    layer_digests(store, name)
+        .iter()
+        .map(|d| {
+            let dir = store
+                .join("layers/sha256")
+                .join(d.trim_start_matches("sha256:"));
+            snapshot(&dir, true)
+        })
+        .collect()
+}
+
+/// The architecture that is not this machine's, for the second platform of an index.
+fn other_arch() -> &'static str {
+    if layer_tool::oci::host_arch() == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    }
+}
+
+/// Two images sharing a base layer, one per platform, as an OCI layout `DIR` (ref `t`) whose
+/// index points to an image index of both. Returns the single-platform layouts too.
+fn multi_platform_layout(tmp: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let store = tmp.join("build-store");
+    let base = tmp.join("base");
+    fs::create_dir_all(base.join("etc")).unwrap();
+    fs::write(base.join("etc/os-release"), "ID=test\n").unwrap();
+    fs::create_dir_all(base.join("usr/share")).unwrap();
+    fs::write(base.join("usr/share/big"), vec![7u8; 300_000]).unwrap();
+    ok(
+        &store,
+        &["build", s(&base), "--name", "base", "--mtime", "1700000000"],
+    );
+    let mut layouts = Vec::new();
+    for arch in [layer_tool::oci::host_arch(), other_arch()] {
+        let dir = tmp.join(format!("src-{arch}"));
+        fs::create_dir_all(dir.join("etc")).unwrap();
+        fs::write(dir.join("etc/platform"), arch).unwrap();
+        let name = format!("img-{arch}");
+        ok(
+            &store,
+            &[
+                "build",
+                s(&dir),
+                "--name",
+                &name,
+                "--base",
+                "base",
+                "--mtime",
+                "1700000000",
+                "--cmd",
+                "/bin/sh",
+                "--env",
+                &format!("ARCH={arch}"),
+            ],
+        );
+        let out = tmp.join(format!("layout-{arch}"));
+        ok(
+            &store,
+            &["export", &name, "-o", s(&out), "--gzip", "--ref", "t"],
+        );
+        layouts.push((arch, out));
+    }
+    let multi = tmp.join("layout-multi");
+    fs::create_dir_all(multi.join("blobs/sha256")).unwrap();
+    let mut manifests = Vec::new();
+    for (arch, dir) in &layouts {
+        for e in fs::read_dir(dir.join("blobs/sha256")).unwrap() {
+            let e = e.unwrap();
+            fs::copy(e.path(), multi.join("blobs/sha256").join(e.file_name())).unwrap();
+        }
+        let index: Value =
+            serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+        let mut desc = index["manifests"][0].clone();
+        desc.as_object_mut().unwrap().remove("annotations");
+        desc["platform"] = json!({"os": "linux", "architecture": arch});
+        manifests.push(desc);
+    }
+    let inner = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    }))
+    .unwrap();
+    let inner_digest = common::sha256(&inner);
+    fs::write(
+        multi
+            .join("blobs/sha256")
+            .join(inner_digest.trim_start_matches("sha256:")),
+        &inner,
+    )
+    .unwrap();
+    let top = json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "digest": inner_digest, "size": inner.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "t"},
+        }],
+    });
+    fs::write(multi.join("index.json"), top.to_string()).unwrap();
+    fs::write(
+        multi.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let (a, b) = (layouts.remove(0).1, layouts.remove(0).1);
+    (multi, a, b)
+}
+
+fn blob_gets(reg: &Registry) -> usize {
+    reg.requests()
+        .iter()
+        .filter(|(m, u)| m == "GET" && u.contains("/blobs/sha256:"))
+        .count()
+}
+
+#[test]
+fn an_index_of_two_platforms_pushed_by_skopeo_pulls_as_skopeo_copy_and_import_give_it() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let reg = Registry::start(Setup::default());
+    let host = reg.host();
+    let (multi, host_layout, _) = multi_platform_layout(t);
+    let remote = format!("{host}/team/multi:v1");
+    skopeo(
+        t,
+        &[
+            "copy",
+            "--all",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:t", s(&multi)),
+            &format!("docker://{remote}"),
+        ],
+    );
+
+    // layer-tool pull: plain HTTP to the loopback registry without being told.
+    let store = t.join("store");
+    let (out, err) = ok(&store, &["pull", &remote]);
+    assert!(out.starts_with("multi:v1\n"), "{out}");
+    assert!(err.contains("2 layers fetched, 0 already"), "{err}");
+
+    // The reference: skopeo copies the host's platform to an OCI layout, layer-tool imports it.
+    let copied = t.join("skopeo-copy");
+    skopeo(
+        t,
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{remote}"),
+            &format!("oci:{}:t", s(&copied)),
+        ],
+    );
+    let ref_store = t.join("ref-store");
+    ok(&ref_store, &["import", s(&copied), "--name", "ref"]);
+    assert_eq!(
+        layer_digests(&store, "multi:v1"),
+        layer_digests(&ref_store, "ref")
+    );
+    assert_eq!(
+        layer_trees(&store, "multi:v1"),
+        layer_trees(&ref_store, "ref")
+    );
+    assert_eq!(
+        image_json(&store, "multi:v1")["config"],
+        image_json(&ref_store, "ref")["config"]
+    );
+    let top = layer_digests(&store, "multi:v1").pop().unwrap();
+    let platform_file = store
+        .join("layers/sha256")
+        .join(top.trim_start_matches("sha256:"))
+        .join("etc/platform");
+    assert_eq!(
+        fs::read_to_string(platform_file).unwrap(),
+        layer_tool::oci::host_arch()
+    );
+    // And the same as importing the single-platform layout that went in.
+    ok(&ref_store, &["import", s(&host_layout), "--name", "orig"]);
+    assert_eq!(
+        layer_digests(&store, "multi:v1"),
+        layer_digests(&ref_store, "orig")
+    );
+
+    // The other platform, on request: its own top layer, the base layer shared and not fetched.
+    let before = blob_gets(&reg);
+    let (_, err) = ok(
+        &store,
+        &[
+            "pull",
+            &remote,
+            "--platform",
+            &format!("linux/{}", other_arch()),
+            "--name",
+            "other",
+        ],
+    );
+    assert!(err.contains("1 layers fetched, 1 already"), "{err}");
+    assert_eq!(blob_gets(&reg) - before, 2, "the config and one layer");
+    let other = layer_digests(&store, "other");
+    let dir = store
+        .join("layers/sha256")
+        .join(other[1].trim_start_matches("sha256:"));
+    assert_eq!(
+        fs::read_to_string(dir.join("etc/platform")).unwrap(),
+        other_arch()
+    );
+
+    // A second pull fetches no layer.
+    let before = blob_gets(&reg);
+    let (_, err) = ok(&store, &["pull", &remote]);
+    assert!(err.contains("0 layers fetched, 2 already"), "{err}");
+    assert_eq!(blob_gets(&reg) - before, 1, "only the config blob");
+
+    // A platform the index does not have, a tag and a repository that do not exist, a port
+    // nobody listens on: each named.
+    let err = fails(&store, &["pull", &remote, "--platform", "linux/s390x"]);
+    assert!(
+        err.contains("no manifest for platform linux/s390x"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("linux/{}", other_arch())),
+        "lists what there is: {err}"
+    );
+    let err = fails(&store, &["pull", &format!("{host}/team/multi:nope")]);
+    assert!(err.contains("no such tag") && err.contains("nope"), "{err}");
+    let err = fails(&store, &["pull", &format!("{host}/team/absent:v1")]);
+    assert!(
+        err.contains("unknown image") && err.contains("team/absent"),
+        "{err}"
+    );
+    let dead = format!("127.0.0.1:{}/x:v1", registry::free_port());
+    let err = fails(&store, &["pull", &dead]);
+    assert!(err.contains("network unreachable"), "{err}");
+}
+
+#[test]
+fn docker_schema_2_and_zstd_layers_pull_to_the_same_layers() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let reg = Registry::start(Setup::default());
+    let host = reg.host();
+    let (_, layout, _) = multi_platform_layout(t);
+    // Uncompressed, so that skopeo compresses it the way it is told to (zstd).
+    let plain = t.join("plain");
+    let name = format!("img-{}", layer_tool::oci::host_arch());
+    ok(
+        &t.join("build-store"),
+        &["export", &name, "-o", s(&plain), "--ref", "t"],
+    );
+    let src = format!("oci:{}:t", s(&plain));
+    skopeo(
+        t,
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            "--dest-compress-format",
+            "zstd",
+            "--dest-compress",
+            &src,
+            &format!("docker://{host}/zstd:v1"),
+        ],
+    );
+    // A registry of its own: skopeo would substitute the zstd blobs it just pushed, which a
+    // docker manifest cannot name.
+    let reg2 = Registry::start(Setup::default());
+    let host2 = reg2.host();
+    skopeo(
+        t,
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            "--format",
+            "v2s2",
+            &format!("oci:{}:t", s(&layout)),
+            &format!("docker://{host2}/docker:v1"),
+        ],
+    );
+    let raw = |name: &str| -> Value {
+        serde_json::from_str(&skopeo(
+            t,
+            &[
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                &format!("docker://{name}"),
+            ],
+        ))
+        .unwrap()
+    };
+    let docker = raw(&format!("{host2}/docker:v1"));
+    assert_eq!(
+        docker["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    let zstd = raw(&format!("{host}/zstd:v1"));
+    assert_eq!(
+        zstd["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+zstd"
+    );
+
+    let store = t.join("store");
+    ok(&store, &["import", s(&layout), "--name", "orig"]);
+    ok(&store, &["pull", &format!("{host2}/docker:v1")]);
+    let (_, err) = ok(&t.join("store2"), &["pull", &format!("{host}/zstd:v1")]);
+    assert!(err.contains("2 layers fetched"), "{err}");
+    assert_eq!(
+        layer_digests(&store, "docker:v1"),
+        layer_digests(&store, "orig")
+    );
+    assert_eq!(
+        layer_digests(&t.join("store2"), "zstd:v1"),
+        layer_digests(&store, "orig")
+    );
+}
+
+#[test]
+fn a_corrupted_blob_is_refused_with_a_digest_error_and_the_store_is_unchanged() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let reg = Registry::start(Setup::default());
+    let host = reg.host();
+    let (_, layout, other_layout) = multi_platform_layout(t);
+    let remote = format!("{host}/corrupt:v1");
+    skopeo(
+        t,
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:t", s(&layout)),
+            &format!("docker://{remote}"),
+        ],
+    );
+    let manifest: Value = serde_json::from_str(&skopeo(
+        t,
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{remote}"),
+        ],
+    ))
+    .unwrap();
+    // The top layer, same size, other bytes: only the digest can tell.
+    let layer = manifest["layers"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let blob = reg.blob_path(&layer);
+    let mut bytes = fs::read(&blob).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    fs::write(&blob, &bytes).unwrap();
+
+    let store = t.join("store");
+    // A store with the other platform's image: the base layer is there, the top one is not.
+    ok(&store, &["import", s(&other_layout), "--name", "before"]);
+    // Directory mtimes aside (a pull's staging comes and goes in ROOT/tmp).
+    let before = snapshot(&store, false);
+    let err = fails(&store, &["pull", &remote]);
+    assert!(
+        err.contains("digest mismatch") && err.contains(&layer),
+        "{err}"
+    );
+    assert_eq!(snapshot(&store, false), before, "the store is as it was");
+
+    // A blob the registry sends short is refused too.
+    bytes.truncate(mid);
+    fs::write(&blob, &bytes).unwrap();
+    let err = fails(&store, &["pull", &remote]);
+    assert!(err.contains(&layer), "{err}");
+    assert_eq!(snapshot(&store, false), before, "the store is as it was");
+}
