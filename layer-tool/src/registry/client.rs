@@ -97,6 +97,7 @@ impl Client {
         let mut config = Agent::config_builder()
             .http_status_as_error(false)
             .tls_config(tls)
+            .timeout_resolve(Some(Duration::from_secs(30)))
             .timeout_connect(Some(Duration::from_secs(30)))
             .user_agent(concat!("layer-tool/", env!("CARGO_PKG_VERSION")));
         if image.is_loopback() {

@@ -256,6 +256,60 @@ pub fn pull(store: &Store, image: &ImageRef, opts: &PullOptions) -> Result<Pulle
     })
 }
 
+/// When to pull before using an image (docker's `--pull`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Pull when the store does not have it (the default, as docker).
+    #[default]
+    Missing,
+    /// Pull every time (layers already stored are still not fetched again).
+    Always,
+    /// Never pull: the image must be in the store.
+    Never,
+}
+
+/// The store image `what` names (a store name, an image directory, or a registry reference),
+/// pulled first as `policy` says. `on_pull` hears about a pull before it starts. Returns
+/// what [`Store::find_image`] takes.
+pub fn ensure(
+    store: &Store,
+    what: &str,
+    policy: PullPolicy,
+    opts: &PullOptions,
+    on_pull: impl FnOnce(&ImageRef),
+) -> Result<String> {
+    if policy != PullPolicy::Always && is_local(store, what) {
+        return Ok(what.to_string());
+    }
+    let image = ImageRef::parse(what).with_context(|| {
+        format!("unknown image {what:?}: not in the store, and not a registry reference")
+    })?;
+    if policy != PullPolicy::Always {
+        if let Some(name) = super::local::find(store, &image, opts.name.as_deref()) {
+            return Ok(name);
+        }
+    }
+    if policy == PullPolicy::Never {
+        bail!("unknown image {what:?}: not in the store, and --pull never forbids pulling {image}");
+    }
+    on_pull(&image);
+    let pulled = pull(store, &image, opts).with_context(|| {
+        format!("unknown image {what:?}: not in the store, and pulling {image} failed")
+    })?;
+    Ok(pulled.image.name)
+}
+
+/// A store name with an `image.json`, or a path to an image directory.
+fn is_local(store: &Store, what: &str) -> bool {
+    if Path::new(what).join(crate::store::IMAGE_FILE).is_file() {
+        return true;
+    }
+    crate::store::validate_image_name(what).is_ok()
+        && store
+            .image_dir(what)
+            .is_ok_and(|d| d.join(crate::store::IMAGE_FILE).is_file())
+}
+
 fn is_index(doc: &Value) -> bool {
     let mt = doc.get("mediaType").and_then(Value::as_str).unwrap_or("");
     mt == oci::MEDIA_INDEX
