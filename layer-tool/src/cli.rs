@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{parse_argv, ConfigChanges};
@@ -75,6 +75,34 @@ pub enum Command {
         registry: RegistryArgs,
         #[command(flatten)]
         limits: LimitArgs,
+    },
+    /// Push an image of the store to a registry (blobs it has are not sent again).
+    Push {
+        image: String,
+        reference: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Check credentials for a registry and save them in the auth file.
+    Login {
+        /// The registry (`host:port`, `docker.io`).
+        registry: String,
+        #[arg(short, long)]
+        username: Option<String>,
+        /// The password (prefer --password-stdin: command lines are visible to other users).
+        #[arg(short, long)]
+        password: Option<String>,
+        /// Read the password from stdin.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        registry_args: RegistryArgs,
+    },
+    /// Remove a registry's credentials from the auth file.
+    Logout {
+        registry: String,
+        #[arg(long, value_name = "FILE")]
+        authfile: Option<PathBuf>,
     },
     /// Export an image as an OCI image layout (OUT.tar: as a tar), or a layer as a layer tarball.
     Export {
@@ -342,6 +370,65 @@ pub fn main() -> Result<()> {
                 pulled.manifest, pulled.fetched, pulled.reused
             );
             print_image_summary(&pulled.image);
+        }
+        Command::Push {
+            image,
+            reference,
+            registry,
+        } => {
+            let target = crate::registry::ImageRef::parse(&reference)?;
+            let opts = crate::registry::push::PushOptions {
+                registry: registry.options()?,
+                progress: crate::progress::wanted(),
+            };
+            let pushed = crate::registry::push::push(&store, &image, &target, &opts)
+                .with_context(|| format!("pushing {image} to {target}"))?;
+            eprintln!(
+                "pushed {target}: {} blobs sent, {} mounted, {} already there",
+                pushed.sent, pushed.mounted, pushed.present
+            );
+            println!("{}", pushed.manifest);
+        }
+        Command::Login {
+            registry,
+            username,
+            password,
+            password_stdin,
+            registry_args,
+        } => {
+            let username = match username {
+                Some(u) => u,
+                None => bail!("login: give the user name with --username"),
+            };
+            let password = match (password, password_stdin) {
+                (Some(_), true) => bail!("login: --password and --password-stdin together"),
+                (Some(p), false) => p,
+                (None, true) => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("reading the password from stdin")?;
+                    line.trim_end_matches(['\n', '\r']).to_string()
+                }
+                (None, false) => bail!("login: give the password with --password-stdin"),
+            };
+            if password.is_empty() {
+                bail!("login: empty password");
+            }
+            let creds = crate::registry::auth::Credentials { username, password };
+            let opts = registry_args.options()?;
+            crate::registry::login::login(&registry, &creds, &opts)?;
+            println!("Login Succeeded");
+        }
+        Command::Logout { registry, authfile } => {
+            let files = crate::registry::auth::AuthFiles::from_env(authfile);
+            if !files.remove(&registry)? {
+                bail!(
+                    "not logged in to {registry} (no credentials in {})",
+                    files.auth_json.display()
+                );
+            }
+            println!("Removed login credentials for {registry}");
         }
         Command::Export {
             what,

@@ -459,3 +459,253 @@ fn a_corrupted_blob_is_refused_with_a_digest_error_and_the_store_is_unchanged() 
     assert!(err.contains(&layer), "{err}");
     assert_eq!(snapshot(&store, false), before, "the store is as it was");
 }
+
+fn uploads(reg: &Registry) -> usize {
+    reg.requests()
+        .iter()
+        .filter(|(m, u)| (m == "PUT" || m == "PATCH") && u.contains("/blobs/uploads/"))
+        .count()
+}
+
+#[test]
+fn an_image_pushed_by_layer_tool_is_pulled_back_by_skopeo_and_is_never_sent_twice() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let reg = Registry::start(Setup::default());
+    let host = reg.host();
+    multi_platform_layout(t);
+    let store = t.join("build-store");
+    let name = format!("img-{}", layer_tool::oci::host_arch());
+    let remote = format!("{host}/team/pushed:v1");
+    let (digest, err) = ok(&store, &["push", &name, &remote]);
+    assert!(
+        err.contains("3 blobs sent, 0 mounted, 0 already there"),
+        "{err}"
+    );
+    assert_eq!(uploads(&reg), 3, "two layers and the config");
+
+    // skopeo checks every blob's digest as it copies; the copy imports to the same layers.
+    let raw = skopeo(
+        t,
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{remote}"),
+        ],
+    );
+    assert_eq!(
+        common::sha256(raw.as_bytes()),
+        digest.trim(),
+        "the manifest is what was pushed"
+    );
+    let manifest: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(
+        manifest["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert_eq!(manifest["layers"].as_array().unwrap().len(), 2);
+    let copied = t.join("skopeo-copy");
+    skopeo(
+        t,
+        &[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{remote}"),
+            &format!("oci:{}:t", s(&copied)),
+        ],
+    );
+    let ref_store = t.join("ref-store");
+    ok(&ref_store, &["import", s(&copied), "--name", "back"]);
+    assert_eq!(
+        layer_digests(&ref_store, "back"),
+        layer_digests(&store, &name)
+    );
+    assert_eq!(
+        image_json(&ref_store, "back")["config"],
+        image_json(&store, &name)["config"]
+    );
+
+    // A second push asks (HEAD) and sends no blob; the manifest goes again.
+    let heads = |reg: &Registry| reg.requests().iter().filter(|(m, _)| m == "HEAD").count();
+    let before_heads = heads(&reg);
+    let (digest2, err) = ok(&store, &["push", &name, &remote]);
+    assert_eq!(digest2, digest, "the same image pushes the same manifest");
+    assert!(
+        err.contains("0 blobs sent, 0 mounted, 3 already there"),
+        "{err}"
+    );
+    assert_eq!(uploads(&reg), 3, "no upload");
+    assert_eq!(heads(&reg) - before_heads, 3);
+
+    // Pulled from team/pushed and pushed to team/copy: the registry mounts, nothing is sent.
+    let store2 = t.join("store2");
+    ok(&store2, &["pull", &remote, "--name", "pulled"]);
+    let (_, err) = ok(
+        &store2,
+        &["push", "pulled", &format!("{host}/team/copy:v1")],
+    );
+    assert!(err.contains("0 blobs sent, 3 mounted"), "{err}");
+    assert_eq!(uploads(&reg), 3, "no upload");
+    let mounts = reg
+        .requests()
+        .iter()
+        .filter(|(m, u)| {
+            m == "POST" && u.contains("mount=sha256:") && u.contains("from=team/pushed")
+        })
+        .count();
+    assert_eq!(mounts, 3);
+}
+
+#[test]
+fn basic_auth_and_a_private_ca_login_logout_and_tls_verify_only_where_asked() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let reg = Registry::start(Setup {
+        user: Some(("tester".into(), "s3cret".into())),
+        tls: true,
+    });
+    let host = reg.host();
+    let ca = reg.cert_dir();
+    multi_platform_layout(t);
+    let store = t.join("build-store");
+    let name = format!("img-{}", layer_tool::oci::host_arch());
+    let remote = format!("{host}/secure/app:v1");
+    let auth_file = store.with_extension("auth.json");
+
+    let err = fails(
+        &store,
+        &["login", &host, "-u", "tester", "--password-stdin"],
+    );
+    assert!(err.contains("empty password"), "{err}");
+    // The CA is not trusted until asked: a TLS error, never a silent fall to plain HTTP.
+    let err = fails(&store, &["login", &host, "-u", "tester", "-p", "s3cret"]);
+    assert!(
+        err.contains("TLS failed") && err.contains("certificate"),
+        "{err}"
+    );
+    assert!(!auth_file.exists());
+
+    // A wrong password: a clear error and nothing saved.
+    let err = fails(
+        &store,
+        &[
+            "login",
+            &host,
+            "-u",
+            "tester",
+            "-p",
+            "wrong",
+            "--cert-dir",
+            s(&ca),
+        ],
+    );
+    assert!(
+        err.contains("unauthorized") && err.contains("user name and password"),
+        "{err}"
+    );
+    assert!(!auth_file.exists());
+
+    // Without credentials: unauthorized, named.
+    let err = fails(&store, &["push", &name, &remote, "--cert-dir", s(&ca)]);
+    assert!(err.contains("unauthorized"), "{err}");
+
+    // The right one is saved (0600) and used by push and pull.
+    let (out, _) = ok(
+        &store,
+        &[
+            "login",
+            &host,
+            "-u",
+            "tester",
+            "-p",
+            "s3cret",
+            "--cert-dir",
+            s(&ca),
+        ],
+    );
+    assert!(out.contains("Login Succeeded"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        fs::metadata(&auth_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let saved: Value = serde_json::from_slice(&fs::read(&auth_file).unwrap()).unwrap();
+    assert!(saved["auths"][&host]["auth"].is_string(), "{saved}");
+    ok(&store, &["push", &name, &remote, "--cert-dir", s(&ca)]);
+    let store2 = t.join("store2");
+    fs::copy(&auth_file, store2.with_extension("auth.json")).unwrap();
+    ok(&store2, &["pull", &remote, "--cert-dir", s(&ca)]);
+    assert_eq!(
+        layer_digests(&store2, "app:v1"),
+        layer_digests(&store, &name)
+    );
+    // skopeo takes the same credentials file and CA.
+    let out = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--authfile",
+            s(&auth_file),
+            "--cert-dir",
+            s(&ca),
+        ])
+        .arg(format!("docker://{remote}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // --tls-verify=false accepts the certificate it was asked to, and only then.
+    let store3 = t.join("store3");
+    fs::copy(&auth_file, store3.with_extension("auth.json")).unwrap();
+    let err = fails(&store3, &["pull", &remote]);
+    assert!(err.contains("TLS failed"), "{err}");
+    ok(&store3, &["pull", &remote, "--tls-verify=false"]);
+    // --creds instead of the file.
+    let store4 = t.join("store4");
+    ok(
+        &store4,
+        &[
+            "pull",
+            &remote,
+            "--cert-dir",
+            s(&ca),
+            "--creds",
+            "tester:s3cret",
+        ],
+    );
+    let err = fails(
+        &store4,
+        &[
+            "pull",
+            &remote,
+            "--cert-dir",
+            s(&ca),
+            "--creds",
+            "tester:nope",
+            "--name",
+            "x",
+        ],
+    );
+    assert!(err.contains("unauthorized"), "{err}");
+
+    // logout forgets them.
+    ok(&store, &["logout", &host]);
+    let err = fails(&store, &["logout", &host]);
+    assert!(err.contains("not logged in"), "{err}");
+    let err = fails(
+        &store,
+        &["pull", &remote, "--cert-dir", s(&ca), "--name", "y"],
+    );
+    assert!(err.contains("unauthorized"), "{err}");
+}

@@ -112,8 +112,10 @@ impl Client {
             Err(tls_err) if plain_ok => {
                 let http = format!("http://{host}");
                 match agent.get(format!("{http}/v2/")).call() {
-                    Ok(resp) => (http, resp),
-                    Err(_) => return Err(unreachable(&host, tls_err)),
+                    // Only a registry's answer counts: a TLS server answers plain HTTP with 400,
+                    // and then the TLS failure is the one to report.
+                    Ok(resp) if matches!(resp.status().as_u16(), 200..=299 | 401) => (http, resp),
+                    _ => return Err(unreachable(&host, tls_err)),
                 }
             }
             Err(e) => return Err(unreachable(&host, e)),
@@ -227,9 +229,46 @@ impl Client {
             | ureq::Error::HostNotFound
             | ureq::Error::ConnectionFailed
             | ureq::Error::Timeout(_)
-            | ureq::Error::Tls(_) => unreachable(&self.base, e),
+            | ureq::Error::Tls(_)
+            | ureq::Error::Rustls(_) => unreachable(&self.base, e),
             e => anyhow!(e).context(format!("{method} {url}")),
         })
+    }
+
+    /// Check that the registry takes the credentials (`login`): a token for them (Bearer),
+    /// or `GET /v2/` with them (Basic). A registry that wants none takes any.
+    pub fn check_credentials(&self) -> Result<()> {
+        let denied = |detail: String| -> anyhow::Error {
+            RegistryError::Unauthorized {
+                registry: self.registry.clone(),
+                what: "the user name and password".to_string(),
+                detail,
+            }
+            .into()
+        };
+        match &self.scheme {
+            Scheme::Anonymous => Ok(()),
+            Scheme::Bearer { realm, service } => {
+                self.fetch_token(realm, service.as_deref(), "").map(|_| ())
+            }
+            Scheme::Basic => {
+                let url = format!("{}/v2/", self.base);
+                let mut resp = self.send(&Method::GET, &url, &[], &Payload::Empty)?;
+                match resp.status().as_u16() {
+                    200..=299 => Ok(()),
+                    401 | 403 => {
+                        let body = resp
+                            .body_mut()
+                            .with_config()
+                            .limit(64 << 10)
+                            .read_to_vec()
+                            .unwrap_or_default();
+                        Err(denied(ErrorBody::parse(&body).detail()))
+                    }
+                    status => bail!("{url} answered {status}"),
+                }
+            }
+        }
     }
 
     /// The `Authorization` header for the next request, fetching a token when none is held.
@@ -254,7 +293,10 @@ impl Client {
 
     /// A token from the realm (docker's token protocol, GET form).
     fn fetch_token(&self, realm: &str, service: Option<&str>, scope: &str) -> Result<String> {
-        let mut req = self.agent.get(realm).query("scope", scope);
+        let mut req = self.agent.get(realm);
+        if !scope.is_empty() {
+            req = req.query("scope", scope);
+        }
         if let Some(s) = service {
             req = req.query("service", s);
         }
@@ -349,6 +391,16 @@ impl Client {
 }
 
 fn unreachable(host: &str, cause: ureq::Error) -> anyhow::Error {
+    // rustls' handshake failures (an unknown CA) reach us wrapped in an I/O error.
+    let tls_io = matches!(&cause, ureq::Error::Io(e)
+        if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()));
+    if tls_io || matches!(cause, ureq::Error::Tls(_) | ureq::Error::Rustls(_)) {
+        return RegistryError::Tls {
+            host: host.to_string(),
+            cause,
+        }
+        .into();
+    }
     RegistryError::Unreachable {
         host: host.to_string(),
         cause,

@@ -39,6 +39,12 @@ pub enum RegistryError {
         want_size: u64,
         got_size: u64,
     },
+    #[error(
+        "TLS failed with {host}: {cause} (a registry with its own CA: put the CA in \
+         /etc/containers/certs.d/HOST:PORT/ca.crt or give --cert-dir; --tls-verify=false skips \
+         the check)"
+    )]
+    Tls { host: String, cause: ureq::Error },
     #[error("network unreachable: cannot connect to {host}: {cause}")]
     Unreachable { host: String, cause: ureq::Error },
 }
