@@ -204,6 +204,16 @@ pub fn pull(store: &Store, image: &ImageRef, opts: &PullOptions) -> Result<Pulle
         digest::hex_part(diff_id).context("a diff id in the image config")?;
         let hex = digest::hex_part(&desc.digest).context("a layer digest in the manifest")?;
         check_layer_type(desc)?;
+        // The declared size bounds what is read; it must itself be bounded (a registry could
+        // declare a terabyte and fill the disk).
+        if desc.size > opts.limits.max_bytes {
+            bail!(
+                "layer {} of {image} declares {} bytes, more than the limit of {} (--max-size)",
+                desc.digest,
+                desc.size,
+                opts.limits.max_bytes
+            );
+        }
         let stored = diffids::lookup(store, diff_id);
         if stored.is_none()
             && !to_fetch
