@@ -709,3 +709,104 @@ fn basic_auth_and_a_private_ca_login_logout_and_tls_verify_only_where_asked() {
     );
     assert!(err.contains("unauthorized"), "{err}");
 }
+
+#[test]
+fn an_interrupted_pull_leaves_the_store_as_it_was_and_the_next_one_starts_over() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let reg = Registry::start(Setup::default());
+    // One layer of 8 MiB that gzip cannot shrink.
+    let dir = t.join("big");
+    fs::create_dir_all(&dir).unwrap();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let data: Vec<u8> = (0..8 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    fs::write(dir.join("blob"), &data).unwrap();
+    let build = t.join("build-store");
+    ok(&build, &["build", s(&dir), "--name", "big"]);
+    let layout = t.join("layout");
+    ok(
+        &build,
+        &["export", "big", "-o", s(&layout), "--gzip", "--ref", "t"],
+    );
+    skopeo(
+        t,
+        &[
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:t", s(&layout)),
+            &format!("docker://{}/big:v1", reg.host()),
+        ],
+    );
+
+    let store = t.join("store");
+    let (_, small, _) = multi_platform_layout(t);
+    ok(&store, &["import", s(&small), "--name", "before"]);
+    let outside_tmp = |snap: BTreeMap<PathBuf, String>| -> BTreeMap<PathBuf, String> {
+        snap.into_iter()
+            .filter(|(p, _)| !p.starts_with("tmp"))
+            .collect()
+    };
+    let before = outside_tmp(snapshot(&store, false));
+
+    // The pull through a proxy that stalls after 1 MiB, killed once part of the blob is on disk.
+    let proxy = registry::StallingProxy::start(reg.port, 1 << 20);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_layer-tool"))
+        .arg("--store")
+        .arg(&store)
+        .args(["pull", &format!("127.0.0.1:{}/big:v1", proxy.port)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let partial = || -> bool {
+        let Ok(rd) = fs::read_dir(store.join("tmp")) else {
+            return false;
+        };
+        rd.filter_map(|e| e.ok())
+            .filter_map(|e| fs::read_dir(e.path().join("blobs/sha256")).ok())
+            .flatten()
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .any(|m| m.len() > 0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !partial() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the pull ended before it was interrupted"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no partial blob appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        outside_tmp(snapshot(&store, false)),
+        before,
+        "layers and images as they were"
+    );
+
+    // gc clears the staging; the next pull starts over and succeeds.
+    let (out, _) = ok(&store, &["gc"]);
+    assert!(out.contains("leftover staging"), "{out}");
+    let (_, err) = ok(&store, &["pull", &format!("{}/big:v1", reg.host())]);
+    assert!(err.contains("1 layers fetched"), "{err}");
+    let layer = layer_digests(&store, "big:v1").pop().unwrap();
+    let file = store
+        .join("layers/sha256")
+        .join(layer.trim_start_matches("sha256:"))
+        .join("blob");
+    assert!(fs::read(file).unwrap() == data);
+}

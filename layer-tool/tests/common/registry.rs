@@ -274,3 +274,48 @@ pub fn skopeo(dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A TCP proxy to a local port that stops forwarding answers once `after` bytes went back on
+/// one connection: the client hangs mid-blob, to be interrupted by the test.
+pub struct StallingProxy {
+    pub port: u16,
+}
+
+impl StallingProxy {
+    pub fn start(target: u16, after: u64) -> StallingProxy {
+        use std::io::{Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(mut client) = client else { return };
+                let Ok(mut upstream) = TcpStream::connect(("127.0.0.1", target)) else {
+                    return;
+                };
+                let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut u2);
+                });
+                std::thread::spawn(move || {
+                    let mut sent = 0u64;
+                    let mut buf = [0u8; 16 << 10];
+                    loop {
+                        let n = match upstream.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if client.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                        sent += n as u64;
+                        if sent >= after {
+                            // Hold the connection open, sending nothing more.
+                            std::thread::sleep(Duration::from_secs(3600));
+                        }
+                    }
+                });
+            }
+        });
+        StallingProxy { port }
+    }
+}
