@@ -8,6 +8,8 @@
 mod common;
 #[path = "common/registry.rs"]
 mod registry;
+#[path = "common/token.rs"]
+mod token;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -570,6 +572,7 @@ fn basic_auth_and_a_private_ca_login_logout_and_tls_verify_only_where_asked() {
     let reg = Registry::start(Setup {
         user: Some(("tester".into(), "s3cret".into())),
         tls: true,
+        ..Default::default()
     });
     let host = reg.host();
     let ca = reg.cert_dir();
@@ -809,4 +812,72 @@ fn an_interrupted_pull_leaves_the_store_as_it_was_and_the_next_one_starts_over()
         .join(layer.trim_start_matches("sha256:"))
         .join("blob");
     assert!(fs::read(file).unwrap() == data);
+}
+
+#[test]
+fn bearer_tokens_anonymous_for_pull_with_credentials_for_push() {
+    if !can_run() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let certs = registry::make_certs(&t.join("token-certs"));
+    let tokens = token::TokenServer::start(&certs.ca_key, &certs.ca_cert);
+    let reg = Registry::start(Setup {
+        token: Some((tokens.realm(), certs.ca_cert.clone())),
+        ..Default::default()
+    });
+    let host = reg.host();
+    multi_platform_layout(t);
+    let store = t.join("build-store");
+    let name = format!("img-{}", layer_tool::oci::host_arch());
+    let remote = format!("{host}/team/app:v1");
+
+    // Anonymous callers get pull only: the push is refused, named.
+    let err = fails(&store, &["push", &name, &remote]);
+    assert!(err.contains("unauthorized"), "{err}");
+    let asked = tokens.asked();
+    assert!(asked.iter().all(|a| a.user.is_none()), "{asked:?}");
+    assert!(
+        asked
+            .iter()
+            .any(|a| a.scope == "repository:team/app:pull,push"),
+        "{asked:?}"
+    );
+
+    // A wrong password: the token service says no, login saves nothing.
+    let err = fails(&store, &["login", &host, "-u", token::USER, "-p", "wrong"]);
+    assert!(err.contains("unauthorized"), "{err}");
+    assert!(!store.with_extension("auth.json").exists());
+
+    // Logged in: a token for pull,push with the credentials, and the push goes through.
+    ok(
+        &store,
+        &["login", &host, "-u", token::USER, "-p", token::PASSWORD],
+    );
+    ok(&store, &["push", &name, &remote]);
+    let asked = tokens.asked();
+    assert!(
+        asked.iter().any(|a| a.user.as_deref() == Some(token::USER)
+            && a.scope == "repository:team/app:pull,push"
+            && a.granted == ["pull", "push"]),
+        "{asked:?}"
+    );
+
+    // An anonymous pull: an anonymous token for pull, no credentials anywhere.
+    let before = tokens.asked().len();
+    let store2 = t.join("store2");
+    ok(&store2, &["pull", &remote]);
+    assert_eq!(
+        layer_digests(&store2, "app:v1"),
+        layer_digests(&store, &name)
+    );
+    let asked = tokens.asked()[before..].to_vec();
+    assert!(!asked.is_empty());
+    assert!(
+        asked
+            .iter()
+            .all(|a| a.user.is_none() && a.scope == "repository:team/app:pull"),
+        "{asked:?}"
+    );
 }

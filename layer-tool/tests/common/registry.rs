@@ -33,6 +33,8 @@ pub struct Setup {
     pub user: Option<(String, String)>,
     /// TLS with a certificate from a CA of the test's own (`ca.crt` in [`Registry::cert_dir`]).
     pub tls: bool,
+    /// Token auth: (realm URL, the certificate bundle that signs the tokens).
+    pub token: Option<(String, PathBuf)>,
 }
 
 pub struct Registry {
@@ -55,7 +57,8 @@ impl Registry {
             storage.display()
         );
         if setup.tls {
-            let (cert, key) = make_certs(&dir.path().join("certs"));
+            let certs = make_certs(&dir.path().join("certs"));
+            let (cert, key) = (certs.server_cert, certs.server_key);
             config += &format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 cert.display(),
@@ -73,6 +76,13 @@ impl Registry {
             config += &format!(
                 "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
                 file.display()
+            );
+        }
+        if let Some((realm, bundle)) = &setup.token {
+            config += &format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: test-registry\n    \
+                 issuer: test-issuer\n    rootcertbundle: {}\n",
+                bundle.display()
             );
         }
         let config_file = dir.path().join("config.yml");
@@ -185,8 +195,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+pub struct Certs {
+    pub ca_key: PathBuf,
+    pub ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+}
+
 /// A CA (`DIR/ca/ca.crt`) and a server certificate for 127.0.0.1 signed by it.
-fn make_certs(dir: &Path) -> (PathBuf, PathBuf) {
+pub fn make_certs(dir: &Path) -> Certs {
     fs::create_dir_all(dir.join("ca")).unwrap();
     let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
     let openssl = |args: &[&str]| {
@@ -246,7 +263,12 @@ fn make_certs(dir: &Path) -> (PathBuf, PathBuf) {
         "-out",
         &p("server.crt"),
     ]);
-    (dir.join("server.crt"), dir.join("server.key"))
+    Certs {
+        ca_key: dir.join("ca.key"),
+        ca_cert: dir.join("ca/ca.crt"),
+        server_cert: dir.join("server.crt"),
+        server_key: dir.join("server.key"),
+    }
 }
 
 /// skopeo with a policy that accepts everything (all local) and no system registries config.
