@@ -265,6 +265,29 @@ fn an_index_of_two_platforms_pushed_by_skopeo_pulls_as_skopeo_copy_and_import_gi
         layer_digests(&ref_store, "orig")
     );
 
+    // By digest (the index's): the same image, under a name that says the digest.
+    let raw = skopeo(
+        t,
+        &[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{remote}"),
+        ],
+    );
+    let index_digest = common::sha256(raw.as_bytes());
+    let (out, err) = ok(
+        &store,
+        &["pull", &format!("{host}/team/multi@{index_digest}")],
+    );
+    let by_digest = format!("multi:{}", index_digest.replace(':', "-"));
+    assert!(out.starts_with(&format!("{by_digest}\n")), "{out}");
+    assert!(err.contains("0 layers fetched, 2 already"), "{err}");
+    assert_eq!(
+        layer_digests(&store, &by_digest),
+        layer_digests(&store, "multi:v1")
+    );
+
     // The other platform, on request: its own top layer, the base layer shared and not fetched.
     let before = blob_gets(&reg);
     let (_, err) = ok(

@@ -83,6 +83,8 @@ pub struct Client {
     scheme: Scheme,
     scope: String,
     token: Mutex<Option<String>>,
+    /// Plain HTTP is acceptable (a loopback registry, or `--tls-verify=false`).
+    plain_ok: bool,
 }
 
 impl Client {
@@ -139,6 +141,7 @@ impl Client {
             scheme,
             scope: format!("repository:{}:{actions}", image.repository),
             token: Mutex::new(None),
+            plain_ok,
         })
     }
 
@@ -293,6 +296,22 @@ impl Client {
 
     /// A token from the realm (docker's token protocol, GET form).
     fn fetch_token(&self, realm: &str, service: Option<&str>, scope: &str) -> Result<String> {
+        if let Some(c) = &self.creds {
+            // A password never crosses the network in the clear unless the user allowed plain
+            // HTTP (or it stays on this machine).
+            let host = realm
+                .strip_prefix("http://")
+                .map(|r| r.split('/').next().unwrap_or(r));
+            if let Some(host) = host {
+                if !self.plain_ok && !super::reference::is_loopback_host(host) {
+                    bail!(
+                        "the token service {realm} is plain HTTP: not sending {}'s password \
+                         there (--tls-verify=false allows it)",
+                        c.username
+                    );
+                }
+            }
+        }
         let mut req = self.agent.get(realm);
         if !scope.is_empty() {
             req = req.query("scope", scope);
@@ -459,4 +478,42 @@ fn www_authenticate(resp: &Response<Body>) -> Result<String> {
         bail!("401 without a WWW-Authenticate header");
     }
     Ok(values.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unauthorized(header: &str) -> Response<Body> {
+        Response::builder()
+            .status(401)
+            .header("WWW-Authenticate", header)
+            .body(Body::builder().data(""))
+            .unwrap()
+    }
+
+    #[test]
+    fn challenges() {
+        let r = unauthorized(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push",error="insufficient_scope""#,
+        );
+        match parse_challenge(&r).unwrap() {
+            Scheme::Bearer { realm, service } => {
+                assert_eq!(realm, "https://auth.example/token");
+                assert_eq!(service.as_deref(), Some("registry.example"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            challenge_scope(&r).as_deref(),
+            Some("repository:a/b:pull,push")
+        );
+        assert!(matches!(
+            parse_challenge(&unauthorized(r#"Basic realm="test""#)).unwrap(),
+            Scheme::Basic
+        ));
+        // A realm that is not a URL, and schemes we do not speak, are refused.
+        assert!(parse_challenge(&unauthorized(r#"Bearer realm="/etc/passwd""#)).is_err());
+        assert!(parse_challenge(&unauthorized(r#"Negotiate abc="x""#)).is_err());
+    }
 }
