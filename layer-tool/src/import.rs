@@ -108,8 +108,6 @@ pub fn install_source(
                     .layer_ref(&layer.stored.clone().unwrap_or_default())?
                     .digest
             };
-            // A later pull of an image with this layer finds it without fetching it.
-            crate::diffids::record(store, &layer.diff_id, &digest)?;
             layers.push(store.layer_ref(&digest)?);
         }
         let image = Image {
@@ -119,6 +117,13 @@ pub fn install_source(
             provenance: source.provenance.clone(),
         };
         store.save_image(&image)?;
+        // A later pull of an image with these layers finds them without fetching them. Only an
+        // optimisation: a failure here costs a download later, never the import.
+        for (layer, stored) in source.layers.iter().zip(&image.layers) {
+            if let Err(e) = crate::diffids::record(store, &layer.diff_id, &stored.digest) {
+                tracing::warn!("remembering layer {}: {e:#}", layer.diff_id);
+            }
+        }
         Ok(image)
     })();
     if result.is_err() {
