@@ -903,4 +903,26 @@ fn bearer_tokens_anonymous_for_pull_with_credentials_for_push() {
             .all(|a| a.user.is_none() && a.scope == "repository:team/app:pull"),
         "{asked:?}"
     );
+
+    // Pushed elsewhere on the registry, the blobs are mounted from team/app: the registry
+    // challenges for both repositories, and the token asked for next names both.
+    fs::copy(
+        store.with_extension("auth.json"),
+        store2.with_extension("auth.json"),
+    )
+    .unwrap();
+    let (_, err) = ok(
+        &store2,
+        &["push", "app:v1", &format!("{host}/team/copy:v1")],
+    );
+    assert!(err.contains("0 blobs sent, 3 mounted"), "{err}");
+    assert!(
+        tokens
+            .asked()
+            .iter()
+            .any(|a| a.scope.contains("repository:team/copy:")
+                && a.scope.contains("repository:team/app:pull")),
+        "{:?}",
+        tokens.asked()
+    );
 }

@@ -313,8 +313,10 @@ impl Client {
             }
         }
         let mut req = self.agent.get(realm);
-        if !scope.is_empty() {
-            req = req.query("scope", scope);
+        // A challenge may name several scopes (a mount: this repository and the source);
+        // the token protocol takes each as its own `scope` parameter.
+        for one in scope.split_whitespace() {
+            req = req.query("scope", one);
         }
         if let Some(s) = service {
             req = req.query("service", s);

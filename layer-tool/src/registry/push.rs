@@ -124,14 +124,26 @@ fn push_blob(
     if head.status() != 404 {
         return Err(client.status_error(&mut head, target, "blob check"));
     }
-    let start = match mount_from {
-        Some(from) => client.url(&format!("blobs/uploads/?mount={}&from={from}", desc.digest)),
-        None => client.url("blobs/uploads/"),
-    };
-    let mut resp = client.request(Method::POST, &start, &[], &Payload::Empty)?;
-    if resp.status() == 201 && mount_from.is_some() {
-        return Ok(Sent::Mounted);
+    let mut resp = None;
+    if let Some(from) = mount_from {
+        let url = client.url(&format!("blobs/uploads/?mount={}&from={from}", desc.digest));
+        let r = client.request(Method::POST, &url, &[], &Payload::Empty)?;
+        match r.status().as_u16() {
+            201 => return Ok(Sent::Mounted),
+            // Not allowed to read the source: upload as docker does.
+            401 | 403 => {}
+            _ => resp = Some(r),
+        }
     }
+    let mut resp = match resp {
+        Some(r) => r,
+        None => client.request(
+            Method::POST,
+            &client.url("blobs/uploads/"),
+            &[],
+            &Payload::Empty,
+        )?,
+    };
     if resp.status() != 202 {
         return Err(client.status_error(&mut resp, target, "blob upload start"));
     }

@@ -79,14 +79,14 @@ fn serve(conn: std::net::TcpStream, key: &Path, cert: &Path, log: &Mutex<Vec<Ask
             }
         }
         let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
-        let param = |name: &str| {
-            query
-                .split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| percent_decode(v))
-        };
-        let scope = param("scope").unwrap_or_default();
+        // Each `scope` parameter (a mount asks for the target and the source).
+        let scopes: Vec<String> = query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .filter(|(k, _)| *k == "scope")
+            .map(|(_, v)| percent_decode(v))
+            .collect();
+        let scope = scopes.join(" ");
         let user = auth
             .as_deref()
             .and_then(|a| a.strip_prefix("Basic "))
@@ -109,8 +109,10 @@ fn serve(conn: std::net::TcpStream, key: &Path, cert: &Path, log: &Mutex<Vec<Ask
                 } else {
                     &["pull"]
                 };
-                let (name, granted) = grant(&scope, allowed);
-                let token = sign(key, cert, &name, &granted, user.is_some());
+                let access: Vec<(String, Vec<String>)> =
+                    scopes.iter().map(|s| grant(s, allowed)).collect();
+                let granted = access.iter().flat_map(|(_, g)| g.clone()).collect();
+                let token = sign(key, cert, &access, user.is_some());
                 (
                     200,
                     serde_json::json!({"token": token, "expires_in": 300}).to_string(),
@@ -155,8 +157,9 @@ fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// An RS256 JWT for `name` with `actions`, signed by the CA key, the CA certificate as x5c.
-fn sign(key: &Path, cert: &Path, name: &str, actions: &[String], user: bool) -> String {
+/// An RS256 JWT granting `access` (repository, actions), signed by the CA key, the CA
+/// certificate as x5c.
+fn sign(key: &Path, cert: &Path, access: &[(String, Vec<String>)], user: bool) -> String {
     let der = Command::new("openssl")
         .args(["x509", "-outform", "DER", "-in"])
         .arg(cert)
@@ -171,11 +174,13 @@ fn sign(key: &Path, cert: &Path, name: &str, actions: &[String], user: bool) -> 
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let access: Vec<serde_json::Value> = if name.is_empty() {
-        vec![]
-    } else {
-        vec![serde_json::json!({"type": "repository", "name": name, "actions": actions})]
-    };
+    let access: Vec<serde_json::Value> = access
+        .iter()
+        .filter(|(name, _)| !name.is_empty())
+        .map(|(name, actions)| {
+            serde_json::json!({"type": "repository", "name": name, "actions": actions})
+        })
+        .collect();
     let claims = serde_json::json!({
         "iss": "test-issuer", "sub": if user { USER } else { "" }, "aud": "test-registry",
         "exp": now + 300, "nbf": now - 10, "iat": now - 10,
