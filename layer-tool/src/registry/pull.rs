@@ -257,7 +257,10 @@ pub fn pull(store: &Store, image: &ImageRef, opts: &PullOptions) -> Result<Pulle
         &name,
         &import_opts,
     )?;
-    super::local::record(store, &name, image, &digest)?;
+    if let Err(e) = super::local::record(store, &name, image, &digest) {
+        // The image is saved; without the record `runner run REF` pulls it once more.
+        tracing::warn!("recording where {name} came from: {e:#}");
+    }
     Ok(Pulled {
         image: saved,
         manifest: digest,
@@ -297,6 +300,15 @@ pub fn ensure(
     if policy != PullPolicy::Always {
         if let Some(name) = super::local::find(store, &image, opts.name.as_deref()) {
             return Ok(name);
+        }
+        // `import` of a docker-save archive names `docker.io/library/busybox:latest`
+        // `busybox:latest` and records no source: for docker.io, as docker would, that is it.
+        let short = image.store_name();
+        if image.registry == super::reference::DOCKER_HUB
+            && super::local::source_of(store, &short).is_none()
+            && is_local(store, &short)
+        {
+            return Ok(short);
         }
     }
     if policy == PullPolicy::Never {
@@ -562,6 +574,54 @@ mod tests {
             architecture: arch.into(),
             variant: variant.map(str::to_string),
         }
+    }
+
+    #[test]
+    fn ensure_finds_local_images_without_asking_a_registry() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::at(tmp.path().join("store"));
+        let save = |name: &str| {
+            store
+                .save_image(&Image {
+                    name: name.into(),
+                    layers: vec![],
+                    config: Default::default(),
+                    provenance: Default::default(),
+                })
+                .unwrap()
+        };
+        let never =
+            |what: &str| ensure(&store, what, PullPolicy::Never, &Default::default(), |_| {});
+        save("demo");
+        assert_eq!(never("demo").unwrap(), "demo");
+        // A docker.io image imported from a file (no source record) is docker's `busybox`.
+        save("busybox:latest");
+        assert_eq!(never("busybox").unwrap(), "busybox:latest");
+        assert_eq!(
+            never("docker.io/library/busybox").unwrap(),
+            "busybox:latest"
+        );
+        // Another registry's `app:v1` needs the record that it came from there.
+        save("app:v1");
+        let err = format!("{:#}", never("127.0.0.1:5000/team/app:v1").unwrap_err());
+        assert!(err.contains("--pull never"), "{err}");
+        let r = ImageRef::parse("127.0.0.1:5000/team/app:v1").unwrap();
+        super::super::local::record(&store, "app:v1", &r, &digest::of_bytes(b"m")).unwrap();
+        assert_eq!(never("127.0.0.1:5000/team/app:v1").unwrap(), "app:v1");
+        assert!(never("127.0.0.1:5000/other/app:v1").is_err());
+        // A record made stale by another image saved under the name no longer counts.
+        store
+            .save_image(&Image {
+                name: "app:v1".into(),
+                layers: vec![],
+                config: crate::store::ImageConfig {
+                    cmd: vec!["other".into()],
+                    ..Default::default()
+                },
+                provenance: Default::default(),
+            })
+            .unwrap();
+        assert!(never("127.0.0.1:5000/team/app:v1").is_err());
     }
 
     #[test]
