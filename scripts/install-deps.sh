@@ -12,7 +12,10 @@ packages=(
   util-linux       # unshare, mount
   podman           # a real client: unionfs as the overlay driver's mount_program
   buildah          # real layers (overlay diffs, opaque markers) for layer-tool/tests/corpus.rs
-  skopeo           # docker archives from OCI layouts for layer-tool/tests/corpus.rs
+  skopeo           # docker archives from OCI layouts for layer-tool/tests/corpus.rs; registry tests
+  docker-registry  # distribution 2.8, the real registry layer-tool/tests/registry.rs starts
+  apache2-utils    # htpasswd (bcrypt) for the registry's basic auth in tests
+  openssl          # a CA and a server certificate for the TLS registry in tests
   e2fsprogs        # mkfs.ext4: a loop-backed ext4 upper branch that fails with EIO (faults.rs)
   mount            # mount -o loop, losetup (faults.rs, runner/tests/isolation.rs)
   g++              # libfuzzer-sys builds libFuzzer from C++ (scripts/fuzz.sh)

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{parse_argv, ConfigChanges};
@@ -62,6 +62,48 @@ pub enum Command {
         #[command(flatten)]
         limits: LimitArgs,
     },
+    /// Pull an image from a registry into the store (docker-style REF: alpine, host:5000/app:v1).
+    Pull {
+        reference: String,
+        /// The name in the store (default: the last path component and tag, `app:v1`).
+        #[arg(long)]
+        name: Option<String>,
+        /// OS/ARCH[/VARIANT] of a multi-platform image (default: this machine's).
+        #[arg(long)]
+        platform: Option<String>,
+        #[command(flatten)]
+        registry: RegistryArgs,
+        #[command(flatten)]
+        limits: LimitArgs,
+    },
+    /// Push an image of the store to a registry (blobs it has are not sent again).
+    Push {
+        image: String,
+        reference: String,
+        #[command(flatten)]
+        registry: RegistryArgs,
+    },
+    /// Check credentials for a registry and save them in the auth file.
+    Login {
+        /// The registry (`host:port`, `docker.io`).
+        registry: String,
+        #[arg(short, long)]
+        username: Option<String>,
+        /// The password (prefer --password-stdin: command lines are visible to other users).
+        #[arg(short, long)]
+        password: Option<String>,
+        /// Read the password from stdin.
+        #[arg(long)]
+        password_stdin: bool,
+        #[command(flatten)]
+        registry_args: RegistryArgs,
+    },
+    /// Remove a registry's credentials from the auth file.
+    Logout {
+        registry: String,
+        #[arg(long, value_name = "FILE")]
+        authfile: Option<PathBuf>,
+    },
     /// Export an image as an OCI image layout (OUT.tar: as a tar), or a layer as a layer tarball.
     Export {
         /// An image name or directory, or a layer digest (sha256:... or 64 hex digits).
@@ -112,6 +154,48 @@ pub enum Command {
 pub enum Form {
     Overlay,
     Aufs,
+}
+
+/// How to reach a registry (the options skopeo and podman use).
+#[derive(Args, Debug)]
+pub struct RegistryArgs {
+    /// Require HTTPS and verify certificates; `--tls-verify=false` allows plain HTTP and
+    /// self-signed certificates (plain HTTP to a loopback registry is allowed anyway).
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub tls_verify: bool,
+    /// A directory of CA certificates (`*.crt`) for the registry, instead of
+    /// /etc/containers/certs.d/HOST:PORT.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+    /// The credentials file (default: $REGISTRY_AUTH_FILE, else
+    /// $XDG_RUNTIME_DIR/containers/auth.json; ~/.docker/config.json is read too).
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+    /// USER:PASSWORD for this command, instead of the stored credentials.
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub creds: Option<String>,
+}
+
+impl RegistryArgs {
+    fn options(&self) -> Result<crate::registry::RegistryOptions> {
+        let credentials = match &self.creds {
+            None => None,
+            Some(c) => {
+                let (u, p) = c.split_once(':').context("--creds: want USER:PASSWORD")?;
+                Some(crate::registry::auth::Credentials {
+                    username: u.to_string(),
+                    password: p.to_string(),
+                })
+            }
+        };
+        Ok(crate::registry::RegistryOptions {
+            tls_verify: self.tls_verify,
+            cert_dir: self.cert_dir.clone(),
+            auth: crate::registry::auth::AuthFiles::from_env(self.authfile.clone()),
+            credentials,
+        })
+    }
 }
 
 /// Limits against hostile archives.
@@ -260,6 +344,91 @@ pub fn main() -> Result<()> {
             };
             let image = crate::import::import(&store, &path, &opts)?;
             print_image_summary(&image);
+        }
+        Command::Pull {
+            reference,
+            name,
+            platform,
+            registry,
+            limits,
+        } => {
+            let image = crate::registry::ImageRef::parse(&reference)?;
+            let opts = crate::registry::pull::PullOptions {
+                name,
+                platform: platform
+                    .as_deref()
+                    .map(crate::registry::pull::Platform::parse)
+                    .transpose()?,
+                registry: registry.options()?,
+                progress: crate::progress::wanted(),
+                limits: limits.limits(),
+            };
+            let pulled = crate::registry::pull::pull(&store, &image, &opts)
+                .with_context(|| format!("pulling {image}"))?;
+            eprintln!(
+                "pulled {image} ({}): {} layers fetched, {} already in the store",
+                pulled.manifest, pulled.fetched, pulled.reused
+            );
+            print_image_summary(&pulled.image);
+        }
+        Command::Push {
+            image,
+            reference,
+            registry,
+        } => {
+            let target = crate::registry::ImageRef::parse(&reference)?;
+            let opts = crate::registry::push::PushOptions {
+                registry: registry.options()?,
+                progress: crate::progress::wanted(),
+            };
+            let pushed = crate::registry::push::push(&store, &image, &target, &opts)
+                .with_context(|| format!("pushing {image} to {target}"))?;
+            eprintln!(
+                "pushed {target}: {} blobs sent, {} mounted, {} already there",
+                pushed.sent, pushed.mounted, pushed.present
+            );
+            println!("{}", pushed.manifest);
+        }
+        Command::Login {
+            registry,
+            username,
+            password,
+            password_stdin,
+            registry_args,
+        } => {
+            let username = match username {
+                Some(u) => u,
+                None => bail!("login: give the user name with --username"),
+            };
+            let password = match (password, password_stdin) {
+                (Some(_), true) => bail!("login: --password and --password-stdin together"),
+                (Some(p), false) => p,
+                (None, true) => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("reading the password from stdin")?;
+                    line.trim_end_matches(['\n', '\r']).to_string()
+                }
+                (None, false) => bail!("login: give the password with --password-stdin"),
+            };
+            if password.is_empty() {
+                bail!("login: empty password");
+            }
+            let creds = crate::registry::auth::Credentials { username, password };
+            let opts = registry_args.options()?;
+            crate::registry::login::login(&registry, &creds, &opts)?;
+            println!("Login Succeeded");
+        }
+        Command::Logout { registry, authfile } => {
+            let files = crate::registry::auth::AuthFiles::from_env(authfile);
+            if !files.remove(&registry)? {
+                bail!(
+                    "not logged in to {registry} (no credentials in {})",
+                    files.auth_json.display()
+                );
+            }
+            println!("Removed login credentials for {registry}");
         }
         Command::Export {
             what,

@@ -20,8 +20,8 @@ use crate::compression::Compression;
 use crate::digest::HashReader;
 use crate::extract::{extract, ExtractOptions, Limits};
 use crate::progress;
-use crate::source::{open_inside, read_source, SourceLayer};
-use crate::store::{validate_image_name, Image, Store};
+use crate::source::{open_inside, read_source, SourceImage, SourceLayer};
+use crate::store::{validate_image_name, Image, Staging, Store};
 
 #[derive(Debug, Clone, Default)]
 pub struct ImportOptions {
@@ -58,36 +58,72 @@ pub fn import(store: &Store, src: &Path, opts: &ImportOptions) -> Result<Image> 
             src.display()
         ),
     };
-    validate_image_name(&name)?;
+    install_source(store, &staging, &src_dir, &source, &name, opts)
+}
 
-    let mut staged = Vec::new();
+/// Unpack the layers of `source` (blobs relative to `src_dir`) in `staging`, move them into
+/// the store and save the image `name`: all or nothing. Layers the source marks as already
+/// stored are used as they are. `pull` comes in here too, with the blobs it fetched.
+pub fn install_source(
+    store: &Store,
+    staging: &Staging,
+    src_dir: &Path,
+    source: &SourceImage,
+    name: &str,
+    opts: &ImportOptions,
+) -> Result<Image> {
+    validate_image_name(name)?;
+    // Each layer's directory, bottom first: staged (to install) or already in the store.
+    let mut dirs: Vec<(PathBuf, bool)> = Vec::new();
     for (i, layer) in source.layers.iter().enumerate() {
+        let label = format!("layer {}/{}", i + 1, source.layers.len());
+        if let Some(stored) = &layer.stored {
+            let path = store.layer_path(stored)?;
+            if !path.is_dir() {
+                bail!("{label}: layer {stored} is no longer in the store");
+            }
+            dirs.push((path, false));
+            continue;
+        }
         let dir = staging.path().join(format!("layer-{i}"));
         fs::create_dir(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
-        let label = format!("layer {}/{}", i + 1, source.layers.len());
-        let lower: Vec<PathBuf> = staged.iter().rev().cloned().collect();
-        import_layer(&src_dir, layer, &dir, &lower, opts, &label)
+        let lower: Vec<PathBuf> = dirs.iter().rev().map(|(d, _)| d.clone()).collect();
+        import_layer(src_dir, layer, &dir, &lower, opts, &label)
             .with_context(|| format!("importing {label} ({})", layer.rel.display()))?;
-        staged.push(dir);
+        dirs.push((dir, true));
     }
 
     let mut added: Vec<PathBuf> = Vec::new();
     let result = (|| -> Result<Image> {
         let mut layers = Vec::new();
-        for dir in &staged {
-            let installed = store.install_layer(dir)?;
-            if installed.new {
-                added.push(installed.path.clone());
-            }
-            layers.push(store.layer_ref(&installed.digest)?);
+        for ((dir, staged), layer) in dirs.iter().zip(&source.layers) {
+            let digest = if *staged {
+                let installed = store.install_layer(dir)?;
+                if installed.new {
+                    added.push(installed.path.clone());
+                }
+                installed.digest
+            } else {
+                store
+                    .layer_ref(&layer.stored.clone().unwrap_or_default())?
+                    .digest
+            };
+            layers.push(store.layer_ref(&digest)?);
         }
         let image = Image {
-            name: name.clone(),
+            name: name.to_string(),
             layers,
             config: source.config.clone(),
             provenance: source.provenance.clone(),
         };
         store.save_image(&image)?;
+        // A later pull of an image with these layers finds them without fetching them. Only an
+        // optimisation: a failure here costs a download later, never the import.
+        for (layer, stored) in source.layers.iter().zip(&image.layers) {
+            if let Err(e) = crate::diffids::record(store, &layer.diff_id, &stored.digest) {
+                tracing::warn!("remembering layer {}: {e:#}", layer.diff_id);
+            }
+        }
         Ok(image)
     })();
     if result.is_err() {

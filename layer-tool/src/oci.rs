@@ -13,6 +13,8 @@ pub const MEDIA_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const MEDIA_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const MEDIA_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 /// The annotation that names a manifest in an index (`umoci --image DIR:TAG` reads it).
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// The annotation docker and containerd add with the full image name.
@@ -57,6 +59,9 @@ impl Descriptor {
 pub struct Platform {
     pub architecture: String,
     pub os: String,
+    /// `v7`, `v8` for arm; absent for most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

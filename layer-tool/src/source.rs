@@ -36,6 +36,8 @@ pub struct SourceLayer {
     pub blob_digest: Option<String>,
     /// The digest of the uncompressed tar, from the image config.
     pub diff_id: String,
+    /// The store already holds this layer (its store digest): nothing to read or unpack.
+    pub stored: Option<String>,
 }
 
 /// Read the image in `dir`; `reference` picks one of several (a ref name or docker tag).
@@ -90,6 +92,7 @@ fn read_oci(dir: &Path, reference: Option<&str>) -> Result<SourceImage> {
             rel: blob_rel(&desc.digest)?,
             blob_digest: Some(desc.digest.clone()),
             diff_id: diff_id.clone(),
+            stored: None,
         });
     }
     Ok(SourceImage {
@@ -203,6 +206,7 @@ fn read_docker(dir: &Path, reference: Option<&str>) -> Result<SourceImage> {
             blob_digest: digest_from_name(&rel),
             rel,
             diff_id: diff_id.clone(),
+            stored: None,
         });
     }
     Ok(SourceImage {

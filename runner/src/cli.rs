@@ -114,11 +114,25 @@ pub struct RunArgs {
     /// then hold only inside its own namespaces, never on host-owned objects.
     #[arg(long)]
     pub userns: bool,
-    /// Image name in the store, or a path to an image directory.
+    /// When to pull the image from its registry: `missing` (the default, as docker), `always`,
+    /// or `never`.
+    #[arg(long, value_enum, default_value = "missing")]
+    pub pull: PullArg,
+    /// Image name in the store, a path to an image directory, or a registry reference
+    /// (`alpine`, `127.0.0.1:5000/team/app:v1`), pulled when missing.
     pub image: String,
     /// Command and arguments (default: the image's entrypoint and cmd).
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<String>,
+}
+
+/// `--pull`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PullArg {
+    #[default]
+    Missing,
+    Always,
+    Never,
 }
 
 #[cfg(test)]

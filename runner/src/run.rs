@@ -111,7 +111,23 @@ fn run_blocked(spec: RunSpec, mask: &BlockedSignals) -> Result<i32> {
         bail!("no /dev/fuse: load the fuse module (modprobe fuse); the container's root is a FUSE mount");
     }
     let store = Store::from_env();
-    let (image_dir, image) = store.find_image(&spec.image).map_err(|e| {
+    // A registry reference is pulled (by layer-tool's library) when the store lacks it.
+    let pull_opts = layer_tool::registry::pull::PullOptions {
+        progress: layer_tool::progress::wanted(),
+        ..Default::default()
+    };
+    let image_name =
+        layer_tool::registry::pull::ensure(&store, &spec.image, spec.pull, &pull_opts, |r| {
+            eprintln!("runner: pulling {r}");
+        })
+        .map_err(|e| {
+            if spec.image == "demo" {
+                e.context("the demo image is not in the store: build it with `bash scripts/build-demo-image.sh`")
+            } else {
+                e
+            }
+        })?;
+    let (image_dir, image) = store.find_image(&image_name).map_err(|e| {
         if spec.image == "demo" {
             e.context("the demo image is not in the store: build it with `bash scripts/build-demo-image.sh`")
         } else {

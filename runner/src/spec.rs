@@ -39,6 +39,8 @@ pub struct Volume {
 #[derive(Debug, Clone)]
 pub struct RunSpec {
     pub image: String,
+    /// Whether to pull `image` from its registry first.
+    pub pull: layer_tool::registry::pull::PullPolicy,
     pub command: Vec<String>,
     pub name: Option<String>,
     pub remove: bool,
@@ -105,8 +107,14 @@ impl RunSpec {
             "host" => Net::Host,
             other => bail!("--net {other:?}: use none or host"),
         };
+        let pull = match a.pull {
+            crate::cli::PullArg::Missing => layer_tool::registry::pull::PullPolicy::Missing,
+            crate::cli::PullArg::Always => layer_tool::registry::pull::PullPolicy::Always,
+            crate::cli::PullArg::Never => layer_tool::registry::pull::PullPolicy::Never,
+        };
         Ok(RunSpec {
             image: a.image,
+            pull,
             command: a.command,
             name: a.name,
             remove: a.rm,
