@@ -1,0 +1,92 @@
+//! `unionfs stats MNT`: the daemon counts the requests it serves, per type, and the counts
+//! match a known workload.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use common::*;
+
+/// `unionfs stats [--reset] MNT`, parsed into request -> (count, errors).
+fn stats(mnt: &Path, reset: bool) -> BTreeMap<String, (u64, u64)> {
+    let mut args = vec!["stats"];
+    if reset {
+        args.push("--reset");
+    }
+    args.push(mnt.to_str().unwrap());
+    let out = run(&args);
+    assert!(
+        out.status.success(),
+        "unionfs stats failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    unionfs::stats::parse(&text)
+        .into_iter()
+        .map(|(op, count, errors)| (op, (count, errors)))
+        .collect()
+}
+
+fn count(s: &BTreeMap<String, (u64, u64)>, op: &str) -> u64 {
+    s.get(op).map_or(0, |c| c.0)
+}
+
+#[test]
+fn create_stat_unlink_of_n_files_counts_n_creates_and_n_unlinks() {
+    if !can_mount() {
+        return;
+    }
+    const N: u64 = 200;
+    let fx = Fixture::new();
+    fx.mkdir("upper");
+    fx.write("lower/keep", "lower");
+    let spec = format!(
+        "{}=rw:{}=rr",
+        fx.path("upper").display(),
+        fx.path("lower").display()
+    );
+    let m = mount(&spec, &fx.path("mnt"), &[]);
+    // Whatever mounting and the test harness asked before this point is not the workload's.
+    stats(&m.mnt, true);
+
+    let dir = m.path("d");
+    fs::create_dir(&dir).unwrap();
+    for i in 0..N {
+        let p = dir.join(format!("f{i}"));
+        fs::File::create_new(&p).unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().len(), 0);
+        fs::remove_file(&p).unwrap();
+    }
+    let s = stats(&m.mnt, true);
+    assert_eq!(count(&s, "MKDIR"), 1, "{s:?}");
+    assert_eq!(count(&s, "CREATE"), N, "{s:?}");
+    assert_eq!(count(&s, "UNLINK"), N, "{s:?}");
+    assert_eq!(count(&s, "RELEASE"), N, "{s:?}");
+    // Every request is in the total, and no create or unlink failed.
+    let total: u64 = s
+        .iter()
+        .filter(|(op, _)| op.as_str() != "TOTAL")
+        .map(|(_, c)| c.0)
+        .sum();
+    assert_eq!(count(&s, "TOTAL"), total);
+    assert_eq!(s["CREATE"].1, 0);
+    assert_eq!(s["UNLINK"].1, 0);
+
+    // A name that is not there: the lookup is answered "absent" and counted as such.
+    assert!(fs::metadata(m.path("absent")).is_err());
+    let s = stats(&m.mnt, false);
+    assert_eq!(s.get("LOOKUP"), Some(&(1, 1)), "{s:?}");
+    // --reset zeroed the counters after the previous table: only the lookup is left.
+    assert_eq!(count(&s, "CREATE"), 0, "{s:?}");
+}
+
+#[test]
+fn stats_of_a_path_that_is_no_union_says_so() {
+    let fx = Fixture::new();
+    let out = run(&["stats", fx.path("").to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no statistics for"), "{err}");
+}
