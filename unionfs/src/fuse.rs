@@ -180,6 +180,27 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
+/// The attributes of a negative entry: node id 0 is what makes it one.
+fn absent() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
 fn reply_entry(
     stats: &Stats,
     reply: ReplyEntry,
@@ -243,13 +264,18 @@ impl Filesystem for UnionFuse {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let _t = self.stats.start(Op::Lookup);
-        reply_entry(
-            &self.stats,
-            reply,
-            &self.ttl,
-            Op::Lookup,
-            self.core.lookup(parent.0, name),
-        );
+        match self.core.lookup(parent.0, name) {
+            // An absent name is answered as an entry with node id 0 and our entry timeout: the
+            // kernel keeps a negative dentry for that long, so the next open, stat or create of
+            // the name (a compiler's include path, Python's import path, a create after its
+            // O_EXCL probe) skips the round trip. Creating the name through the mount replaces
+            // that dentry; a `ro` branch that gains it behind our back is seen within SHORT_TTL.
+            Err(e) if e.code() == libc::ENOENT => {
+                self.stats.error(Op::Lookup);
+                reply.entry_with_ttls(&Duration::ZERO, &self.ttl, &absent(), Generation(0));
+            }
+            r => reply_entry(&self.stats, reply, &self.ttl, Op::Lookup, r),
+        }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {

@@ -90,3 +90,69 @@ fn stats_of_a_path_that_is_no_union_says_so() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no statistics for"), "{err}");
 }
+
+#[test]
+fn an_absent_name_is_asked_for_once() {
+    if !can_mount() {
+        return;
+    }
+    let fx = Fixture::new();
+    fx.mkdir("upper");
+    fx.write("lower/keep", "lower");
+    let spec = format!(
+        "{}=rw:{}=rr",
+        fx.path("upper").display(),
+        fx.path("lower").display()
+    );
+    let m = mount(&spec, &fx.path("mnt"), &[]);
+    stats(&m.mnt, true);
+    for _ in 0..5 {
+        assert_eq!(
+            errno(fs::metadata(m.path("absent")).unwrap_err()),
+            libc::ENOENT
+        );
+    }
+    // The kernel kept the first answer (a negative entry): one LOOKUP, not five.
+    let s = stats(&m.mnt, true);
+    assert_eq!(s.get("LOOKUP"), Some(&(1, 1)), "{s:?}");
+    // And the name, created through the mount, is there at once.
+    fs::write(m.path("absent"), "now").unwrap();
+    assert_eq!(read(&m.path("absent")), "now");
+    fs::remove_file(m.path("absent")).unwrap();
+    assert_eq!(
+        errno(fs::metadata(m.path("absent")).unwrap_err()),
+        libc::ENOENT
+    );
+}
+
+#[test]
+fn a_name_added_to_a_ro_branch_behind_the_mount_shows_up() {
+    if !can_mount() {
+        return;
+    }
+    let fx = Fixture::new();
+    fx.mkdir("upper");
+    fx.write("lower/keep", "lower");
+    let spec = format!(
+        "{}=rw:{}=ro",
+        fx.path("upper").display(),
+        fx.path("lower").display()
+    );
+    let m = mount(&spec, &fx.path("mnt"), &[]);
+    assert_eq!(
+        errno(fs::metadata(m.path("late")).unwrap_err()),
+        libc::ENOENT
+    );
+    fx.write("lower/late", "late");
+    // SEMANTICS.md: a `ro` branch changed behind the union is seen within about a second; the
+    // absent answer the kernel cached must not outlive that. Polled, with a generous bound.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fs::metadata(m.path("late")).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a name added to a ro branch stayed absent through the mount"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(read(&m.path("late")), "late");
+}
