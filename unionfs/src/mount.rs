@@ -109,8 +109,8 @@ pub struct Mounted {
     dev: OwnedFd,
     /// What `destroy` does, for an exit that cannot wait for it.
     cleanup: Box<dyn FnOnce() + Send>,
-    /// The session's request counters, served to `unionfs stats`.
-    stats: Arc<Stats>,
+    /// Where `unionfs stats` asks for the session's request counters.
+    stats_socket: Option<crate::stats::Socket>,
 }
 
 /// Mounts the union and returns the session, ready and serving once `run` is called (the
@@ -131,12 +131,18 @@ pub fn mount(cfg: &Config) -> anyhow::Result<Mounted> {
         session_acl(cfg),
         session_config(cfg),
     ) {
-        Ok(session) => Ok(Mounted {
-            session,
-            dev: watch_dev,
-            cleanup,
-            stats,
-        }),
+        Ok(session) => {
+            // Listening before the mount is reported ready, so `unionfs stats` works as soon
+            // as `unionfs mount` returns.
+            let canonical =
+                std::fs::canonicalize(&cfg.mountpoint).unwrap_or_else(|_| cfg.mountpoint.clone());
+            Ok(Mounted {
+                session,
+                dev: watch_dev,
+                cleanup,
+                stats_socket: crate::stats::serve(stats, &canonical),
+            })
+        }
         Err(e) => {
             let _ = nix::mount::umount2(&cfg.mountpoint, nix::mount::MntFlags::MNT_DETACH);
             Err(anyhow::anyhow!(
@@ -156,10 +162,8 @@ pub fn serve(mounted: Mounted, mountpoint: &Path) -> anyhow::Result<()> {
         session,
         dev,
         cleanup,
-        stats,
+        stats_socket,
     } = mounted;
-    let canonical = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
-    let stats_socket = crate::stats::serve(stats, &canonical);
     let mnt = mountpoint.to_path_buf();
     crate::shutdown::watch(dev, move || {
         cleanup();
