@@ -613,9 +613,17 @@ impl Filesystem for UnionFuse {
                 Ok(a) => a,
                 Err(e) => return reply.error(errno(&self.stats, Op::Readdirplus, &e)),
             };
-            for (j, (e, attr)) in chunk.iter().zip(attrs).enumerate() {
+            for (j, (e, listed)) in chunk.iter().zip(attrs).enumerate() {
                 // Gone since the listing was taken: leave it out.
-                let Some(attr) = attr else { continue };
+                let Some(listed) = listed else { continue };
+                let attr = listed.attr;
+                // An unsettled link count is sent with no validity at all: the kernel learns
+                // the name and node, and asks again (LOOKUP) before anyone reads the count.
+                let ttl = if listed.settled {
+                    &self.ttl
+                } else {
+                    &Duration::ZERO
+                };
                 // `.` and `..` are not lookups; the kernel ignores their attributes.
                 let node = if e.branch.is_some() { attr.ino } else { e.ino };
                 let next_offset = (chunk_start + j + 1) as u64;
@@ -623,7 +631,7 @@ impl Filesystem for UnionFuse {
                     INodeNo(node),
                     next_offset,
                     &e.name,
-                    &self.ttl,
+                    ttl,
                     &file_attr(&attr),
                     Generation(0),
                 ) {
