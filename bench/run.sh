@@ -153,16 +153,23 @@ drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 #   tree/     TREE_DIRS directories of TREE_PER_DIR small files (0-4 KiB)
 #   del/      N_DELETE small files, for the delete workload
 # and, beside it, tree.tar: a tarball of tree/ for the extraction workload.
-layer_id="big=$big_mb tree=${tree_dirs}x$tree_per_dir del=$n_delete"
+# The 1 GiB file and the tarball only when a selected group reads them (disk space).
+has_group() { [[ " ${groups[*]} " == *" $1 "* ]]; }
+need_big=0 need_tar=0
+for g in seqread randread copyup copyup_fsync; do has_group $g && need_big=1; done
+has_group untar && need_tar=1
+layer_id="big=$big_mb:$need_big tar=$need_tar tree=${tree_dirs}x$tree_per_dir del=$n_delete"
 mkdir -p "$S"
 if [ "$(cat "$S/.layer-id" 2>/dev/null)" != "$layer_id" ]; then
     say "building the lower layer in $lower ($layer_id)"
     rm -rf "$lower" "$S/tree.tar" "$S/.layer-id"
     mkdir -p "$lower"
-    head -c "$((big_mb * 1024 * 1024))" /dev/urandom >"$lower/big.bin"
+    if [ $need_big = 1 ]; then
+        head -c "$((big_mb * 1024 * 1024))" /dev/urandom >"$lower/big.bin"
+    fi
     python3 "$bench/fsops.py" mktree "$lower/tree" "$tree_dirs" "$tree_per_dir"
     python3 "$bench/fsops.py" mkfiles "$lower/del" "$n_delete"
-    tar -cf "$S/tree.tar" -C "$lower" tree
+    if [ $need_tar = 1 ]; then tar -cf "$S/tree.tar" -C "$lower" tree; fi
     sync
     echo "$layer_id" >"$S/.layer-id"
 fi
@@ -174,7 +181,7 @@ fi
 # the layer above, so directories merge. Native reads the store itself.
 layers=$S/layers store=$S/store
 layers_id="dirs=$layer_dirs"
-if [[ " ${groups[*]} " == *" layers "* ]] &&
+if has_group layers &&
     [ "$(cat "$S/.layers-id" 2>/dev/null)" != "$layers_id" ]; then
     say "building the layered, hardlinked lower in $layers ($layers_id)"
     rm -rf "$layers" "$store" "$S/.layers-id"
