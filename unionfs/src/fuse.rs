@@ -180,6 +180,9 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
+/// The SELinux label's name: see [`UnionFuse::getxattr`].
+const SELINUX_XATTR: &str = "security.selinux";
+
 /// The attributes of a negative entry: node id 0 is what makes it one.
 fn absent() -> FileAttr {
     FileAttr {
@@ -710,6 +713,19 @@ impl Filesystem for UnionFuse {
         let _t = self.stats.start(Op::Getxattr);
         match self.core.getxattr(ino.0, name) {
             Ok(v) => reply_xattr(reply, size, &v),
+            // `ls -l` asks every file for its SELinux label, and the kernel caches no xattr
+            // answer: one round trip per file, every time (the whole gap to overlayfs on a
+            // warm `ls -lR`). A request reaches us only when no LSM owns the name (an SELinux
+            // kernel answers `security.selinux` itself, from the inode's in-core label), so
+            // labels are not supported here: saying so (EOPNOTSUPP, not ENODATA) for a file
+            // that has none lets ls (`getfilecon_cache`), cp and tar stop asking for the rest
+            // of the mount. A label a branch file does carry is still returned, and setting
+            // one works. ENOSYS would stop the kernel from sending any getxattr at all, file
+            // capabilities included, so it is not an option.
+            Err(e) if e.code() == libc::ENODATA && name == SELINUX_XATTR => {
+                self.stats.error(Op::Getxattr);
+                reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+            }
             Err(e) => reply.error(errno(&self.stats, Op::Getxattr, &e)),
         }
     }

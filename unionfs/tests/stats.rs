@@ -156,3 +156,94 @@ fn a_name_added_to_a_ro_branch_behind_the_mount_shows_up() {
     }
     assert_eq!(read(&m.path("late")), "late");
 }
+
+/// `ls -l` asks each file for `security.selinux`; absent, the answer is EOPNOTSUPP, after
+/// which ls stops asking on this mount: a warm `ls -l` of N files is not N GETXATTRs.
+#[test]
+fn ls_l_asks_for_selinux_labels_once_per_mount() {
+    if !can_mount() {
+        return;
+    }
+    const N: usize = 100;
+    let fx = Fixture::new();
+    fx.mkdir("upper");
+    for i in 0..N {
+        fx.write(&format!("lower/f{i}"), "x");
+    }
+    let spec = format!(
+        "{}=rw:{}=rr",
+        fx.path("upper").display(),
+        fx.path("lower").display()
+    );
+    let m = mount(&spec, &fx.path("mnt"), &[]);
+    let f0 = m.path("f0");
+    let label = xattr_get(&f0, "security.selinux");
+    assert_eq!(label, Err(libc::EOPNOTSUPP));
+    // Other absent names stay ENODATA.
+    assert_eq!(xattr_get(&f0, "user.absent"), Err(libc::ENODATA));
+    // A label a file does carry is returned.
+    fs::write(m.path("labelled"), "y").unwrap();
+    xattr_set(
+        &m.path("labelled"),
+        "security.selinux",
+        b"system_u:object_r:etc_t:s0",
+    );
+    assert_eq!(
+        xattr_get(&m.path("labelled"), "security.selinux"),
+        Ok(b"system_u:object_r:etc_t:s0".to_vec())
+    );
+
+    let ls = || {
+        let out = std::process::Command::new("ls")
+            .arg("-l")
+            .arg(&m.mnt)
+            .output()
+            .expect("run ls");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ls();
+    stats(&m.mnt, true);
+    ls();
+    let s = stats(&m.mnt, true);
+    assert!(
+        count(&s, "GETXATTR") < 5,
+        "a warm ls -l of {N} files sent {} GETXATTRs: {s:?}",
+        count(&s, "GETXATTR")
+    );
+}
+
+/// getxattr of `p` (not following a symlink), through the library's own `*at` wrapper.
+fn xattr_get(p: &Path, name: &str) -> Result<Vec<u8>, i32> {
+    let dir = parent_dir(p);
+    unionfs::sys::getxattr_at(
+        std::os::fd::AsFd::as_fd(&dir),
+        p.file_name().unwrap(),
+        std::ffi::OsStr::new(name),
+    )
+    .map_err(|e| e as i32)
+}
+
+fn xattr_set(p: &Path, name: &str, value: &[u8]) {
+    let dir = parent_dir(p);
+    unionfs::sys::setxattr_at(
+        std::os::fd::AsFd::as_fd(&dir),
+        p.file_name().unwrap(),
+        std::ffi::OsStr::new(name),
+        value,
+        0,
+    )
+    .unwrap_or_else(|e| panic!("setxattr {name} on {}: {e}", p.display()));
+}
+
+fn parent_dir(p: &Path) -> std::os::fd::OwnedFd {
+    nix::fcntl::open(
+        p.parent().unwrap(),
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .unwrap()
+}
