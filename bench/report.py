@@ -16,6 +16,8 @@ from collections import defaultdict
 
 FS = ["native", "overlayfs", "fuse-overlayfs", "unionfs"]
 PEERS = ["native", "overlayfs", "fuse-overlayfs"]
+# A second unionfs build (run.sh --fs ...,unionfs-base), shown as one more peer when present.
+BASE = "unionfs-base"
 
 # metric -> (label, unit, target class). Units: "s" (lower is better), "IOPS" (higher is better).
 # Targets (issue 7): every workload faster than fuse-overlayfs; "io": within 10% of native;
@@ -39,6 +41,10 @@ METRICS = {
     "tar_extract": ("tar -xf of the {tree} tree", "s", None),
     "delete_lower": ("delete {delete} lower files", "s", None),
     "ls_after_delete": ("ls -la of that dir afterwards", "s", None),
+    "layers_find_cold": ("find, 3 layers hardlinked outside, cold", "s", "meta"),
+    "layers_find_warm": ("find, 3 layers hardlinked outside, warm", "s", "meta"),
+    "layers_lsR_cold": ("ls -lR, 3 layers hardlinked outside, cold", "s", "meta"),
+    "layers_lsR_warm": ("ls -lR, 3 layers hardlinked outside, warm", "s", "meta"),
 }
 
 
@@ -123,6 +129,10 @@ def main(raw_path, meta_path, prefix):
             groups_of[row["metric"]] = row["group"]
 
     # ---- file-system workloads
+    global FS, PEERS
+    if any(fs == BASE for (_, fs) in values):
+        FS = FS[:3] + [BASE, "unionfs"]
+        PEERS = PEERS + [BASE]
     metrics = [m for m in METRICS if any((m, fs) in values for fs in FS)]
     metrics += sorted({m for (m, fs) in values if m not in METRICS and fs in FS})
     sz = meta["sizes"]
@@ -177,9 +187,9 @@ def main(raw_path, meta_path, prefix):
                  f"Ratios: how many times slower unionfs is (unionfs/peer for times, peer/unionfs "
                  f"for IOPS); > 1 slower, < 1 faster.")
     lines.append("")
-    lines.append("| workload | unit | native | overlayfs | fuse-overlayfs | unionfs "
-                 "| u/native | u/overlayfs | u/fuse-ovl | issue 7 target |")
-    lines.append("|---|---|---|---|---|---|---|---|---|---|")
+    lines.append("| workload | unit | " + " | ".join(FS) + " | "
+                 + " | ".join(f"u/{p}" for p in PEERS) + " | issue 7 target |")
+    lines.append("|" + "---|" * (len(FS) + len(PEERS) + 3))
     for r in rows:
         cells = [fmt_cell(r["stats"][fs], r["unit"], r["errors"][fs]) for fs in FS]
         rt = r["unionfs_slower_than"]

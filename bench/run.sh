@@ -7,7 +7,9 @@
 #                 times; it fails only when a workload fails.
 #   --runs N      runs per workload and file system (default 5; 1 with --quick)
 #   --only G,G    run only these workload groups (see GROUPS below), e.g. --only tree,delete
-#   --fs F,F      only these file systems (native,overlayfs,fuse-overlayfs,unionfs)
+#   --fs F,F      only these file systems (native,overlayfs,fuse-overlayfs,unionfs; and
+#                 unionfs-base: $UNIONFS_BASE_BIN, a second unionfs build interleaved with the
+#                 first for a before/after comparison in one run)
 #   --keep        keep the scratch directory (and reuse its lower layer next time)
 #   --no-build    do not run cargo; use $UNIONFS_BIN (default target/release/unionfs)
 #   --rev REV     benchmark unionfs as committed at REV (git archive into
@@ -15,7 +17,11 @@
 #                 uncommitted edits in the working tree cannot disturb
 #
 # Environment: BENCH_DIR (scratch, default /var/tmp/unionfs-bench: must be on the ext4 disk),
-# UNIONFS_BIN, RUNNER_BIN (binaries to use instead of target/release/...).
+# UNIONFS_BIN, RUNNER_BIN (binaries to use instead of target/release/...), UNIONFS_BASE_BIN.
+#
+# Request counts: after each timed part on a unionfs mount, `unionfs stats --reset` is read
+# into results/STAMP.counts.csv (group, fs, run, metric, request, count, errors, ms), so every
+# row can be explained by the requests it made.
 #
 # Needs root (mount, drop_caches). Installs fio, fuse-overlayfs, crun and runc with apt-get
 # when they are missing.
@@ -55,11 +61,13 @@ done
 if [ $quick = 1 ]; then
     : "${runs:=1}"
     big_mb=64 tree_dirs=50 tree_per_dir=20 n_create=1000 n_delete=500 fio_runtime=1
+    layer_dirs=30
 else
     : "${runs:=5}"
     big_mb=1024 tree_dirs=1000 tree_per_dir=50 n_create=20000 n_delete=10000 fio_runtime=5
+    layer_dirs=300
 fi
-GROUPS_ALL=(seqread seqwrite randread copyup copyup_fsync tree createunlink untar delete container)
+GROUPS_ALL=(seqread seqwrite randread copyup copyup_fsync tree layers createunlink untar delete container)
 IFS=, read -r -a groups <<<"${only:-$(IFS=,; echo "${GROUPS_ALL[*]}")}"
 IFS=, read -r -a filesystems <<<"$fs_list"
 
@@ -70,6 +78,7 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)$([ $quick = 1 ] && echo -quick || true)
 results=$bench/results
 mkdir -p "$results"
 raw=$results/$stamp.raw.csv
+counts=$results/$stamp.counts.csv
 log=$results/$stamp.log
 : >"$log"
 
@@ -118,6 +127,10 @@ else
     unionfs_rev="prebuilt binary"
 fi
 [ -x "$UNIONFS" ] || die "no unionfs binary at $UNIONFS"
+UNIONFS_BASE=${UNIONFS_BASE_BIN:-}
+case ",$fs_list," in
+    *,unionfs-base,*) [ -x "$UNIONFS_BASE" ] || die "--fs unionfs-base needs UNIONFS_BASE_BIN" ;;
+esac
 
 # ---------------------------------------------------------------- scratch and layers
 mnt=$S/mnt upper=$S/upper work=$S/work lower=$S/lower nat=$S/nat
@@ -140,18 +153,49 @@ drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 #   tree/     TREE_DIRS directories of TREE_PER_DIR small files (0-4 KiB)
 #   del/      N_DELETE small files, for the delete workload
 # and, beside it, tree.tar: a tarball of tree/ for the extraction workload.
-layer_id="big=$big_mb tree=${tree_dirs}x$tree_per_dir del=$n_delete"
+# The 1 GiB file and the tarball only when a selected group reads them (disk space).
+has_group() { [[ " ${groups[*]} " == *" $1 "* ]]; }
+need_big=0 need_tar=0
+for g in seqread randread copyup copyup_fsync; do has_group $g && need_big=1; done
+has_group untar && need_tar=1
+layer_id="big=$big_mb:$need_big tar=$need_tar tree=${tree_dirs}x$tree_per_dir del=$n_delete"
 mkdir -p "$S"
 if [ "$(cat "$S/.layer-id" 2>/dev/null)" != "$layer_id" ]; then
     say "building the lower layer in $lower ($layer_id)"
     rm -rf "$lower" "$S/tree.tar" "$S/.layer-id"
     mkdir -p "$lower"
-    head -c "$((big_mb * 1024 * 1024))" /dev/urandom >"$lower/big.bin"
+    if [ $need_big = 1 ]; then
+        head -c "$((big_mb * 1024 * 1024))" /dev/urandom >"$lower/big.bin"
+    fi
     python3 "$bench/fsops.py" mktree "$lower/tree" "$tree_dirs" "$tree_per_dir"
     python3 "$bench/fsops.py" mkfiles "$lower/del" "$n_delete"
-    tar -cf "$S/tree.tar" -C "$lower" tree
+    if [ $need_tar = 1 ]; then tar -cf "$S/tree.tar" -C "$lower" tree; fi
     sync
     echo "$layer_id" >"$S/.layer-id"
+fi
+
+# The layers group's lower: three layers (top first l3:l2:l1) that share out a tree of
+# LAYER_DIRS directories of 50 files, every file a hardlink of one in $S/store, outside the
+# union (as `cp -al` layer stores, ostree checkouts and deduplicating pulls leave them). Each
+# layer holds a third of the directories, and every directory also appears, with one file, in
+# the layer above, so directories merge. Native reads the store itself.
+layers=$S/layers store=$S/store
+layers_id="dirs=$layer_dirs"
+if has_group layers &&
+    [ "$(cat "$S/.layers-id" 2>/dev/null)" != "$layers_id" ]; then
+    say "building the layered, hardlinked lower in $layers ($layers_id)"
+    rm -rf "$layers" "$store" "$S/.layers-id"
+    python3 "$bench/fsops.py" mktree "$store/tree" "$layer_dirs" 50
+    for i in $(seq 0 $((layer_dirs - 1))); do
+        d=$(printf 'd%04d' "$i") k=$((i % 3 + 1))
+        mkdir -p "$layers/l$k/tree" "$layers/l$((k % 3 + 1))/tree/$d"
+        cp -al "$store/tree/$d" "$layers/l$k/tree/"
+        first=$(cd "$store/tree/$d" && set -- * && echo "$1")
+        [ -e "$layers/l$((k % 3 + 1))/tree/$d/$first" ] ||
+            ln "$store/tree/$d/$first" "$layers/l$((k % 3 + 1))/tree/$d/$first"
+    done
+    sync
+    echo "$layers_id" >"$S/.layers-id"
 fi
 
 # ---------------------------------------------------------------- file systems
@@ -162,27 +206,46 @@ fs_up() {
     if mountpoint -q "$mnt"; then umount "$mnt"; fi
     rm -rf "$upper" "$work" "$nat"
     mkdir -p "$upper" "$work" "$mnt"
+    # The layers group mounts its three layers; native reads the store they link to.
+    local lowers=$lower native_r=$lower
+    if [ "${GROUP:-}" = layers ]; then
+        lowers=$layers/l3:$layers/l2:$layers/l1 native_r=$store
+    fi
     case $1 in
         native)
-            mkdir -p "$nat"; R=$lower W=$nat; return ;;
+            mkdir -p "$nat"; R=$native_r W=$nat; return ;;
         overlayfs)
-            mount -t overlay overlay -o "lowerdir=$lower,upperdir=$upper,workdir=$work" "$mnt" ;;
+            mount -t overlay overlay -o "lowerdir=$lowers,upperdir=$upper,workdir=$work" "$mnt" ;;
         fuse-overlayfs)
-            fuse-overlayfs -o "lowerdir=$lower,upperdir=$upper,workdir=$work" "$mnt" ;;
-        unionfs)
+            fuse-overlayfs -o "lowerdir=$lowers,upperdir=$upper,workdir=$work" "$mnt" ;;
+        unionfs|unionfs-base)
             # The same invocation as fuse-overlayfs (the lowerdir is then `rr`: it does not
             # change while mounted, the promise overlayfs also asks for); returns once served.
-            "$UNIONFS" -o "lowerdir=$lower,upperdir=$upper,workdir=$work" "$mnt" ;;
+            "$(unionfs_bin "$1")" -o "lowerdir=$lowers,upperdir=$upper,workdir=$work" "$mnt"
+            "$(unionfs_bin "$1")" stats --reset "$mnt" >/dev/null 2>&1 || true ;;
         *) echo "unknown file system $1" >&2; return 1 ;;
     esac
     mountpoint -q "$mnt" || { echo "$1: $mnt is not a mount point after mounting" >&2; return 1; }
     R=$mnt W=$mnt
 }
 
+unionfs_bin() { if [ "$1" = unionfs-base ]; then echo "$UNIONFS_BASE"; else echo "$UNIONFS"; fi; }
+
+# mark METRIC: after a timed part, the requests it made (unionfs mounts only; untimed).
+mark() {
+    case $FS in unionfs|unionfs-base) ;; *) return 0 ;; esac
+    "$(unionfs_bin "$FS")" stats --reset "$mnt" 2>/dev/null |
+        awk -v p="$GROUP,$FS,$RUN,$1" '$1 ~ /^[A-Z_]+$/ { printf "%s,%s,%s,%s,%s\n", p, $1, $2, $3, $4 }' \
+            >>"$counts" || true
+}
+
 fs_down() {
     sync
     [ "$1" = native ] && return 0
-    if [ "$1" = unionfs ]; then "$UNIONFS" umount "$mnt"; else umount "$mnt"; fi
+    case $1 in
+        unionfs|unionfs-base) "$(unionfs_bin "$1")" umount "$mnt" ;;
+        *) umount "$mnt" ;;
+    esac
     local i
     for i in $(seq 100); do mountpoint -q "$mnt" || return 0; sleep 0.05; done
     echo "$1: still mounted after unmount" >&2
@@ -247,36 +310,44 @@ wl_copyup_fsync() { echo "copyup_append_fsync $(copyup fsync)"; }
 
 wl_tree() { # find and ls -lR over the lower tree: from cold caches, then right again (warm)
     drop_caches
-    tstart; find "$R/tree" >/dev/null; echo "find_cold $(tstop)"
-    tstart; find "$R/tree" >/dev/null; echo "find_warm $(tstop)"
+    tstart; find "$R/tree" >/dev/null; echo "${1:-}find_cold $(tstop)"; mark "${1:-}find_cold"
+    tstart; find "$R/tree" >/dev/null; echo "${1:-}find_warm $(tstop)"; mark "${1:-}find_warm"
     drop_caches
-    tstart; ls -lR "$R/tree" >/dev/null; echo "lsR_cold $(tstop)"
-    tstart; ls -lR "$R/tree" >/dev/null; echo "lsR_warm $(tstop)"
+    tstart; ls -lR "$R/tree" >/dev/null; echo "${1:-}lsR_cold $(tstop)"; mark "${1:-}lsR_cold"
+    tstart; ls -lR "$R/tree" >/dev/null; echo "${1:-}lsR_warm $(tstop)"; mark "${1:-}lsR_warm"
+}
+
+wl_layers() { # the same on three layers whose files are hardlinked outside the union
+    wl_tree layers_
 }
 
 wl_createunlink() { # N empty files created in a new directory, then unlinked (fsops.py loops)
     mkdir "$W/c"
-    echo "create $(python3 "$bench/fsops.py" create "$W/c" "$n_create")"
-    echo "unlink $(python3 "$bench/fsops.py" unlink "$W/c" "$n_create")"
+    mark prep
+    echo "create $(python3 "$bench/fsops.py" create "$W/c" "$n_create")"; mark create
+    echo "unlink $(python3 "$bench/fsops.py" unlink "$W/c" "$n_create")"; mark unlink
 }
 
 wl_untar() { # tar -xf of a tarball of the lower tree into a new directory
     mkdir "$W/x"
-    tstart; tar -xf "$S/tree.tar" -C "$W/x"; echo "tar_extract $(tstop)"
+    mark prep
+    tstart; tar -xf "$S/tree.tar" -C "$W/x"; echo "tar_extract $(tstop)"; mark tar_extract
 }
 
 wl_delete() { # unlink every file of the lower directory del/, then ls -la the (empty) directory
     local d=$R/del
     if [ "$FS" = native ]; then cp -a "$lower/del" "$W/del"; d=$W/del; sync; fi
     ls -la "$d" >/dev/null # look the names up first, as rm would
-    echo "delete_lower $(python3 "$bench/fsops.py" unlink "$d" "$n_delete")"
-    tstart; ls -la "$d" >/dev/null; echo "ls_after_delete $(tstop)"
+    mark prep
+    echo "delete_lower $(python3 "$bench/fsops.py" unlink "$d" "$n_delete")"; mark delete_lower
+    tstart; ls -la "$d" >/dev/null; echo "ls_after_delete $(tstop)"; mark ls_after_delete
     [ -z "$(ls -A "$d")" ] || { echo "$d is not empty after deleting" >&2; return 1; }
 }
 
 # ---------------------------------------------------------------- one measurement
 failures=()
 echo "group,fs,run,metric,value" >"$raw"
+echo "group,fs,run,metric,request,count,errors,ms" >"$counts"
 
 # measure GROUP FS RUN: runs wl_GROUP on a fresh mount of FS in a subshell with its own set -e
 # (a function called from `if` or `||` would run with errexit ignored), and appends its figures
@@ -286,7 +357,7 @@ measure() {
     set +e
     (
         set -e
-        FS=$fs
+        FS=$fs GROUP=$g RUN=$run
         fs_up "$fs"
         "wl_$g"
         fs_down "$fs"
@@ -442,7 +513,7 @@ json.dump({
 }, open(sys.argv[1], "w"), indent=2)
 EOF
 python3 "$bench/report.py" "$raw" "$results/$stamp.meta.json" "$results/$stamp"
-say "results: $results/$stamp.{json,csv,md,raw.csv,log}"
+say "results: $results/$stamp.{json,csv,md,raw.csv,counts.csv,log}"
 
 if [ ${#failures[@]} -gt 0 ]; then
     say "FAILED workloads: ${failures[*]}"

@@ -6,6 +6,7 @@
 //! - `unionfs SOURCE MNT -o OPTS`: what `mount -t fuse.unionfs SOURCE MNT -o OPTS` runs; the
 //!   branches come from `br=` or `lowerdir=` in OPTS, else SOURCE is the branch list.
 //! - `unionfs umount MNT`.
+//! - `unionfs stats [--reset] MNT`: the daemon's request counters.
 
 use std::path::PathBuf;
 
@@ -58,6 +59,13 @@ pub enum Command {
         #[arg(short = 'l', long)]
         lazy: bool,
     },
+    /// Print the requests a union's daemon has served, per type: count, errors, time
+    Stats {
+        mountpoint: PathBuf,
+        /// Zero the counters after printing them
+        #[arg(long)]
+        reset: bool,
+    },
 }
 
 /// What the command line asks for.
@@ -70,6 +78,10 @@ pub enum Action {
     Umount {
         mountpoint: PathBuf,
         lazy: bool,
+    },
+    Stats {
+        mountpoint: PathBuf,
+        reset: bool,
     },
 }
 
@@ -95,6 +107,7 @@ impl Cli {
                 Ok(Action::Mount { config, log_file })
             }
             Some(Command::Umount { mountpoint, lazy }) => Ok(Action::Umount { mountpoint, lazy }),
+            Some(Command::Stats { mountpoint, reset }) => Ok(Action::Stats { mountpoint, reset }),
             None => {
                 let opts = MountOptions::parse(&self.options)?;
                 let (source, mountpoint) = match self.args.as_slice() {

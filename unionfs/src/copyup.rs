@@ -527,6 +527,25 @@ impl Union {
         found.st.st_mode & libc::S_IFMT != libc::S_IFDIR && found.st.st_nlink > 1 && found.top() > 0
     }
 
+    /// True when `found`'s link count can be given without walking its branch: it is not in a
+    /// lower link group, or its count or its branch's groups are known already.
+    pub(crate) fn link_count_known(&self, found: &Found) -> bool {
+        if !self.in_lower_link_group(found) {
+            return true;
+        }
+        let gen = self.names_gen.load(std::sync::atomic::Ordering::Acquire);
+        if self
+            .link_groups
+            .cached_count((found.top(), found.st.st_ino), gen)
+            .is_some()
+        {
+            return true;
+        }
+        let branch = self.branches.get(found.top());
+        self.link_groups
+            .is_walked(found.top(), branch.writable().then_some(gen))
+    }
+
     /// The names of `found`'s link group in its branch. A writable branch changes through the
     /// union, so its groups are walked again after names changed.
     fn group_names(&self, found: &Found) -> Vec<PathBuf> {
@@ -569,8 +588,16 @@ impl Union {
             found.st.st_nlink = n as _;
             return Ok(());
         }
+        let names = self.group_names(found);
+        // Linked only outside this branch (a `cp -al` layer store, an ostree checkout, a
+        // deduplicating pull): the one name here is the one being asked about, shown. No
+        // resolution of it, and nothing to cache (it holds whatever the names do).
+        if names.len() <= 1 {
+            found.st.st_nlink = 1;
+            return Ok(());
+        }
         let mut visible = 0u64;
-        for name in self.group_names(found) {
+        for name in names {
             if let Some(f) = self.resolve_if_shown(&name)? {
                 if f.top() == found.top()
                     && f.st.st_ino == found.st.st_ino

@@ -21,6 +21,7 @@ use crate::error::Error;
 use crate::fs::attr::{SetAttr, SetTime};
 use crate::fs::{Attr, Caller, Entry, Union};
 use crate::iomode::{Choice, IoModes};
+use crate::stats::{Op, Stats};
 
 /// How long the kernel may cache entries and attributes when a read-only branch may change
 /// behind the mount's back (`ro`): this bounds how stale the view can get.
@@ -36,10 +37,12 @@ pub struct UnionFuse {
     passthrough: AtomicBool,
     /// Per node with open handles: passthrough (and its backing file) or cached.
     io: IoModes<BackingId>,
+    /// Requests served, per type (read out by `unionfs stats`).
+    stats: Arc<Stats>,
 }
 
 impl UnionFuse {
-    pub fn new(core: Union) -> UnionFuse {
+    pub fn new(core: Union, stats: Arc<Stats>) -> UnionFuse {
         let ttl = if core.changes_only_through_us() {
             LONG_TTL
         } else {
@@ -50,6 +53,7 @@ impl UnionFuse {
             ttl,
             passthrough: AtomicBool::new(false),
             io: IoModes::default(),
+            stats,
         }
     }
 
@@ -105,7 +109,9 @@ fn creator(req: &Request, umask: u32) -> Caller {
     }
 }
 
-fn errno(op: &str, e: &Error) -> Errno {
+fn errno(stats: &Stats, op: Op, e: &Error) -> Errno {
+    stats.error(op);
+    let op = op.name();
     match e.code() {
         libc::ENOENT
         | libc::EEXIST
@@ -174,20 +180,50 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
-fn reply_entry(reply: ReplyEntry, ttl: &Duration, op: &str, r: crate::error::Result<Entry>) {
+/// The SELinux label's name: see [`UnionFuse::getxattr`].
+const SELINUX_XATTR: &str = "security.selinux";
+
+/// The attributes of a negative entry: node id 0 is what makes it one.
+fn absent() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
+fn reply_entry(
+    stats: &Stats,
+    reply: ReplyEntry,
+    ttl: &Duration,
+    op: Op,
+    r: crate::error::Result<Entry>,
+) {
     match r {
         Ok(e) => {
             // fuser sends attr.ino as the node id too: the union inode number is both.
             reply.entry(ttl, &file_attr(&e.attr), Generation(0));
         }
-        Err(e) => reply.error(errno(op, &e)),
+        Err(e) => reply.error(errno(stats, op, &e)),
     }
 }
 
-fn reply_empty(reply: ReplyEmpty, op: &str, r: crate::error::Result<()>) {
+fn reply_empty(stats: &Stats, reply: ReplyEmpty, op: Op, r: crate::error::Result<()>) {
     match r {
         Ok(()) => reply.ok(),
-        Err(e) => reply.error(errno(op, &e)),
+        Err(e) => reply.error(errno(stats, op, &e)),
     }
 }
 
@@ -230,17 +266,32 @@ impl Filesystem for UnionFuse {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        reply_entry(reply, &self.ttl, "lookup", self.core.lookup(parent.0, name));
+        let _t = self.stats.start(Op::Lookup);
+        match self.core.lookup(parent.0, name) {
+            // An absent name is answered as an entry with node id 0 and our entry timeout: the
+            // kernel keeps a negative dentry for that long, so the next open, stat or create of
+            // the name (a compiler's include path, Python's import path, a create after its
+            // O_EXCL probe) skips the round trip. Creating the name through the mount replaces
+            // that dentry; a `ro` branch that gains it behind our back is seen within SHORT_TTL.
+            Err(e) if e.code() == libc::ENOENT => {
+                self.stats.error(Op::Lookup);
+                reply.entry_with_ttls(&Duration::ZERO, &self.ttl, &absent(), Generation(0));
+            }
+            r => reply_entry(&self.stats, reply, &self.ttl, Op::Lookup, r),
+        }
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        // Counted per node: fuser 0.18 keeps BATCH_FORGET's type private and splits it.
+        let _t = self.stats.start(Op::Forget);
         self.core.forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _t = self.stats.start(Op::Getattr);
         match self.core.getattr(ino.0, fh.map(|f| f.0)) {
             Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
-            Err(e) => reply.error(errno("getattr", &e)),
+            Err(e) => reply.error(errno(&self.stats, Op::Getattr, &e)),
         }
     }
 
@@ -262,6 +313,7 @@ impl Filesystem for UnionFuse {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _t = self.stats.start(Op::Setattr);
         let set = SetAttr {
             mode,
             uid,
@@ -272,14 +324,15 @@ impl Filesystem for UnionFuse {
         };
         match self.core.setattr(ino.0, fh.map(|f| f.0), set) {
             Ok(a) => reply.attr(&self.ttl, &file_attr(&a)),
-            Err(e) => reply.error(errno("setattr", &e)),
+            Err(e) => reply.error(errno(&self.stats, Op::Setattr, &e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _t = self.stats.start(Op::Readlink);
         match self.core.readlink(ino.0) {
             Ok(t) => reply.data(std::os::unix::ffi::OsStrExt::as_bytes(t.as_os_str())),
-            Err(e) => reply.error(errno("readlink", &e)),
+            Err(e) => reply.error(errno(&self.stats, Op::Readlink, &e)),
         }
     }
 
@@ -293,11 +346,13 @@ impl Filesystem for UnionFuse {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _t = self.stats.start(Op::Mknod);
         let who = creator(req, umask);
         reply_entry(
+            &self.stats,
             reply,
             &self.ttl,
-            "mknod",
+            Op::Mknod,
             self.core.mknod(parent.0, name, mode, rdev as u64, who),
         );
     }
@@ -311,21 +366,35 @@ impl Filesystem for UnionFuse {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let _t = self.stats.start(Op::Mkdir);
         let who = creator(req, umask);
         reply_entry(
+            &self.stats,
             reply,
             &self.ttl,
-            "mkdir",
+            Op::Mkdir,
             self.core.mkdir(parent.0, name, mode, who),
         );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, "unlink", self.core.unlink(parent.0, name));
+        let _t = self.stats.start(Op::Unlink);
+        reply_empty(
+            &self.stats,
+            reply,
+            Op::Unlink,
+            self.core.unlink(parent.0, name),
+        );
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, "rmdir", self.core.rmdir(parent.0, name));
+        let _t = self.stats.start(Op::Rmdir);
+        reply_empty(
+            &self.stats,
+            reply,
+            Op::Rmdir,
+            self.core.rmdir(parent.0, name),
+        );
     }
 
     fn symlink(
@@ -336,10 +405,12 @@ impl Filesystem for UnionFuse {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let _t = self.stats.start(Op::Symlink);
         reply_entry(
+            &self.stats,
             reply,
             &self.ttl,
-            "symlink",
+            Op::Symlink,
             self.core.symlink(parent.0, link_name, target, caller(req)),
         );
     }
@@ -354,12 +425,13 @@ impl Filesystem for UnionFuse {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _t = self.stats.start(Op::Rename);
         match self
             .core
             .rename(parent.0, name, newparent.0, newname, flags.bits())
         {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno("rename", &e)),
+            Err(e) => reply.error(errno(&self.stats, Op::Rename, &e)),
         }
     }
 
@@ -371,21 +443,24 @@ impl Filesystem for UnionFuse {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let _t = self.stats.start(Op::Link);
         reply_entry(
+            &self.stats,
             reply,
             &self.ttl,
-            "link",
+            Op::Link,
             self.core.link(ino.0, newparent.0, newname),
         );
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _t = self.stats.start(Op::Open);
         match self.core.open(ino.0, flags.0) {
             Ok(fh) => match self.backing_for(ino.0, fh, |f| reply.open_backing(f)) {
                 Some(id) => reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id),
                 None => reply.opened(FileHandle(fh), self.cached_flags()),
             },
-            Err(e) => reply.error(errno("open", &e)),
+            Err(e) => reply.error(errno(&self.stats, Op::Open, &e)),
         }
     }
 
@@ -400,9 +475,10 @@ impl Filesystem for UnionFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _t = self.stats.start(Op::Read);
         match self.core.read(ino.0, fh.0, offset, size) {
             Ok(data) => reply.data(&data),
-            Err(e) => reply.error(errno("read", &e)),
+            Err(e) => reply.error(errno(&self.stats, Op::Read, &e)),
         }
     }
 
@@ -418,9 +494,10 @@ impl Filesystem for UnionFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _t = self.stats.start(Op::Write);
         match self.core.write(ino.0, fh.0, offset, data) {
             Ok(n) => reply.written(n as u32),
-            Err(e) => reply.error(errno("write", &e)),
+            Err(e) => reply.error(errno(&self.stats, Op::Write, &e)),
         }
     }
 
@@ -432,9 +509,11 @@ impl Filesystem for UnionFuse {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _t = self.stats.start(Op::Flush);
         // Nothing to do at close (data goes straight to the branch file, and the kernel keeps
         // POSIX locks itself). ENOSYS tells the kernel so once: it then stops sending FLUSH,
         // one round trip fewer for every close.
+        self.stats.error(Op::Flush);
         reply.error(Errno::from_i32(libc::ENOSYS));
     }
 
@@ -448,6 +527,7 @@ impl Filesystem for UnionFuse {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = self.stats.start(Op::Release);
         self.io.release(ino.0, fh.0);
         self.core.release(fh.0);
         reply.ok();
@@ -461,10 +541,17 @@ impl Filesystem for UnionFuse {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, "fsync", self.core.fsync(ino.0, fh.0, datasync));
+        let _t = self.stats.start(Op::Fsync);
+        reply_empty(
+            &self.stats,
+            reply,
+            Op::Fsync,
+            self.core.fsync(ino.0, fh.0, datasync),
+        );
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _t = self.stats.start(Op::Opendir);
         // When nothing changes the branches behind our back, the kernel may keep a directory's
         // listing across opens; it drops it when the directory changes through the mount.
         let flags = if self.ttl == LONG_TTL {
@@ -474,7 +561,7 @@ impl Filesystem for UnionFuse {
         };
         match self.core.opendir(ino.0) {
             Ok(fh) => reply.opened(FileHandle(fh), flags),
-            Err(e) => reply.error(errno("opendir", &e)),
+            Err(e) => reply.error(errno(&self.stats, Op::Opendir, &e)),
         }
     }
 
@@ -486,6 +573,7 @@ impl Filesystem for UnionFuse {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _t = self.stats.start(Op::Readdir);
         match self.core.readdir(ino.0, fh.0, offset) {
             Ok(entries) => {
                 for (i, e) in entries.iter().enumerate().skip(offset as usize) {
@@ -500,7 +588,7 @@ impl Filesystem for UnionFuse {
                 }
                 reply.ok();
             }
-            Err(e) => reply.error(errno("readdir", &e)),
+            Err(e) => reply.error(errno(&self.stats, Op::Readdir, &e)),
         }
     }
 
@@ -512,9 +600,10 @@ impl Filesystem for UnionFuse {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let _t = self.stats.start(Op::Readdirplus);
         let entries = match self.core.readdir(ino.0, fh.0, offset) {
             Ok(e) => e,
-            Err(e) => return reply.error(errno("readdirplus", &e)),
+            Err(e) => return reply.error(errno(&self.stats, Op::Readdirplus, &e)),
         };
         // A reply holds what fits the kernel's buffer (a getdents-sized one: about 50 entries
         // with their attributes in 8 KiB). Stat in batches, so that few stats are made for
@@ -525,11 +614,19 @@ impl Filesystem for UnionFuse {
             let chunk = &entries[chunk_start..(chunk_start + BATCH).min(entries.len())];
             let attrs = match self.core.listed_attrs(ino.0, chunk) {
                 Ok(a) => a,
-                Err(e) => return reply.error(errno("readdirplus", &e)),
+                Err(e) => return reply.error(errno(&self.stats, Op::Readdirplus, &e)),
             };
-            for (j, (e, attr)) in chunk.iter().zip(attrs).enumerate() {
+            for (j, (e, listed)) in chunk.iter().zip(attrs).enumerate() {
                 // Gone since the listing was taken: leave it out.
-                let Some(attr) = attr else { continue };
+                let Some(listed) = listed else { continue };
+                let attr = listed.attr;
+                // An unsettled link count is sent with no validity at all: the kernel learns
+                // the name and node, and asks again (LOOKUP) before anyone reads the count.
+                let ttl = if listed.settled {
+                    &self.ttl
+                } else {
+                    &Duration::ZERO
+                };
                 // `.` and `..` are not lookups; the kernel ignores their attributes.
                 let node = if e.branch.is_some() { attr.ino } else { e.ino };
                 let next_offset = (chunk_start + j + 1) as u64;
@@ -537,7 +634,7 @@ impl Filesystem for UnionFuse {
                     INodeNo(node),
                     next_offset,
                     &e.name,
-                    &self.ttl,
+                    ttl,
                     &file_attr(&attr),
                     Generation(0),
                 ) {
@@ -559,6 +656,7 @@ impl Filesystem for UnionFuse {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _t = self.stats.start(Op::Releasedir);
         self.core.releasedir(fh.0);
         reply.ok();
     }
@@ -571,10 +669,12 @@ impl Filesystem for UnionFuse {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        reply_empty(reply, "fsyncdir", self.core.fsyncdir(ino.0));
+        let _t = self.stats.start(Op::Fsyncdir);
+        reply_empty(&self.stats, reply, Op::Fsyncdir, self.core.fsyncdir(ino.0));
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _t = self.stats.start(Op::Statfs);
         match self.core.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks(),
@@ -586,7 +686,7 @@ impl Filesystem for UnionFuse {
                 255,
                 s.fragment_size() as u32,
             ),
-            Err(e) => reply.error(errno("statfs", &e)),
+            Err(e) => reply.error(errno(&self.stats, Op::Statfs, &e)),
         }
     }
 
@@ -600,35 +700,60 @@ impl Filesystem for UnionFuse {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let _t = self.stats.start(Op::Setxattr);
         reply_empty(
+            &self.stats,
             reply,
-            "setxattr",
+            Op::Setxattr,
             self.core.setxattr(ino.0, name, value, flags),
         );
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _t = self.stats.start(Op::Getxattr);
         match self.core.getxattr(ino.0, name) {
             Ok(v) => reply_xattr(reply, size, &v),
-            Err(e) => reply.error(errno("getxattr", &e)),
+            // `ls -l` asks every file for its SELinux label, and the kernel caches no xattr
+            // answer: one round trip per file, every time (the whole gap to overlayfs on a
+            // warm `ls -lR`). A request reaches us only when no LSM owns the name (an SELinux
+            // kernel answers `security.selinux` itself, from the inode's in-core label), so
+            // labels are not supported here: saying so (EOPNOTSUPP, not ENODATA) for a file
+            // that has none lets ls (`getfilecon_cache`), cp and tar stop asking for the rest
+            // of the mount. A label a branch file does carry is still returned, and setting
+            // one works. ENOSYS would stop the kernel from sending any getxattr at all, file
+            // capabilities included, so it is not an option.
+            Err(e) if e.code() == libc::ENODATA && name == SELINUX_XATTR => {
+                self.stats.error(Op::Getxattr);
+                reply.error(Errno::from_i32(libc::EOPNOTSUPP));
+            }
+            Err(e) => reply.error(errno(&self.stats, Op::Getxattr, &e)),
         }
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _t = self.stats.start(Op::Listxattr);
         match self.core.listxattr(ino.0) {
             Ok(v) => reply_xattr(reply, size, &v),
-            Err(e) => reply.error(errno("listxattr", &e)),
+            Err(e) => reply.error(errno(&self.stats, Op::Listxattr, &e)),
         }
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply_empty(reply, "removexattr", self.core.removexattr(ino.0, name));
+        let _t = self.stats.start(Op::Removexattr);
+        reply_empty(
+            &self.stats,
+            reply,
+            Op::Removexattr,
+            self.core.removexattr(ino.0, name),
+        );
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let _t = self.stats.start(Op::Access);
         reply_empty(
+            &self.stats,
             reply,
-            "access",
+            Op::Access,
             self.core.access(ino.0, mask.bits(), caller(req)),
         );
     }
@@ -643,6 +768,7 @@ impl Filesystem for UnionFuse {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let _t = self.stats.start(Op::Create);
         let who = creator(req, umask);
         match self.core.create(parent.0, name, mode, flags, who) {
             Ok((e, fh)) => {
@@ -665,7 +791,7 @@ impl Filesystem for UnionFuse {
                     ),
                 }
             }
-            Err(e) => reply.error(errno("create", &e)),
+            Err(e) => reply.error(errno(&self.stats, Op::Create, &e)),
         }
     }
 
@@ -679,9 +805,11 @@ impl Filesystem for UnionFuse {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let _t = self.stats.start(Op::Fallocate);
         reply_empty(
+            &self.stats,
             reply,
-            "fallocate",
+            Op::Fallocate,
             self.core.fallocate(ino.0, fh.0, offset, length, mode),
         );
     }
@@ -695,9 +823,10 @@ impl Filesystem for UnionFuse {
         whence: i32,
         reply: ReplyLseek,
     ) {
+        let _t = self.stats.start(Op::Lseek);
         match self.core.lseek(ino.0, fh.0, offset, whence) {
             Ok(o) => reply.offset(o),
-            Err(e) => reply.error(errno("lseek", &e)),
+            Err(e) => reply.error(errno(&self.stats, Op::Lseek, &e)),
         }
     }
 }

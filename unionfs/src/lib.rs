@@ -18,6 +18,7 @@ pub mod linkgroup;
 pub mod mount;
 pub mod pathlock;
 pub mod shutdown;
+pub mod stats;
 pub mod sys;
 pub mod whiteout;
 

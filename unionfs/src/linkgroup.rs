@@ -43,6 +43,12 @@ impl LinkGroups {
         self.counts.lock().insert(key, (gen, n));
     }
 
+    /// True when branch `index`'s groups are known for names generation `gen` (see
+    /// [`LinkGroups::names`]): asking for names then costs no walk.
+    pub fn is_walked(&self, index: usize, gen: Option<u64>) -> bool {
+        matches!(self.per_branch.lock().get(&index), Some((g, _)) if *g == gen)
+    }
+
     /// Every name in branch `index` (whose root directory is `root`) of the inode `ino`.
     /// `gen`: for a writable branch, the union's names generation; the walk is redone when it
     /// changed since the last one.

@@ -17,6 +17,9 @@ fn main() -> ExitCode {
     };
     let result = match action {
         Action::Umount { mountpoint, lazy } => mount::unmount(&mountpoint, lazy),
+        Action::Stats { mountpoint, reset } => {
+            unionfs::stats::query(&mountpoint, reset).map(|table| print!("{table}"))
+        }
         Action::Mount { config, log_file } => (|| {
             mount::check_fuse_device()?;
             // Modes asked for by create/mkdir arrive already masked by the caller's umask.

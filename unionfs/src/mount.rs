@@ -13,6 +13,8 @@ use nix::unistd::ForkResult;
 use crate::config::Config;
 use crate::fs::Union;
 use crate::fuse::UnionFuse;
+use crate::stats::Stats;
+use std::sync::Arc;
 
 /// The fuser session settings for a config (threads; the mount itself is ours, see `mount`).
 pub fn session_config(cfg: &Config) -> fuser::Config {
@@ -107,6 +109,8 @@ pub struct Mounted {
     dev: OwnedFd,
     /// What `destroy` does, for an exit that cannot wait for it.
     cleanup: Box<dyn FnOnce() + Send>,
+    /// Where `unionfs stats` asks for the session's request counters.
+    stats_socket: Option<crate::stats::Socket>,
 }
 
 /// Mounts the union and returns the session, ready and serving once `run` is called (the
@@ -120,17 +124,25 @@ pub fn mount(cfg: &Config) -> anyhow::Result<Mounted> {
     let watch_dev = dev
         .try_clone()
         .map_err(|e| anyhow::anyhow!("duplicating the /dev/fuse descriptor: {e}"))?;
+    let stats = Arc::new(Stats::default());
     match Session::from_fd(
-        UnionFuse::new(union),
+        UnionFuse::new(union, Arc::clone(&stats)),
         dev,
         session_acl(cfg),
         session_config(cfg),
     ) {
-        Ok(session) => Ok(Mounted {
-            session,
-            dev: watch_dev,
-            cleanup,
-        }),
+        Ok(session) => {
+            // Listening before the mount is reported ready, so `unionfs stats` works as soon
+            // as `unionfs mount` returns.
+            let canonical =
+                std::fs::canonicalize(&cfg.mountpoint).unwrap_or_else(|_| cfg.mountpoint.clone());
+            Ok(Mounted {
+                session,
+                dev: watch_dev,
+                cleanup,
+                stats_socket: crate::stats::serve(stats, &canonical),
+            })
+        }
         Err(e) => {
             let _ = nix::mount::umount2(&cfg.mountpoint, nix::mount::MntFlags::MNT_DETACH);
             Err(anyhow::anyhow!(
@@ -150,11 +162,15 @@ pub fn serve(mounted: Mounted, mountpoint: &Path) -> anyhow::Result<()> {
         session,
         dev,
         cleanup,
+        stats_socket,
     } = mounted;
     let mnt = mountpoint.to_path_buf();
     crate::shutdown::watch(dev, move || {
         cleanup();
         forget_pid_file(&mnt);
+        if let Some(sock) = stats_socket {
+            sock.remove();
+        }
     })?;
     let signals = shutdown_signals();
     // Blocked (again: `mount` blocked them before the mount appeared, so a signal sent the
@@ -281,7 +297,7 @@ fn pid_file(mountpoint: &Path) -> std::path::PathBuf {
     Path::new(RUN_DIR).join(format!("{key}.pid"))
 }
 
-const RUN_DIR: &str = "/run/unionfs";
+pub(crate) const RUN_DIR: &str = "/run/unionfs";
 
 /// Records this process as the daemon of `mountpoint` (best effort: without /run, umount just
 /// does not wait).

@@ -229,6 +229,50 @@ fn hardlinks_show_one_inode_and_their_link_count() {
     assert_eq!(b.nlink(), 2);
 }
 
+/// Files whose other links lie outside the branch (a `cp -al` layer store, an ostree checkout)
+/// show one link: the union shows one name of them. Through a lookup and through a listing.
+#[test]
+fn files_linked_only_outside_the_branch_show_one_link() {
+    if !can_mount() {
+        return;
+    }
+    let fx = Fixture::new();
+    fx.write("B/d/solo", "x");
+    fx.write("B/d/pair1", "y");
+    fs::hard_link(fx.path("B/d/pair1"), fx.path("B/d/pair2")).unwrap();
+    fs::create_dir_all(fx.path("store")).unwrap();
+    fs::hard_link(fx.path("B/d/solo"), fx.path("store/solo")).unwrap();
+    fs::hard_link(fx.path("B/d/pair1"), fx.path("store/pair")).unwrap();
+    fx.mkdir("A");
+    let spec = format!(
+        "{}=rw:{}=rr",
+        fx.path("A").display(),
+        fx.path("B").display()
+    );
+    let m = mount(&spec, &fx.path("mnt"), &[]);
+    // A listing first (readdirplus answers with attributes), then each name again.
+    let listed: Vec<(String, u64)> = fs::read_dir(m.path("d"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().into_string().unwrap(),
+                e.metadata().unwrap().nlink(),
+            )
+        })
+        .collect();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    for (name, nlink) in listed {
+        let want = if name == "solo" { 1 } else { 2 };
+        assert_eq!(nlink, want, "{name} listed");
+        assert_eq!(
+            fs::metadata(m.path("d").join(&name)).unwrap().nlink(),
+            want,
+            "{name}"
+        );
+    }
+}
+
 #[test]
 fn inode_numbers_are_stable_while_mounted() {
     if !can_mount() {

@@ -128,14 +128,17 @@ impl Union {
     /// each (None for one gone since the listing was taken). Each branch directory is opened
     /// once per batch. Not registered with the kernel until [`Union::remember`] says an entry
     /// was sent.
-    pub fn listed_attrs(&self, dir: u64, entries: &[DirEntry]) -> Result<Vec<Option<Attr>>> {
+    pub fn listed_attrs(&self, dir: u64, entries: &[DirEntry]) -> Result<Vec<Option<Listed>>> {
         let (path, view) = self.dir_view(dir)?;
         let mut fds: std::collections::HashMap<usize, Arc<std::os::fd::OwnedFd>> =
             Default::default();
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
             let Some(branch) = e.branch else {
-                out.push(self.getattr(dir, None).ok());
+                out.push(self.getattr(dir, None).ok().map(|attr| Listed {
+                    attr,
+                    settled: true,
+                }));
                 continue;
             };
             if let std::collections::hash_map::Entry::Vacant(v) = fds.entry(branch) {
@@ -160,8 +163,17 @@ impl Union {
                 },
                 st,
             };
-            self.count_visible_links(&mut found)?;
-            out.push(Some(self.attr_of(&found.st)));
+            // A listing need not pay for a branch walk (cold: a stat of every file in the
+            // branch) that only a hardlinked lower file's link count needs: such an entry goes
+            // out with the branch's own count, unsettled, and is counted at its lookup.
+            let settled = self.link_count_known(&found);
+            if settled {
+                self.count_visible_links(&mut found)?;
+            }
+            out.push(Some(Listed {
+                attr: self.attr_of(&found.st),
+                settled,
+            }));
         }
         Ok(out)
     }
@@ -206,6 +218,14 @@ impl Union {
             .ctx(|| format!("open {path:?}"))?;
         nix::unistd::fsync(&fd).ctx(|| format!("fsync {path:?}"))
     }
+}
+
+/// A listed entry's attributes. `settled` is false when its link count is the branch's own,
+/// not yet the number of names the union shows: the kernel must not keep it.
+#[derive(Debug, Clone, Copy)]
+pub struct Listed {
+    pub attr: Attr,
+    pub settled: bool,
 }
 
 fn dtype_of(t: nix::dir::Type) -> u8 {

@@ -26,7 +26,7 @@ use crate::error::{Context, Error, Result};
 use crate::handle::HandleTable;
 use crate::inode::{InoMap, InodeTable, ROOT_ID};
 
-pub use dir::ReaddirEntry;
+pub use dir::{Listed, ReaddirEntry};
 pub use view::DirView;
 
 /// Who asks: the FUSE request's credentials.
