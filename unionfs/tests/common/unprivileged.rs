@@ -1,0 +1,247 @@
+//! Tests that run as an ordinary user: the user is created here (`useradd`, with subordinate ids
+//! in /etc/subuid and /etc/subgid), commands run as it through `setpriv` with a clean
+//! environment, and `/dev/fuse` is opened to users for the test's duration (0666, Debian's
+//! default) and restored afterwards. The product never touches `/dev/fuse`; the test, as root,
+//! stands in for the administrator.
+//!
+//! Shared by the rootless tests of unionfs, layer-tool and runner (`#[path]`): one user, and one
+//! machine-wide lock so that two test processes never save and restore `/dev/fuse`'s mode over
+//! each other.
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The user the rootless tests run as.
+pub const USER: &str = "ufs-rootless";
+/// Subordinate ids given to [`USER`] (count), as rootless podman's default.
+pub const SUBID_COUNT: u32 = 65536;
+
+/// True when this process can set up an unprivileged user (it is root). Under CI=true a machine
+/// that cannot is a failure, never a silent pass.
+pub fn can_run() -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    let fuse = Path::new("/dev/fuse").exists();
+    if root && fuse {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "CI=true but this machine cannot run the rootless tests (they start as root to create \
+             their user: root: {root}, /dev/fuse: {fuse})"
+        );
+    }
+    eprintln!(
+        "skipping: the rootless tests start as root (to create their user) and need /dev/fuse"
+    );
+    false
+}
+
+/// The unprivileged user, created on first use.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+fn lookup(name: &str) -> Option<User> {
+    let u = nix::unistd::User::from_name(name).ok()??;
+    Some(User {
+        name: name.into(),
+        uid: u.uid.as_raw(),
+        gid: u.gid.as_raw(),
+        home: u.dir,
+    })
+}
+
+/// A machine-wide lock (flock) held for the whole of one rootless test: the user's creation,
+/// `/dev/fuse`'s mode, the user's mounts. Released (and the mode restored) on drop.
+pub struct Session {
+    /// Unlocked when dropped, after [`Drop`] has restored the mode.
+    #[allow(unused)]
+    lock: nix::fcntl::Flock<fs::File>,
+    fuse_mode: u32,
+    pub user: User,
+}
+
+impl Session {
+    /// Takes the lock, creates the user if needed, and opens `/dev/fuse` to users.
+    pub fn start() -> Session {
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open("/run/lock/unionfs-rootless-tests.lock")
+            .expect("open the rootless tests' lock file");
+        let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| e)
+            .expect("flock the rootless tests' lock");
+        let user = ensure_user(USER);
+        let fuse_mode = fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o7777;
+        set_fuse_mode(0o666);
+        Session {
+            lock,
+            fuse_mode,
+            user,
+        }
+    }
+
+    /// Sets `/dev/fuse`'s mode for a part of the test (restored to the original on drop).
+    pub fn set_fuse_mode(&self, mode: u32) {
+        set_fuse_mode(mode);
+    }
+
+    /// A fresh directory owned by the user, mode 0700, inside a root-made temp dir the user
+    /// can traverse. Removed on drop of the returned guard.
+    pub fn user_dir(&self, prefix: &str) -> UserDir {
+        let outer = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+        fs::set_permissions(outer.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = outer.path().join("u");
+        fs::create_dir(&dir).unwrap();
+        chown_r(&dir, &self.user);
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        UserDir { outer, dir }
+    }
+
+    /// A copy of a built binary the user can execute (target/ may be unreachable for it).
+    pub fn reachable_binary(&self, dir: &Path, src: &str) -> PathBuf {
+        let bin_dir = dir.join("bin");
+        fs::create_dir_all(&bin_dir).unwrap();
+        fs::set_permissions(&bin_dir, fs::Permissions::from_mode(0o755)).unwrap();
+        let dst = bin_dir.join(Path::new(src).file_name().unwrap());
+        fs::copy(src, &dst).unwrap();
+        fs::set_permissions(&dst, fs::Permissions::from_mode(0o755)).unwrap();
+        dst
+    }
+
+    /// A command that runs `program` as the user, with a clean environment (PATH, HOME, USER,
+    /// LOGNAME, and `XDG_RUNTIME_DIR`/`XDG_DATA_HOME` when given by the caller through `env`).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = Command::new("/usr/bin/setpriv");
+        c.arg(format!("--reuid={}", self.user.uid))
+            .arg(format!("--regid={}", self.user.gid))
+            .arg("--init-groups")
+            // A fresh set: nothing of root's capabilities survives (the kernel clears them on the
+            // uid change; this makes it explicit).
+            .arg("--inh-caps=-all")
+            .arg("--")
+            .arg(program)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("HOME", &self.user.home)
+            .env("USER", &self.user.name)
+            .env("LOGNAME", &self.user.name)
+            .current_dir("/");
+        c
+    }
+
+    /// Runs a shell script as the user.
+    pub fn sh(&self, script: &str) -> Output {
+        self.command("/bin/sh")
+            .arg("-ec")
+            .arg(script)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        set_fuse_mode(self.fuse_mode);
+    }
+}
+
+/// A directory for the user; the root-owned parent goes with it.
+pub struct UserDir {
+    outer: tempfile::TempDir,
+    pub dir: PathBuf,
+}
+
+impl UserDir {
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+}
+
+fn set_fuse_mode(mode: u32) {
+    fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(mode))
+        .expect("chmod /dev/fuse (the test stands in for the administrator)");
+}
+
+/// Changes ownership of `path` and everything below it to the user.
+pub fn chown_r(path: &Path, user: &User) {
+    let out = Command::new("chown")
+        .arg("-R")
+        .arg(format!("{}:{}", user.uid, user.gid))
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chown -R {}: {:?}",
+        path.display(),
+        out
+    );
+}
+
+/// Creates `name` (with a home and subordinate ids) unless it exists.
+fn ensure_user(name: &str) -> User {
+    if lookup(name).is_none() {
+        let out = Command::new("useradd")
+            .args(["--create-home", "--shell", "/bin/sh", "--user-group", name])
+            .output()
+            .expect("run useradd");
+        assert!(
+            out.status.success() || lookup(name).is_some(),
+            "useradd {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let user = lookup(name).expect("the user exists after useradd");
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        ensure_subids(file, name);
+    }
+    user
+}
+
+/// Appends `name:START:COUNT` to a subid file unless `name` has a line, with START after every
+/// range already given (never overlapping another user's).
+fn ensure_subids(file: &str, name: &str) {
+    let text = fs::read_to_string(file).unwrap_or_default();
+    if text.lines().any(|l| l.split(':').next() == Some(name)) {
+        return;
+    }
+    let end = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':').skip(1);
+            let start: u64 = f.next()?.parse().ok()?;
+            let count: u64 = f.next()?.parse().ok()?;
+            Some(start + count)
+        })
+        .max()
+        .unwrap_or(100_000)
+        .max(100_000);
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .unwrap();
+    use std::io::Write;
+    writeln!(f, "{name}:{end}:{SUBID_COUNT}").unwrap();
+}
+
+/// stdout and stderr of a finished command, for assertion messages.
+pub fn describe(out: &Output) -> String {
+    format!(
+        "status {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
