@@ -19,6 +19,7 @@ pub mod mount;
 pub mod oci;
 pub mod progress;
 pub mod provenance;
+pub mod rootless;
 pub mod source;
 pub mod squash;
 pub mod store;
