@@ -19,6 +19,7 @@ pub mod manage;
 pub mod oci;
 pub mod process;
 pub mod rootfs;
+pub mod rootless;
 pub mod run;
 pub mod spawn;
 pub mod spec;

@@ -101,11 +101,8 @@ pub fn run(spec: RunSpec) -> Result<i32> {
 }
 
 fn run_blocked(spec: RunSpec, mask: &BlockedSignals) -> Result<i32> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!(
-            "runner run must be started as root: the union mount and the cgroup need it \
-             (rootless containers are not supported; --userns confines a container that root starts)"
-        );
+    if !crate::rootless::is_root() {
+        bail!("runner run without root runs in a user namespace of its own (crate::rootless)");
     }
     if !Path::new("/dev/fuse").exists() {
         bail!("no /dev/fuse: load the fuse module (modprobe fuse); the container's root is a FUSE mount");
@@ -217,10 +214,22 @@ fn run_blocked(spec: RunSpec, mask: &BlockedSignals) -> Result<i32> {
     if crate::cgroup::device_rules_supported() {
         limits.devices = crate::cgroup::docker_device_rules();
     }
-    let cgroup = Cgroup::create(&format!("runner-{}", dir.id), &limits)?;
-    state.cgroups = cgroup.dirs();
-    dir.save(&state)?;
-    res.cgroup = Some(cgroup);
+    if crate::rootless::inside() {
+        // No cgroup a user may write (a delegated v2 subtree is not used yet).
+        let unapplied = crate::rootless::unapplied_limits(&spec.limits);
+        if !unapplied.is_empty() {
+            let _ = writeln!(
+                std::io::stderr(),
+                "runner: warning: without root there is no cgroup to write: {} not applied",
+                unapplied.join(", ")
+            );
+        }
+    } else {
+        let cgroup = Cgroup::create(&format!("runner-{}", dir.id), &limits)?;
+        state.cgroups = cgroup.dirs();
+        dir.save(&state)?;
+        res.cgroup = Some(cgroup);
+    }
 
     let outcome = start_and_supervise(
         &spec, &dir, &hostname, proc_spec, &mut res, &mut state, mask,
@@ -286,13 +295,17 @@ fn start_and_supervise(
     let _raw = spec.tty.then(tty::RawMode::enter);
 
     let rootfs = dir.rootfs();
-    let mounts = rootfs::plan(&RootfsSpec {
+    let mut mounts = rootfs::plan(&RootfsSpec {
         rootfs: &rootfs,
         volumes: &spec.volumes,
         read_only: spec.read_only,
-        userns: spec.userns,
+        // Root of a user namespace cannot make device nodes: they are bound from the host.
+        userns: spec.userns || crate::rootless::inside(),
         net_host: spec.net == Net::Host,
     });
+    if crate::rootless::inside() {
+        crate::rootless::adapt_mounts(&mut mounts);
+    }
     let user = proc_spec.user.clone();
     let cfg = ChildConfig {
         rootfs,
@@ -314,11 +327,7 @@ fn start_and_supervise(
         process: proc_spec,
         identity: Identity::Lookup(user),
         caps: CapsPolicy::DockerDefault {
-            keep: docker_caps(
-                res.cgroup
-                    .as_ref()
-                    .expect("cgroup created before the clone"),
-            ),
+            keep: docker_caps(res.cgroup.as_ref()),
         },
         no_new_privs: true,
         rlimits: Vec::new(),
@@ -341,10 +350,7 @@ fn start_and_supervise(
         // Created first by the kernel, so it owns the other new namespaces.
         flags |= CloneFlags::CLONE_NEWUSER;
     }
-    let cgroup = res
-        .cgroup
-        .as_ref()
-        .expect("cgroup created before the clone");
+    let cgroup = res.cgroup.as_ref();
     let (tty_ours, tty_theirs) = match pty {
         Some((ours, theirs)) => (Some(ours), Some(theirs)),
         None => (None, None),
@@ -354,14 +360,14 @@ fn start_and_supervise(
         &cfg,
         Spawn {
             flags,
-            cgroup_dir: cgroup.clone_into_dir(),
+            cgroup_dir: cgroup.and_then(|c| c.clone_into_dir()),
             tty_channel: tty_theirs,
             ..Default::default()
         },
     )?;
     let pid = child.pid;
     let started = (|| -> Result<()> {
-        if !child.joined_cgroup {
+        if let Some(cgroup) = cgroup.filter(|_| !child.joined_cgroup) {
             cgroup.add(pid)?;
         }
         if spec.userns {
@@ -403,9 +409,9 @@ fn start_and_supervise(
 /// docker's device policy: device cgroup rules where they can be enforced (cgroup v1, written
 /// when the cgroup was made, so the group has a `devices` directory); elsewhere the container gets no CAP_MKNOD, so that it cannot make a
 /// node for a host device. Either way, docker's default capabilities otherwise.
-fn docker_caps(cgroup: &Cgroup) -> u64 {
+fn docker_caps(cgroup: Option<&Cgroup>) -> u64 {
     let mut keep = caps::default_mask();
-    if !cgroup.has_device_rules() {
+    if !cgroup.is_some_and(|c| c.has_device_rules()) {
         keep &= !(1u64 << caps::number("CAP_MKNOD").expect("a known capability"));
     }
     keep

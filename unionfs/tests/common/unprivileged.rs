@@ -81,7 +81,7 @@ impl Session {
         let lock = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| e)
             .expect("flock the rootless tests' lock");
-        let user = ensure_user(USER);
+        let user = ensure_user(USER, true);
         let fuse_mode = fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o7777;
         set_fuse_mode(0o666);
         Session {
@@ -99,11 +99,16 @@ impl Session {
     /// A fresh directory owned by the user, mode 0700, inside a root-made temp dir the user
     /// can traverse. Removed on drop of the returned guard.
     pub fn user_dir(&self, prefix: &str) -> UserDir {
+        self.user_dir_for(&self.user, prefix)
+    }
+
+    /// [`Session::user_dir`] for another user.
+    pub fn user_dir_for(&self, user: &User, prefix: &str) -> UserDir {
         let outer = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
         fs::set_permissions(outer.path(), fs::Permissions::from_mode(0o755)).unwrap();
         let dir = outer.path().join("u");
         fs::create_dir(&dir).unwrap();
-        chown_r(&dir, &self.user);
+        chown_r(&dir, user);
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
         UserDir { outer, dir }
     }
@@ -119,12 +124,37 @@ impl Session {
         dst
     }
 
+    /// A second user, `name`, created if needed, with subordinate ids or explicitly without
+    /// (its lines are removed from /etc/subuid and /etc/subgid).
+    pub fn other_user(&self, name: &str, subids: bool) -> User {
+        let user = ensure_user(name, subids);
+        if !subids {
+            for file in ["/etc/subuid", "/etc/subgid"] {
+                let text = fs::read_to_string(file).unwrap_or_default();
+                let kept: String = text
+                    .lines()
+                    .filter(|l| l.split(':').next() != Some(name))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                if kept != text {
+                    fs::write(file, kept).unwrap();
+                }
+            }
+        }
+        user
+    }
+
     /// A command that runs `program` as the user, with a clean environment (PATH, HOME, USER,
     /// LOGNAME, and `XDG_RUNTIME_DIR`/`XDG_DATA_HOME` when given by the caller through `env`).
     pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        self.command_as(&self.user, program)
+    }
+
+    /// [`Session::command`] as another user.
+    pub fn command_as(&self, user: &User, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let mut c = Command::new("/usr/bin/setpriv");
-        c.arg(format!("--reuid={}", self.user.uid))
-            .arg(format!("--regid={}", self.user.gid))
+        c.arg(format!("--reuid={}", user.uid))
+            .arg(format!("--regid={}", user.gid))
             .arg("--init-groups")
             // A fresh set: nothing of root's capabilities survives (the kernel clears them on the
             // uid change; this makes it explicit).
@@ -133,9 +163,9 @@ impl Session {
             .arg(program)
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
-            .env("HOME", &self.user.home)
-            .env("USER", &self.user.name)
-            .env("LOGNAME", &self.user.name)
+            .env("HOME", &user.home)
+            .env("USER", &user.name)
+            .env("LOGNAME", &user.name)
             .current_dir("/");
         c
     }
@@ -189,8 +219,8 @@ pub fn chown_r(path: &Path, user: &User) {
     );
 }
 
-/// Creates `name` (with a home and subordinate ids) unless it exists.
-fn ensure_user(name: &str) -> User {
+/// Creates `name` (with a home, and subordinate ids when `subids`) unless it exists.
+fn ensure_user(name: &str, subids: bool) -> User {
     if lookup(name).is_none() {
         let out = Command::new("useradd")
             .args(["--create-home", "--shell", "/bin/sh", "--user-group", name])
@@ -203,8 +233,10 @@ fn ensure_user(name: &str) -> User {
         );
     }
     let user = lookup(name).expect("the user exists after useradd");
-    for file in ["/etc/subuid", "/etc/subgid"] {
-        ensure_subids(file, name);
+    if subids {
+        for file in ["/etc/subuid", "/etc/subgid"] {
+            ensure_subids(file, name);
+        }
     }
     user
 }
