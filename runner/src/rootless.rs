@@ -17,7 +17,8 @@
 //!    into new pid, uts, ipc, (net) namespaces owned by it. What it cannot do, [`inside`] tells
 //!    it: no cgroup (the limits asked for are named in a warning and not applied), devices bound
 //!    from the host instead of made;
-//! 5. outside waits and exits with the inner runner's code.
+//! 5. outside waits, passing on SIGINT, SIGTERM, SIGHUP and SIGQUIT that are sent to it, and
+//!    exits with the inner runner's code; the inner runner gets SIGTERM if the outer one dies.
 //!
 //! Nothing here gains privilege: the maps are the kernel's and the setuid helpers' to check,
 //! and every capability the inner runner has is confined to namespaces the user owns.
@@ -99,6 +100,12 @@ pub fn child_setup() {
         return;
     };
     std::env::remove_var(SYNC_ENV);
+    // The outer runner blocked the signals it forwards before it started us: take them again
+    // (the run blocks them itself, and the container must not inherit them blocked).
+    let _ = forwarded_signals().thread_unblock();
+    // The outer runner gone (killed): stop as if told to, so the container and the union are
+    // taken down rather than left running in a namespace nobody waits for.
+    let _ = crate::sys::set_parent_death_signal(libc::SIGTERM);
     let fd: i32 = match fd.to_str().and_then(|s| s.parse().ok()) {
         Some(fd) => fd,
         None => {
@@ -179,12 +186,15 @@ pub fn enter() -> Result<Option<i32>> {
     cmd.args(std::env::args_os().skip(1))
         .env(SYNC_ENV, theirs.as_raw_fd().to_string())
         .env("UNIONFS_STORE", &store);
-    // Ctrl-C reaches the inner runner through the terminal's process group; we only wait.
+    // Blocked before the start, so that none is lost: from now on a thread forwards them
+    // (the inner runner unblocks them first thing).
+    forwarded_signals().thread_block()?;
     let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {} in a user namespace", exe.display()))?;
     drop(theirs);
     let pid = child.id();
+    forward_signals(nix::unistd::Pid::from_raw(pid as i32))?;
     let mapped = (|| -> Result<()> {
         let mut ours = &ours;
         let mut b = [0u8];
@@ -209,6 +219,47 @@ pub fn enter() -> Result<Option<i32>> {
         (None, Some(s)) => 128 + s,
         _ => 125,
     }))
+}
+
+/// The signals the outer runner passes on to the inner one (those `runner run` forwards to a
+/// container).
+fn forwarded_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::Signal;
+    let mut set = nix::sys::signal::SigSet::empty();
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+/// A thread that passes each forwarded signal sent to this process on to `pid`. Not those the
+/// terminal sent (Ctrl-C: `SI_KERNEL`): the terminal sends them to the inner runner as well, as
+/// it is in our process group, and the container must not get two.
+fn forward_signals(pid: nix::unistd::Pid) -> Result<()> {
+    let fd = nix::sys::signalfd::SignalFd::with_flags(
+        &forwarded_signals(),
+        nix::sys::signalfd::SfdFlags::SFD_CLOEXEC,
+    )
+    .context("signalfd for the signals to forward")?;
+    std::thread::Builder::new()
+        .name("rootless-signals".into())
+        .spawn(move || {
+            while let Ok(Some(info)) = fd.read_signal() {
+                if info.ssi_code == libc::SI_KERNEL {
+                    continue;
+                }
+                if let Ok(sig) = nix::sys::signal::Signal::try_from(info.ssi_signo as i32) {
+                    let _ = nix::sys::signal::kill(pid, sig);
+                }
+            }
+        })
+        .context("starting the signal forwarder")?;
+    Ok(())
 }
 
 /// Writes the inner runner's uid and gid maps (see the module doc, step 3).

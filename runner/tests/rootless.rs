@@ -88,6 +88,18 @@ impl Rootless<'_> {
     }
 }
 
+/// The start of `user`'s range in /etc/subuid.
+fn subuid_start(user: &str) -> u32 {
+    fs::read_to_string("/etc/subuid")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f[0] == user).then(|| f[1].parse::<u32>().unwrap())
+        })
+        .expect("the test user's subordinate range")
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -104,14 +116,7 @@ fn a_user_runs_containers_in_a_user_namespace_of_its_own() {
     let s = Session::start();
     let d = s.user_dir("runner-rootless");
     let r = Rootless::new(&s, &s.user, &d);
-    let sub = fs::read_to_string("/etc/subuid")
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f[0] == unprivileged::USER).then(|| f[1].parse::<u32>().unwrap())
-        })
-        .expect("the test user's subordinate range");
+    let sub = subuid_start(unprivileged::USER);
 
     // pid 1, its own hostname, the merged root, root in the container mapped to the user and
     // its range, a network namespace with only lo, the command's exit code.
@@ -278,4 +283,98 @@ fn what_the_host_forbids_a_rootless_run_is_named() {
         map,
         [vec!["0".to_string(), lone.uid.to_string(), "1".to_string()]]
     );
+}
+
+/// Processes whose real uid is `uid` or in `[lo, hi)`, as `pid comm` lines.
+fn processes_of(uid: u32, lo: u32, hi: u32) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(status) = fs::read_to_string(e.path().join("status")) else {
+            continue;
+        };
+        let ruid: u32 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(u32::MAX);
+        if ruid == uid || (lo..hi).contains(&ruid) {
+            let comm = fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            found.push(format!("{name} {}", comm.trim()));
+        }
+    }
+    found
+}
+
+#[test]
+fn sigterm_to_a_users_runner_reaches_the_container_and_everything_goes() {
+    if !common::can_run("rootless") || !unprivileged::can_run() {
+        return;
+    }
+    let s = Session::start();
+    let d = s.user_dir("runner-rootless-signal");
+    let r = Rootless::new(&s, &s.user, &d);
+    let mut c = s.command(&r.runner);
+    c.args([
+        "run",
+        "--rm",
+        "demo",
+        "sh",
+        "-c",
+        "trap 'echo got-term; exit 143' TERM; echo started; sleep 1000 & wait",
+    ])
+    .env("XDG_DATA_HOME", &r.data)
+    .env("XDG_RUNTIME_DIR", &r.run)
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    // setpriv execs the runner in place: the child's pid is the outer runner's.
+    let outer = nix::unistd::Pid::from_raw(child.id() as i32);
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 8];
+    use std::io::Read;
+    out.read_exact(&mut first).expect("the container starts");
+    assert_eq!(&first, b"started\n");
+    nix::sys::signal::kill(outer, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(
+        rest, "got-term\n",
+        "the container's trap ran; stderr: {err}"
+    );
+    assert_eq!(status.code(), Some(143), "stderr: {err}");
+    // --rm: the container is gone, and no process of the user or its range is left (the
+    // unionfs daemon included).
+    let left: Vec<_> = fs::read_dir(r.containers())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name() != "names")
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let sub = subuid_start(unprivileged::USER);
+        let procs = processes_of(s.user.uid, sub, sub + unprivileged::SUBID_COUNT);
+        if procs.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes left: {procs:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
