@@ -285,30 +285,6 @@ fn what_the_host_forbids_a_rootless_run_is_named() {
     );
 }
 
-/// Processes whose real uid is `uid` or in `[lo, hi)`, as `pid comm` lines.
-fn processes_of(uid: u32, lo: u32, hi: u32) -> Vec<String> {
-    let mut found = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if !name.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(status) = fs::read_to_string(e.path().join("status")) else {
-            continue;
-        };
-        let ruid: u32 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Uid:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(u32::MAX);
-        if ruid == uid || (lo..hi).contains(&ruid) {
-            let comm = fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-            found.push(format!("{name} {}", comm.trim()));
-        }
-    }
-    found
-}
-
 #[test]
 fn sigterm_to_a_users_runner_reaches_the_container_and_everything_goes() {
     if !common::can_run("rootless") || !unprivileged::can_run() {
@@ -364,17 +340,6 @@ fn sigterm_to_a_users_runner_reaches_the_container_and_everything_goes() {
         .map(|e| e.path())
         .collect();
     assert!(left.is_empty(), "{left:?}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let sub = subuid_start(unprivileged::USER);
-        let procs = processes_of(s.user.uid, sub, sub + unprivileged::SUBID_COUNT);
-        if procs.is_empty() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "processes left: {procs:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let sub = subuid_start(unprivileged::USER);
+    unprivileged::assert_no_processes_left(s.user.uid, sub, sub + unprivileged::SUBID_COUNT);
 }

@@ -226,3 +226,112 @@ fn what_the_host_forbids_a_user_is_a_clear_error() {
     );
     assert!(mountinfo_line(&mnt).is_none());
 }
+
+/// Rootless podman, its storage in the user's own directory, with `unionfs` as the overlay
+/// driver's `mount_program`: podman mounts from inside its user namespace (unionfs mounts
+/// directly there), the container's root is the union, and its changes (a write, a delete)
+/// are what `podman diff` and a committed image see.
+#[test]
+fn rootless_podman_uses_unionfs_as_its_mount_program() {
+    if !unprivileged::can_run() {
+        return;
+    }
+    if std::process::Command::new("podman")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true needs podman (scripts/install-deps.sh)"
+        );
+        eprintln!("skipping: no podman");
+        return;
+    }
+    let s = Session::start();
+    let d = s.user_dir("unionfs-rootless-podman");
+    let bin = s.reachable_binary(&d.dir, common::BIN);
+    let out = s.sh(&format!(
+        r#"cd {dir}
+mkdir -p rootfs/bin rootfs/etc rootfs/tmp run
+chmod 700 run
+cp /bin/busybox rootfs/bin/busybox
+for t in sh ls cat echo id rm grep; do ln -s busybox rootfs/bin/$t; done
+echo hello > rootfs/etc/hello
+tar -C rootfs -cf rootfs.tar .
+"#,
+        dir = d.dir.display()
+    ));
+    assert!(out.status.success(), "{}", describe(&out));
+    let podman = |args: &[&str]| {
+        let mut c = s.command("podman");
+        c.args(["--root", d.path("root").to_str().unwrap()])
+            .args(["--runroot", d.path("run/podman").to_str().unwrap()])
+            .args(["--storage-driver", "overlay", "--storage-opt"])
+            .arg(format!("overlay.mount_program={}", bin.display()))
+            .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
+            // runc: crun refuses a hybrid cgroup hierarchy (v1 controllers beside cgroup2).
+            .args(["--runtime", "runc"])
+            .args(args)
+            .env("XDG_RUNTIME_DIR", d.path("run"))
+            .current_dir(&d.dir);
+        c.output().unwrap()
+    };
+    let ok = |args: &[&str]| {
+        let out = podman(args);
+        assert!(out.status.success(), "podman {args:?}: {}", describe(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    ok(&["import", "rootfs.tar", "localhost/rootless:1"]);
+    let info = ok(&[
+        "info",
+        "--format",
+        "{{.Host.Security.Rootless}} {{.Store.GraphOptions}}",
+    ]);
+    assert!(
+        info.starts_with("true ") && info.contains(bin.to_str().unwrap()),
+        "{info}"
+    );
+    let text = ok(&[
+        "run",
+        "--name",
+        "c1",
+        "--network",
+        "none",
+        "localhost/rootless:1",
+        "sh",
+        "-c",
+        "cat /etc/hello; grep ' / / ' /proc/self/mountinfo; echo x > /tmp/x; rm /etc/hello; id -u",
+    ]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "hello", "{text}");
+    assert!(
+        lines[1].contains(" - fuse.unionfs "),
+        "the root is the union: {text}"
+    );
+    assert_eq!(lines[2], "0", "{text}");
+    let diff = ok(&["diff", "c1"]);
+    assert!(diff.lines().any(|l| l == "D /etc/hello"), "{diff}");
+    assert!(diff.lines().any(|l| l == "A /tmp/x"), "{diff}");
+    ok(&["commit", "c1", "localhost/rootless:2"]);
+    let text = ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "localhost/rootless:2",
+        "sh",
+        "-c",
+        "cat /tmp/x; ls /etc/hello 2>&1 || true",
+    ]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "x", "{text}");
+    assert!(
+        lines[1].contains("No such file"),
+        "the delete was committed: {text}"
+    );
+    let _ = podman(&["rm", "--all", "--force"]);
+    // Stops the user's podman pause process too: nothing of the user is left running.
+    let _ = podman(&["system", "reset", "--force"]);
+    unprivileged::assert_no_processes_left(s.user.uid, 0, 0);
+}

@@ -268,6 +268,47 @@ fn ensure_subids(file: &str, name: &str) {
     writeln!(f, "{name}:{end}:{SUBID_COUNT}").unwrap();
 }
 
+/// Processes whose real uid is `uid` or in `[lo, hi)`, as `pid comm` lines.
+pub fn processes_of(uid: u32, lo: u32, hi: u32) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(status) = fs::read_to_string(e.path().join("status")) else {
+            continue;
+        };
+        let ruid: u32 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(u32::MAX);
+        if ruid == uid || (lo..hi).contains(&ruid) {
+            let comm = fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            found.push(format!("{name} {}", comm.trim()));
+        }
+    }
+    found
+}
+
+/// Waits (10 s at most) until no process of `uid` or its range `[lo, hi)` is left; panics
+/// naming those that are.
+pub fn assert_no_processes_left(uid: u32, lo: u32, hi: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let procs = processes_of(uid, lo, hi);
+        if procs.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "processes left: {procs:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// stdout and stderr of a finished command, for assertion messages.
 pub fn describe(out: &Output) -> String {
     format!(
