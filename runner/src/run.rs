@@ -104,6 +104,10 @@ fn run_blocked(spec: RunSpec, mask: &BlockedSignals) -> Result<i32> {
     if !crate::rootless::is_root() {
         bail!("runner run without root runs in a user namespace of its own (crate::rootless)");
     }
+    if matches!(spec.net, Net::Slirp4netns { .. }) && !crate::rootless::inside() {
+        // As root, slirp4netns would be a root process parsing the container's packets.
+        bail!("--net slirp4netns is for runs without root; as root use --net none or host");
+    }
     if !Path::new("/dev/fuse").exists() {
         bail!("no /dev/fuse: load the fuse module (modprobe fuse); the container's root is a FUSE mount");
     }
@@ -151,7 +155,7 @@ fn run_blocked(spec: RunSpec, mask: &BlockedSignals) -> Result<i32> {
             .ok()
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| dir.id[..12].to_string()),
-        (None, Net::None) => dir.id[..12].to_string(),
+        (None, Net::None | Net::Slirp4netns { .. }) => dir.id[..12].to_string(),
     };
     let proc_spec = process::process_spec(
         &image.config,
@@ -312,7 +316,7 @@ fn start_and_supervise(
         mounts,
         hostname: Some(hostname.to_string()),
         domainname: None,
-        lo_up: spec.net == Net::None,
+        lo_up: spec.net != Net::Host,
         jail: if spec.no_pivot {
             crate::rootfs::Jail::MoveRoot
         } else {
@@ -343,7 +347,7 @@ fn start_and_supervise(
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC;
-    if spec.net == Net::None {
+    if spec.net != Net::Host {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     if spec.userns {
@@ -366,6 +370,8 @@ fn start_and_supervise(
         },
     )?;
     let pid = child.pid;
+    // Held until the container is gone (the user-mode network serves it).
+    let mut _slirp = None;
     let started = (|| -> Result<()> {
         if let Some(cgroup) = cgroup.filter(|_| !child.joined_cgroup) {
             cgroup.add(pid)?;
@@ -374,6 +380,17 @@ fn start_and_supervise(
             // Before the go: the child's first step needs its capabilities in the namespace,
             // which it has only once it maps to an id.
             write_id_maps(pid)?;
+        }
+        if let Net::Slirp4netns {
+            allow_host_loopback,
+        } = spec.net
+        {
+            // tap0 is up before the command runs.
+            _slirp = Some(crate::slirp::start(
+                pid,
+                allow_host_loopback,
+                &dir.dir.join("slirp4netns.log"),
+            )?);
         }
         state.status = Status::Running;
         state.pid = Some(pid.as_raw());

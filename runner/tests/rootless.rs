@@ -343,3 +343,90 @@ fn sigterm_to_a_users_runner_reaches_the_container_and_everything_goes() {
     let sub = subuid_start(unprivileged::USER);
     unprivileged::assert_no_processes_left(s.user.uid, sub, sub + unprivileged::SUBID_COUNT);
 }
+
+/// A one-line HTTP server on the host's loopback only; answers every connection.
+fn loopback_server() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            use std::io::{Read, Write};
+            let mut c = c;
+            let mut buf = [0u8; 1024];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 16\r\n\r\nhello-from-host\n");
+        }
+    });
+    port
+}
+
+#[test]
+fn a_user_mode_network_reaches_the_hosts_loopback_only_when_allowed() {
+    if !common::can_run("rootless") || !unprivileged::can_run() {
+        return;
+    }
+    // As root the option is refused (slirp4netns would be a root process).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["run", "--rm", "--net", "slirp4netns", "demo", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--net slirp4netns is for runs without root"),
+        "{}",
+        describe(&out)
+    );
+
+    let s = Session::start();
+    let d = s.user_dir("runner-rootless-slirp");
+    let r = Rootless::new(&s, &s.user, &d);
+    let port = loopback_server();
+    // busybox nc (busybox-static's wget crashes in glibc's static resolver code).
+    let get = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 10.0.2.2 {port} | tail -n 1");
+    let out = r.runner(
+        &[
+            "run",
+            "--rm",
+            "--net",
+            "slirp4netns:allow_host_loopback=true",
+            "demo",
+            "sh",
+            "-c",
+            &format!("ip -4 addr show tap0 | grep -o 'inet [0-9./]*'; cat /etc/resolv.conf; {get}"),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        stdout(&out),
+        "inet 10.0.2.100/24\nnameserver 10.0.2.3\nhello-from-host\n",
+        "{}",
+        describe(&out)
+    );
+
+    // By default the host's loopback is closed to the container.
+    let out = r.runner(
+        &[
+            "run",
+            "--rm",
+            "--net",
+            "slirp4netns",
+            "demo",
+            "sh",
+            "-c",
+            &format!("set -o pipefail; {get}; echo get=$?"),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout(&out);
+    assert!(
+        !text.contains("hello-from-host")
+            && text.contains("get=1")
+            && String::from_utf8_lossy(&out.stderr).contains("10.0.2.2"),
+        "{}",
+        describe(&out)
+    );
+    let sub = subuid_start(unprivileged::USER);
+    unprivileged::assert_no_processes_left(s.user.uid, sub, sub + unprivileged::SUBID_COUNT);
+}

@@ -1,8 +1,8 @@
 //! Tests that run as an ordinary user: the user is created here (`useradd`, with subordinate ids
 //! in /etc/subuid and /etc/subgid), commands run as it through `setpriv` with a clean
-//! environment, and `/dev/fuse` is opened to users for the test's duration (0666, Debian's
-//! default) and restored afterwards. The product never touches `/dev/fuse`; the test, as root,
-//! stands in for the administrator.
+//! environment, and `/dev/fuse` and `/dev/net/tun` are opened to users for the test's duration
+//! (0666, Debian's default) and restored afterwards. The product never touches them; the test,
+//! as root, stands in for the administrator.
 //!
 //! Shared by the rootless tests of unionfs, layer-tool and runner (`#[path]`): one user, and one
 //! machine-wide lock so that two test processes never save and restore `/dev/fuse`'s mode over
@@ -65,6 +65,8 @@ pub struct Session {
     #[allow(unused)]
     lock: nix::fcntl::Flock<fs::File>,
     fuse_mode: u32,
+    /// `/dev/net/tun`'s mode before (slirp4netns opens it as the user), if there is one.
+    tun_mode: Option<u32>,
     pub user: User,
 }
 
@@ -84,9 +86,16 @@ impl Session {
         let user = ensure_user(USER, true);
         let fuse_mode = fs::metadata("/dev/fuse").unwrap().permissions().mode() & 0o7777;
         set_fuse_mode(0o666);
+        let tun_mode = fs::metadata(TUN)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o7777);
+        if tun_mode.is_some() {
+            set_mode(TUN, 0o666);
+        }
         Session {
             lock,
             fuse_mode,
+            tun_mode,
             user,
         }
     }
@@ -183,6 +192,9 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         set_fuse_mode(self.fuse_mode);
+        if let Some(m) = self.tun_mode {
+            set_mode(TUN, m);
+        }
     }
 }
 
@@ -198,9 +210,16 @@ impl UserDir {
     }
 }
 
+/// The tun device slirp4netns opens.
+const TUN: &str = "/dev/net/tun";
+
 fn set_fuse_mode(mode: u32) {
-    fs::set_permissions("/dev/fuse", fs::Permissions::from_mode(mode))
-        .expect("chmod /dev/fuse (the test stands in for the administrator)");
+    set_mode("/dev/fuse", mode);
+}
+
+fn set_mode(dev: &str, mode: u32) {
+    fs::set_permissions(dev, fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("chmod {dev} (the test stands in for the administrator): {e}"));
 }
 
 /// Changes ownership of `path` and everything below it to the user.
