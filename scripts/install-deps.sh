@@ -23,6 +23,8 @@ packages=(
   libc6-dev        # libc.a for those static programs
   containerd       # a real client: ctr and the runc shim drive runner (runner/tests/containerd.rs)
   bpftool          # an independent look at runner's cgroup v2 device programs (cgroup_v2_devices.rs)
+  uidmap           # newuidmap/newgidmap: subordinate id maps of rootless runs (runner/tests/rootless.rs)
+  slirp4netns      # runner --net slirp4netns: the user-mode network of rootless runs (runner/tests/rootless.rs)
   runc             # `runc spec` bundles and runc itself (runner/tests/runc_spec.rs); podman's runtime in unionfs' podman tests (crun refuses hybrid cgroups)
 )
 missing=()

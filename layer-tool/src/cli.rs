@@ -15,7 +15,7 @@ use crate::store::Store;
     about = "Build, import, inspect, commit, export and squash image layers"
 )]
 pub struct Cli {
-    /// The image store (default: $UNIONFS_STORE, else /var/lib/unionfs).
+    /// The image store (default: $UNIONFS_STORE, else /var/lib/unionfs as root, $XDG_DATA_HOME/unionfs (~/.local/share/unionfs) as a user).
     #[arg(long, global = true, value_name = "DIR")]
     pub store: Option<PathBuf>,
     #[command(subcommand)]

@@ -193,8 +193,18 @@ impl Copier<'_> {
             } else {
                 SFlag::S_IFIFO
             };
-            mknod(&to, kind, Mode::from_bits_truncate(0o600), md.rdev())
-                .with_context(|| format!("mknod {}", to.display()))?;
+            match mknod(&to, kind, Mode::from_bits_truncate(0o600), md.rdev()) {
+                Err(nix::errno::Errno::EPERM)
+                    if kind != SFlag::S_IFIFO && !crate::rootless::is_root() =>
+                {
+                    tracing::warn!(
+                        "skipped device node {}: only root may make device nodes",
+                        from.display()
+                    );
+                    return Ok(());
+                }
+                r => r.with_context(|| format!("mknod {}", to.display()))?,
+            }
         } else {
             // Sockets: nothing a layer can carry.
             return Ok(());

@@ -8,11 +8,11 @@
 //! - symlinks whose relative target climbs above the root (`../../etc`); absolute targets are
 //!   kept, because inside the container they resolve under its root, not the host's;
 //! - hardlinks to a directory or to a name that is not already in the tree;
-//! - device nodes unless [`ExtractOptions::allow_devices`] (default: when root);
 //! - more than [`Limits::max_bytes`] of file data or [`Limits::max_entries`] entries;
 //! - anything the tar reader finds corrupt or truncated.
 //!
-//! Skipped, not refused: a whiteout or opaque marker beneath a non-directory that the same
+//! Skipped, not refused: device nodes unless [`ExtractOptions::allow_devices`] (default: when
+//! root), each named in a warning and counted in [`Stats::skipped_devices`]; a whiteout or opaque marker beneath a non-directory that the same
 //! archive wrote (umoci writes `a` as a file, then `a/.wh.x`): it hides nothing and writes
 //! nothing.
 //!
@@ -90,6 +90,9 @@ pub struct Stats {
     pub bytes: u64,
     /// Whiteouts and opaque markers beneath a non-directory of this layer (they hide nothing).
     pub skipped_markers: u64,
+    /// Device nodes left out because [`ExtractOptions::allow_devices`] was false (each named
+    /// in a warning).
+    pub skipped_devices: u64,
 }
 
 /// Unpack the tar stream `reader` into the existing directory `dest`.
@@ -339,11 +342,19 @@ impl State<'_> {
                 })?;
             }
             EntryType::Char | EntryType::Block => {
-                if !self.opts.allow_devices {
-                    bail!("device node refused (only root may import device nodes)");
-                }
                 let major = entry.header().device_major()?.unwrap_or(0);
                 let minor = entry.header().device_minor()?.unwrap_or(0);
+                if !self.opts.allow_devices {
+                    // A user cannot make device nodes; the rest of the layer is still usable
+                    // (a container gets its /dev from the runner, not from the image).
+                    tracing::warn!(
+                        "skipped device node /{} ({} {major}:{minor}): only root may make device nodes",
+                        rel.display(),
+                        if kind == EntryType::Char { "char" } else { "block" },
+                    );
+                    self.stats.skipped_devices += 1;
+                    return Ok(());
+                }
                 let sflag = if kind == EntryType::Char {
                     SFlag::S_IFCHR
                 } else {

@@ -5,6 +5,8 @@ use std::os::unix::fs::{lchown, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{Context, Result};
+
+use crate::rootless::{format_override_stat, parse_override_stat, OVERRIDE_STAT_XATTR};
 use nix::sys::stat::{utimensat, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 
@@ -32,18 +34,65 @@ impl Meta {
     /// Apply owner, mode and mtime to `path`. For symlinks only owner and mtime apply.
     ///
     /// The owner is set first because chown clears setuid/setgid bits. When we are not root,
-    /// chown to another user fails with EPERM; that is tolerated (the file keeps our ids).
+    /// chown to another user fails with EPERM: the file keeps our ids and the owner, group and
+    /// mode it should have are recorded in [`OVERRIDE_STAT_XATTR`] (not on symlinks, which
+    /// cannot carry `user.*` xattrs: they keep our ids). [`Meta::of_path`] reads them back.
     pub fn apply(&self, path: &Path, is_symlink: bool) -> Result<()> {
         if let Err(e) = lchown(path, Some(self.uid), Some(self.gid)) {
             if e.raw_os_error() != Some(libc::EPERM) || is_root() {
                 return Err(e).with_context(|| format!("chown {}", path.display()));
             }
+            if !is_symlink {
+                let value = format_override_stat(self.uid, self.gid, self.mode);
+                if let Err(e) = xattr::set(path, OVERRIDE_STAT_XATTR, value.as_bytes()) {
+                    if !unsupported(&e) {
+                        return Err(e).with_context(|| {
+                            format!(
+                                "recording owner {}:{} of {} in {OVERRIDE_STAT_XATTR}",
+                                self.uid,
+                                self.gid,
+                                path.display()
+                            )
+                        });
+                    }
+                    tracing::warn!(
+                        "{}: owner {}:{} lost (no user xattrs on this filesystem)",
+                        path.display(),
+                        self.uid,
+                        self.gid
+                    );
+                }
+            }
+        } else if !is_symlink && xattr::get(path, OVERRIDE_STAT_XATTR).is_ok_and(|v| v.is_some()) {
+            // The owner is real now: an older record would contradict it.
+            let _ = xattr::remove(path, OVERRIDE_STAT_XATTR);
         }
         if !is_symlink {
             fs::set_permissions(path, fs::Permissions::from_mode(self.mode))
                 .with_context(|| format!("chmod {}", path.display()))?;
         }
         set_mtime(path, self.mtime)
+    }
+}
+
+impl Meta {
+    /// [`Meta::of`] `md`, the metadata of `path`, with the owner and mode an unprivileged
+    /// process recorded in [`OVERRIDE_STAT_XATTR`] in place of the ids the file has.
+    pub fn of_path(path: &Path, md: &fs::Metadata) -> Meta {
+        let mut meta = Meta::of(md);
+        if md.file_type().is_symlink() {
+            return meta;
+        }
+        if let Some((uid, gid, mode)) = xattr::get(path, OVERRIDE_STAT_XATTR)
+            .ok()
+            .flatten()
+            .and_then(|v| parse_override_stat(&v))
+        {
+            meta.uid = uid;
+            meta.gid = gid;
+            meta.mode = mode & 0o7777;
+        }
+        meta
     }
 }
 
@@ -60,16 +109,14 @@ pub fn set_mtime(path: &Path, secs: i64) -> Result<()> {
     .with_context(|| format!("setting mtime of {}", path.display()))
 }
 
-/// True when running as root (device nodes and foreign owners can be created).
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
+pub use crate::rootless::is_root;
 
 /// Extended attributes a layer carries for `path` (not following a symlink), sorted by name.
 ///
 /// Left out: overlayfs' own (`trusted.overlay.*`, `user.overlay.*`: whiteout bookkeeping, turned
 /// into `.wh.` form instead), `security.selinux` (a host label, not image content) and
-/// `system.*` (ACLs and other kernel-synthesised names).
+/// `system.*` (ACLs and other kernel-synthesised names), and [`OVERRIDE_STAT_XATTR`] (an
+/// unprivileged store's record of the owner, put back into the tar header instead).
 pub fn layer_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let names = match xattr::list(path) {
         Ok(names) => names,
@@ -98,6 +145,7 @@ pub fn carried_xattr(name: &str) -> bool {
     !(name.starts_with("trusted.overlay.")
         || name.starts_with("user.overlay.")
         || name == "security.selinux"
+        || name == OVERRIDE_STAT_XATTR
         || name.starts_with("system."))
 }
 

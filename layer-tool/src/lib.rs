@@ -21,6 +21,7 @@ pub mod oci;
 pub mod progress;
 pub mod provenance;
 pub mod registry;
+pub mod rootless;
 pub mod source;
 pub mod squash;
 pub mod store;

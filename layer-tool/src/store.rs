@@ -1,6 +1,7 @@
 //! The local image store that `layer-tool` writes and `runner` reads.
 //!
-//! Layout (the root is `$UNIONFS_STORE`, default [`DEFAULT_ROOT`]):
+//! Layout (the root is `$UNIONFS_STORE`, default [`DEFAULT_ROOT`] as root and
+//! `~/.local/share/unionfs` for a user, see [`crate::rootless::store_root`]):
 //!
 //! ```text
 //! ROOT/layers/sha256/<hex>/        one layer: a directory tree in aufs/OCI `.wh.` form,
@@ -103,11 +104,13 @@ pub struct Store {
 }
 
 impl Store {
-    /// The store at `$UNIONFS_STORE`, or [`DEFAULT_ROOT`].
+    /// The store at `$UNIONFS_STORE`; else [`DEFAULT_ROOT`] as root, and a user's own
+    /// (`$XDG_DATA_HOME/unionfs`, default `~/.local/share/unionfs`) without root: see
+    /// [`crate::rootless::store_root`]. A user with no home gets [`DEFAULT_ROOT`], whose
+    /// errors then name it.
     pub fn from_env() -> Store {
-        let root = std::env::var_os("UNIONFS_STORE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
+        let root = crate::rootless::store_root(&crate::rootless::Env::current())
+            .unwrap_or_else(|_| PathBuf::from(DEFAULT_ROOT));
         Store { root }
     }
 

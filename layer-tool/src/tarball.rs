@@ -72,7 +72,7 @@ fn write_dir<W: Write>(
         let md =
             fs::symlink_metadata(&path).with_context(|| format!("lstat {}", path.display()))?;
         let ft = md.file_type();
-        let meta = Meta::of(&md);
+        let meta = Meta::of_path(&path, &md);
         let mut header = Header::new_gnu();
         header.set_mode(meta.mode);
         header.set_uid(u64::from(meta.uid));

@@ -312,7 +312,13 @@ fn setup_and_exec(
         sys::set_keep_caps(true).context("prctl(PR_SET_KEEPCAPS)")?;
     }
     let gids: Vec<Gid> = groups.iter().map(|g| Gid::from_raw(*g)).collect();
-    nix::unistd::setgroups(&gids).context("setgroups")?;
+    match nix::unistd::setgroups(&gids) {
+        // A rootless run with a single mapping (crate::rootless) denies setgroups in its user
+        // namespace (CVE-2014-8989): the process keeps the groups the user already had, which
+        // is no more than the user holds on the host.
+        Err(nix::errno::Errno::EPERM) if crate::rootless::setgroups_denied() => {}
+        r => r.context("setgroups")?,
+    }
     nix::unistd::setgid(Gid::from_raw(gid)).with_context(|| format!("setgid {gid}"))?;
     nix::unistd::setuid(Uid::from_raw(uid)).with_context(|| format!("setuid {uid}"))?;
     caps::set_process_caps(&sets, held)?;

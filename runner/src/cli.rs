@@ -88,7 +88,8 @@ pub struct RunArgs {
     /// Block I/O weight, 10..=1000 (blkio.weight; converted for io.weight on cgroup2).
     #[arg(long = "io-weight", alias = "blkio-weight")]
     pub io_weight: Option<u16>,
-    /// Network: `none` (a new namespace with only `lo`, the default) or `host`.
+    /// Network: `none` (a new namespace with only `lo`, the default), `host`, or (without root)
+    /// `slirp4netns[:allow_host_loopback=true]`, a user-mode network.
     #[arg(long, default_value = "none")]
     pub net: String,
     /// Mount the container's root read-only.

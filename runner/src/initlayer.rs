@@ -39,6 +39,7 @@ pub fn write(init: &Path, layer: &InitLayer<'_>, layers_top_first: &[PathBuf]) -
         // The host's resolvers are reachable only from the host's network.
         Net::Host => fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         Net::None => "# no network: the container has only lo\n".to_string(),
+        Net::Slirp4netns { .. } => format!("nameserver {}\n", crate::slirp::DNS),
     };
     for (rel, text) in INIT_FILES
         .iter()

@@ -15,6 +15,8 @@ fn main() {
         .with_target(false)
         .without_time()
         .init();
+    // The inner runner of a rootless run makes its user namespace before anything else.
+    runner::rootless::child_setup();
     runner::exeseal::init();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if runner::oci::cli::is_oci_command_line(&args) {
@@ -37,18 +39,31 @@ fn main() {
             std::process::exit(125);
         }
     };
+    // A user without root: `run`, `rm` and `commit` run again inside a user namespace of the
+    // user's own (where the container's files, owned by subordinate ids, are reachable).
+    let in_userns = || runner::rootless::enter();
     let result = match cli.command {
-        Command::Run(args) => runner::spec::RunSpec::from_args(*args)
-            .and_then(|spec| runner::exeseal::ensure_sealed().map(|()| spec))
-            .and_then(runner::run::run),
+        Command::Run(args) => match in_userns() {
+            Ok(Some(code)) => Ok(code),
+            Ok(None) => runner::spec::RunSpec::from_args(*args)
+                .and_then(|spec| runner::exeseal::ensure_sealed().map(|()| spec))
+                .and_then(runner::run::run),
+            Err(e) => Err(e),
+        },
         Command::Ps => runner::manage::ps().map(|()| 0),
-        Command::Rm { names, force } => names
-            .iter()
-            .try_for_each(|n| runner::manage::rm(n, force))
-            .map(|()| 0),
-        Command::Commit { container, image } => {
-            runner::manage::commit(&container, &image).map(|()| 0)
-        }
+        Command::Rm { names, force } => match in_userns() {
+            Ok(Some(code)) => Ok(code),
+            Ok(None) => names
+                .iter()
+                .try_for_each(|n| runner::manage::rm(n, force))
+                .map(|()| 0),
+            Err(e) => Err(e),
+        },
+        Command::Commit { container, image } => match in_userns() {
+            Ok(Some(code)) => Ok(code),
+            Ok(None) => runner::manage::commit(&container, &image).map(|()| 0),
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -101,11 +101,12 @@ pub fn run(spec: RunSpec) -> Result<i32> {
 }
 
 fn run_blocked(spec: RunSpec, mask: &BlockedSignals) -> Result<i32> {
-    if !nix::unistd::geteuid().is_root() {
-        bail!(
-            "runner run must be started as root: the union mount and the cgroup need it \
-             (rootless containers are not supported; --userns confines a container that root starts)"
-        );
+    if !crate::rootless::is_root() {
+        bail!("runner run without root runs in a user namespace of its own (crate::rootless)");
+    }
+    if matches!(spec.net, Net::Slirp4netns { .. }) && !crate::rootless::inside() {
+        // As root, slirp4netns would be a root process parsing the container's packets.
+        bail!("--net slirp4netns is for runs without root; as root use --net none or host");
     }
     if !Path::new("/dev/fuse").exists() {
         bail!("no /dev/fuse: load the fuse module (modprobe fuse); the container's root is a FUSE mount");
@@ -170,7 +171,7 @@ fn run_blocked(spec: RunSpec, mask: &BlockedSignals) -> Result<i32> {
             .ok()
             .and_then(|h| h.into_string().ok())
             .unwrap_or_else(|| dir.id[..12].to_string()),
-        (None, Net::None) => dir.id[..12].to_string(),
+        (None, Net::None | Net::Slirp4netns { .. }) => dir.id[..12].to_string(),
     };
     let proc_spec = process::process_spec(
         &image.config,
@@ -233,10 +234,22 @@ fn run_blocked(spec: RunSpec, mask: &BlockedSignals) -> Result<i32> {
     if crate::cgroup::device_rules_supported() {
         limits.devices = crate::cgroup::docker_device_rules();
     }
-    let cgroup = Cgroup::create(&format!("runner-{}", dir.id), &limits)?;
-    state.cgroups = cgroup.dirs();
-    dir.save(&state)?;
-    res.cgroup = Some(cgroup);
+    if crate::rootless::inside() {
+        // No cgroup a user may write (a delegated v2 subtree is not used yet).
+        let unapplied = crate::rootless::unapplied_limits(&spec.limits);
+        if !unapplied.is_empty() {
+            let _ = writeln!(
+                std::io::stderr(),
+                "runner: warning: without root there is no cgroup to write: {} not applied",
+                unapplied.join(", ")
+            );
+        }
+    } else {
+        let cgroup = Cgroup::create(&format!("runner-{}", dir.id), &limits)?;
+        state.cgroups = cgroup.dirs();
+        dir.save(&state)?;
+        res.cgroup = Some(cgroup);
+    }
 
     let outcome = start_and_supervise(
         &spec, &dir, &hostname, proc_spec, &mut res, &mut state, mask,
@@ -302,20 +315,24 @@ fn start_and_supervise(
     let _raw = spec.tty.then(tty::RawMode::enter);
 
     let rootfs = dir.rootfs();
-    let mounts = rootfs::plan(&RootfsSpec {
+    let mut mounts = rootfs::plan(&RootfsSpec {
         rootfs: &rootfs,
         volumes: &spec.volumes,
         read_only: spec.read_only,
-        userns: spec.userns,
+        // Root of a user namespace cannot make device nodes: they are bound from the host.
+        userns: spec.userns || crate::rootless::inside(),
         net_host: spec.net == Net::Host,
     });
+    if crate::rootless::inside() {
+        crate::rootless::adapt_mounts(&mut mounts);
+    }
     let user = proc_spec.user.clone();
     let cfg = ChildConfig {
         rootfs,
         mounts,
         hostname: Some(hostname.to_string()),
         domainname: None,
-        lo_up: spec.net == Net::None,
+        lo_up: spec.net != Net::Host,
         jail: if spec.no_pivot {
             crate::rootfs::Jail::MoveRoot
         } else {
@@ -330,11 +347,7 @@ fn start_and_supervise(
         process: proc_spec,
         identity: Identity::Lookup(user),
         caps: CapsPolicy::DockerDefault {
-            keep: docker_caps(
-                res.cgroup
-                    .as_ref()
-                    .expect("cgroup created before the clone"),
-            ),
+            keep: docker_caps(res.cgroup.as_ref()),
         },
         no_new_privs: true,
         rlimits: Vec::new(),
@@ -350,17 +363,14 @@ fn start_and_supervise(
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
         | CloneFlags::CLONE_NEWIPC;
-    if spec.net == Net::None {
+    if spec.net != Net::Host {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     if spec.userns {
         // Created first by the kernel, so it owns the other new namespaces.
         flags |= CloneFlags::CLONE_NEWUSER;
     }
-    let cgroup = res
-        .cgroup
-        .as_ref()
-        .expect("cgroup created before the clone");
+    let cgroup = res.cgroup.as_ref();
     let (tty_ours, tty_theirs) = match pty {
         Some((ours, theirs)) => (Some(ours), Some(theirs)),
         None => (None, None),
@@ -370,20 +380,33 @@ fn start_and_supervise(
         &cfg,
         Spawn {
             flags,
-            cgroup_dir: cgroup.clone_into_dir(),
+            cgroup_dir: cgroup.and_then(|c| c.clone_into_dir()),
             tty_channel: tty_theirs,
             ..Default::default()
         },
     )?;
     let pid = child.pid;
+    // Held until the container is gone (the user-mode network serves it).
+    let mut _slirp = None;
     let started = (|| -> Result<()> {
-        if !child.joined_cgroup {
+        if let Some(cgroup) = cgroup.filter(|_| !child.joined_cgroup) {
             cgroup.add(pid)?;
         }
         if spec.userns {
             // Before the go: the child's first step needs its capabilities in the namespace,
             // which it has only once it maps to an id.
             write_id_maps(pid)?;
+        }
+        if let Net::Slirp4netns {
+            allow_host_loopback,
+        } = spec.net
+        {
+            // tap0 is up before the command runs.
+            _slirp = Some(crate::slirp::start(
+                pid,
+                allow_host_loopback,
+                &dir.dir.join("slirp4netns.log"),
+            )?);
         }
         state.status = Status::Running;
         state.pid = Some(pid.as_raw());
@@ -419,9 +442,9 @@ fn start_and_supervise(
 /// docker's device policy: device cgroup rules where they can be enforced (cgroup v1, written
 /// when the cgroup was made, so the group has a `devices` directory); elsewhere the container gets no CAP_MKNOD, so that it cannot make a
 /// node for a host device. Either way, docker's default capabilities otherwise.
-fn docker_caps(cgroup: &Cgroup) -> u64 {
+fn docker_caps(cgroup: Option<&Cgroup>) -> u64 {
     let mut keep = caps::default_mask();
-    if !cgroup.has_device_rules() {
+    if !cgroup.is_some_and(|c| c.has_device_rules()) {
         keep &= !(1u64 << caps::number("CAP_MKNOD").expect("a known capability"));
     }
     keep

@@ -23,6 +23,9 @@ pub enum Net {
     None,
     /// The host's namespace.
     Host,
+    /// A new namespace with `lo` and a user-mode network through `slirp4netns` (without root
+    /// only: see [`crate::slirp`]).
+    Slirp4netns { allow_host_loopback: bool },
 }
 
 /// One `-v HOST:CTR[:ro]` bind mount.
@@ -105,7 +108,15 @@ impl RunSpec {
         let net = match a.net.as_str() {
             "none" | "" => Net::None,
             "host" => Net::Host,
-            other => bail!("--net {other:?}: use none or host"),
+            "slirp4netns" => Net::Slirp4netns {
+                allow_host_loopback: false,
+            },
+            "slirp4netns:allow_host_loopback=true" => Net::Slirp4netns {
+                allow_host_loopback: true,
+            },
+            other => {
+                bail!("--net {other:?}: use none, host or slirp4netns[:allow_host_loopback=true]")
+            }
         };
         let pull = match a.pull {
             crate::cli::PullArg::Missing => layer_tool::registry::pull::PullPolicy::Missing,
@@ -387,5 +398,20 @@ mod tests {
         assert!(args(|a| a.net = "bridge".into()).is_err());
         assert!(args(|a| a.workdir = Some("rel".into())).is_err());
         assert_eq!(args(|a| a.net = "host".into()).unwrap().net, Net::Host);
+        assert_eq!(
+            args(|a| a.net = "slirp4netns".into()).unwrap().net,
+            Net::Slirp4netns {
+                allow_host_loopback: false
+            }
+        );
+        assert_eq!(
+            args(|a| a.net = "slirp4netns:allow_host_loopback=true".into())
+                .unwrap()
+                .net,
+            Net::Slirp4netns {
+                allow_host_loopback: true
+            }
+        );
+        assert!(args(|a| a.net = "slirp4netns:port_handler=rootlesskit".into()).is_err());
     }
 }

@@ -435,7 +435,7 @@ pub fn build_config(
         workdir,
         allow_other: opts
             .allow_other
-            .unwrap_or_else(|| default_allow_other(nix::unistd::geteuid().is_root())),
+            .unwrap_or_else(|| crate::privilege::Host::current().default_allow_other()),
         allow_root: opts.allow_root,
         read_only,
         foreground,

@@ -17,6 +17,7 @@ pub mod iomode;
 pub mod linkgroup;
 pub mod mount;
 pub mod pathlock;
+pub mod privilege;
 pub mod shutdown;
 pub mod stats;
 pub mod sys;

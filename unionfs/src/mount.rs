@@ -6,13 +6,14 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
-use fuser::{Session, SessionACL};
+use fuser::{MountOption, Session, SessionACL};
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::ForkResult;
 
 use crate::config::Config;
 use crate::fs::Union;
 use crate::fuse::UnionFuse;
+use crate::privilege::{Host, MountPath};
 use crate::stats::Stats;
 use std::sync::Arc;
 
@@ -83,7 +84,7 @@ fn kernel_mount(cfg: &Config) -> anyhow::Result<OwnedFd> {
     )
     .map_err(|e| match e {
         nix::errno::Errno::EPERM => anyhow::anyhow!(
-            "mounting {}: permission denied (unionfs mounts as root, or in a user namespace that owns the mountpoint)",
+            "mounting {}: permission denied (CAP_SYS_ADMIN here, but not over this mount namespace: a user namespace mounts only in a mount namespace it owns; unshare -m, or run unionfs outside it to mount through fusermount3)",
             cfg.mountpoint.display()
         ),
         e => anyhow::anyhow!("mounting {}: {e}", cfg.mountpoint.display()),
@@ -91,15 +92,87 @@ fn kernel_mount(cfg: &Config) -> anyhow::Result<OwnedFd> {
     Ok(dev)
 }
 
-/// Checks that FUSE is usable before anything else is done.
+/// Checks that FUSE is usable before anything else is done. The product never changes
+/// `/dev/fuse`'s mode: a host that keeps it 0600 (Debian's udev rule makes it 0666) must be set
+/// up by its administrator for users to mount.
 pub fn check_fuse_device() -> anyhow::Result<()> {
     match std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse") {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
             "no /dev/fuse: load the fuse module (modprobe fuse), or give a container --device /dev/fuse"
         ),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata("/dev/fuse")
+                .map(|m| format!("{:o}", m.permissions().mode() & 0o7777))
+                .unwrap_or_else(|_| "unknown".into());
+            anyhow::bail!(
+                "cannot open /dev/fuse as uid {}: permission denied (its mode is {mode}); FUSE \
+                 without root needs /dev/fuse readable and writable by you (mode 0666, as \
+                 Debian's udev rule sets it): ask the administrator",
+                nix::unistd::geteuid()
+            )
+        }
         Err(e) => anyhow::bail!("cannot open /dev/fuse: {e}"),
     }
+}
+
+/// Mounts through the setuid helper `fusermount3` for a caller without `CAP_SYS_ADMIN`.
+///
+/// fuser's `Session::new` does the libfuse dance (socketpair, `_FUSE_COMMFD`, the descriptor
+/// back by `SCM_RIGHTS`; its `mount(2)` attempt first fails with EPERM). It unmounts when the
+/// session ends only if the mount is still live (it polls the descriptor first), so a union
+/// unmounted by `unionfs umount` and mounted again at the same place is never touched.
+fn helper_mount(cfg: &Config, fs: UnionFuse) -> anyhow::Result<Session<UnionFuse>> {
+    let mut options = vec![
+        MountOption::FSName(cfg.fsname.clone()),
+        MountOption::Subtype("unionfs".into()),
+        // As on the kernel path: the kernel checks permissions, not the daemon.
+        MountOption::DefaultPermissions,
+        // The helper forces these for a user anyway; say so rather than be surprised.
+        MountOption::NoSuid,
+        MountOption::NoDev,
+    ];
+    if cfg.noexec {
+        options.push(MountOption::NoExec);
+    }
+    if cfg.read_only {
+        options.push(MountOption::RO);
+    }
+    let mut shown_opts = vec![
+        format!("fsname={}", cfg.fsname),
+        "subtype=unionfs,default_permissions,nosuid,nodev".to_string(),
+    ];
+    if cfg.noexec {
+        shown_opts.push("noexec".into());
+    }
+    if cfg.read_only {
+        shown_opts.push("ro".into());
+    }
+    let mut c = session_config(cfg);
+    // fuser passes allow_other for both (it filters allow_root's other users itself).
+    if c.acl != SessionACL::Owner {
+        shown_opts.push("allow_other".into());
+    }
+    c.mount_options = options;
+    let shown = format!(
+        "{} -o {} -- {}",
+        crate::privilege::fusermount_bin().to_string_lossy(),
+        shown_opts.join(","),
+        cfg.mountpoint.display()
+    );
+    Session::new(fs, &cfg.mountpoint, &c).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => anyhow::anyhow!(
+            "mounting {} without root needs {} (package fuse3): {e}",
+            cfg.mountpoint.display(),
+            crate::privilege::fusermount_bin().to_string_lossy()
+        ),
+        _ => anyhow::anyhow!(
+            "mounting {} without root through `{shown}` failed: {}",
+            cfg.mountpoint.display(),
+            e.to_string().trim()
+        ),
+    })
 }
 
 /// A mounted union, ready to be served.
@@ -118,39 +191,39 @@ pub struct Mounted {
 pub fn mount(cfg: &Config) -> anyhow::Result<Mounted> {
     // Held back from here on: once the mount is visible, SIGTERM must unmount, not kill.
     shutdown_signals().thread_block()?;
+    let host = Host::current();
+    host.check_options(cfg.allow_other, cfg.allow_root)
+        .map_err(anyhow::Error::msg)?;
     let union = Union::new(cfg).map_err(|e| anyhow::anyhow!("opening branches: {e}"))?;
     let cleanup = Box::new(union.cleanup_later());
-    let dev = kernel_mount(cfg)?;
-    let watch_dev = dev
-        .try_clone()
-        .map_err(|e| anyhow::anyhow!("duplicating the /dev/fuse descriptor: {e}"))?;
     let stats = Arc::new(Stats::default());
-    match Session::from_fd(
-        UnionFuse::new(union, Arc::clone(&stats)),
+    let fs = UnionFuse::new(union, Arc::clone(&stats));
+    let session = match host.mount_path() {
+        MountPath::Kernel => {
+            let dev = kernel_mount(cfg)?;
+            Session::from_fd(fs, dev, session_acl(cfg), session_config(cfg)).map_err(|e| {
+                let _ = nix::mount::umount2(&cfg.mountpoint, nix::mount::MntFlags::MNT_DETACH);
+                anyhow::anyhow!(
+                    "starting the FUSE session on {}: {e}",
+                    cfg.mountpoint.display()
+                )
+            })?
+        }
+        MountPath::Fusermount => helper_mount(cfg, fs)?,
+    };
+    let dev = std::os::fd::AsFd::as_fd(&session)
+        .try_clone_to_owned()
+        .map_err(|e| anyhow::anyhow!("duplicating the /dev/fuse descriptor: {e}"))?;
+    // Listening before the mount is reported ready, so `unionfs stats` works as soon as
+    // `unionfs mount` returns.
+    let canonical =
+        std::fs::canonicalize(&cfg.mountpoint).unwrap_or_else(|_| cfg.mountpoint.clone());
+    Ok(Mounted {
+        session,
         dev,
-        session_acl(cfg),
-        session_config(cfg),
-    ) {
-        Ok(session) => {
-            // Listening before the mount is reported ready, so `unionfs stats` works as soon
-            // as `unionfs mount` returns.
-            let canonical =
-                std::fs::canonicalize(&cfg.mountpoint).unwrap_or_else(|_| cfg.mountpoint.clone());
-            Ok(Mounted {
-                session,
-                dev: watch_dev,
-                cleanup,
-                stats_socket: crate::stats::serve(stats, &canonical),
-            })
-        }
-        Err(e) => {
-            let _ = nix::mount::umount2(&cfg.mountpoint, nix::mount::MntFlags::MNT_DETACH);
-            Err(anyhow::anyhow!(
-                "starting the FUSE session on {}: {e}",
-                cfg.mountpoint.display()
-            ))
-        }
-    }
+        cleanup,
+        stats_socket: crate::stats::serve(stats, &canonical),
+    })
 }
 
 /// Serves a mounted session until it is unmounted. SIGTERM, SIGINT and SIGHUP unmount
@@ -256,7 +329,9 @@ fn daemon_child(cfg: &Config, log_file: Option<&Path>, report: OwnedFd) -> i32 {
 /// to remove it. Only if it is still ours (a new daemon on the same mountpoint may have
 /// replaced it).
 fn forget_pid_file(mountpoint: &Path) {
-    let file = pid_file(mountpoint);
+    let Some(file) = pid_file(mountpoint) else {
+        return;
+    };
     if std::fs::read_to_string(&file).is_ok_and(|s| s.trim() == std::process::id().to_string()) {
         let _ = std::fs::remove_file(file);
     }
@@ -287,23 +362,26 @@ fn fork_process() -> anyhow::Result<ForkResult> {
 }
 
 /// Where the daemon serving `mountpoint` records its pid, so `unionfs umount` can wait for it
-/// to finish (the daemon cleans its branches up after the kernel lets go of the mount).
-fn pid_file(mountpoint: &Path) -> std::path::PathBuf {
+/// to finish (the daemon cleans its branches up after the kernel lets go of the mount). In
+/// [`Host::run_dir`]; `None` when there is none (a user without `$XDG_RUNTIME_DIR`).
+fn pid_file(mountpoint: &Path) -> Option<std::path::PathBuf> {
     let key: String = mountpoint
         .to_string_lossy()
         .chars()
         .map(|c| if c == '/' { '%' } else { c })
         .collect();
-    Path::new(RUN_DIR).join(format!("{key}.pid"))
+    Some(Host::current().run_dir()?.join(format!("{key}.pid")))
 }
 
-pub(crate) const RUN_DIR: &str = "/run/unionfs";
-
-/// Records this process as the daemon of `mountpoint` (best effort: without /run, umount just
-/// does not wait).
+/// Records this process as the daemon of `mountpoint` (best effort: without a run directory,
+/// umount just does not wait).
 fn write_pid_file(mountpoint: &Path) {
-    let _ = std::fs::create_dir_all(RUN_DIR);
-    let _ = std::fs::write(pid_file(mountpoint), std::process::id().to_string());
+    if let Some(file) = pid_file(mountpoint) {
+        if let Some(dir) = file.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let _ = std::fs::write(file, std::process::id().to_string());
+    }
 }
 
 /// The pid of the daemon serving `mountpoint`, as it recorded it when the mount became ready
@@ -314,7 +392,7 @@ fn write_pid_file(mountpoint: &Path) {
 pub fn daemon_pid(mountpoint: &Path) -> Option<nix::unistd::Pid> {
     use std::os::unix::ffi::OsStrExt;
     let canonical = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
-    let pid: i32 = std::fs::read_to_string(pid_file(&canonical))
+    let pid: i32 = std::fs::read_to_string(pid_file(&canonical)?)
         .ok()?
         .trim()
         .parse()
@@ -330,7 +408,9 @@ pub fn daemon_pid(mountpoint: &Path) -> Option<nix::unistd::Pid> {
 
 /// Waits (a bounded time) for the daemon recorded for `mountpoint` to exit.
 fn wait_for_daemon(mountpoint: &Path) {
-    let file = pid_file(mountpoint);
+    let Some(file) = pid_file(mountpoint) else {
+        return;
+    };
     let Some(pid) = std::fs::read_to_string(&file)
         .ok()
         .and_then(|s| s.trim().parse::<i32>().ok())
@@ -369,6 +449,18 @@ pub fn unmount(mountpoint: &Path, lazy: bool) -> anyhow::Result<()> {
 }
 
 fn unmount_only(mountpoint: &Path, lazy: bool) -> anyhow::Result<()> {
+    if Host::current().mount_path() == MountPath::Fusermount {
+        // Without CAP_SYS_ADMIN umount2 can only answer EPERM: the setuid helper unmounts a
+        // FUSE mount its user made. It is told nothing it could not check itself.
+        let canonical = std::fs::canonicalize(mountpoint)
+            .map_err(|_| anyhow::anyhow!("{} does not exist", mountpoint.display()))?;
+        anyhow::ensure!(
+            crate::config::is_mountpoint(&canonical),
+            "{} is not a mountpoint",
+            mountpoint.display()
+        );
+        return crate::privilege::fusermount_unmount(&canonical, lazy);
+    }
     let flags = if lazy {
         nix::mount::MntFlags::MNT_DETACH
     } else {
@@ -384,20 +476,9 @@ fn unmount_only(mountpoint: &Path, lazy: bool) -> anyhow::Result<()> {
             anyhow::bail!("{} is not a mountpoint", mountpoint.display())
         }
         Err(nix::errno::Errno::ENOENT) => anyhow::bail!("{} does not exist", mountpoint.display()),
-        Err(nix::errno::Errno::EPERM) => {
-            // Not root: the setuid helper may unmount a FUSE mount of ours.
-            let status = std::process::Command::new("fusermount3")
-                .arg("-u")
-                .args(if lazy { vec!["-z"] } else { vec![] })
-                .arg(mountpoint)
-                .status()?;
-            anyhow::ensure!(
-                status.success(),
-                "fusermount3 -u {} failed",
-                mountpoint.display()
-            );
-            Ok(())
-        }
+        // CAP_SYS_ADMIN in a user namespace that does not own this mount's namespace: the
+        // helper may still unmount a FUSE mount of ours.
+        Err(nix::errno::Errno::EPERM) => crate::privilege::fusermount_unmount(mountpoint, lazy),
         Err(e) => anyhow::bail!("umount {}: {e}", mountpoint.display()),
     }
 }

@@ -212,23 +212,28 @@ pub fn parse(text: &str) -> Vec<(String, u64, u64)> {
 
 /// Where the daemon of `mountpoint` (canonical) listens for `unionfs stats`. Named by a hash
 /// of the path: a socket path must fit 108 bytes, a mountpoint need not.
-pub fn socket_path(mountpoint: &Path) -> PathBuf {
+pub fn socket_path(mountpoint: &Path) -> Option<PathBuf> {
     // FNV-1a: stable across builds and processes (std's hasher is seeded per process).
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in mountpoint.as_os_str().as_encoded_bytes() {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    Path::new(crate::mount::RUN_DIR).join(format!("stats-{h:016x}.sock"))
+    // The daemon's run directory: /run/unionfs as root, $XDG_RUNTIME_DIR/unionfs otherwise.
+    Some(run_dir()?.join(format!("stats-{h:016x}.sock")))
+}
+
+fn run_dir() -> Option<PathBuf> {
+    crate::privilege::Host::current().run_dir()
 }
 
 /// Serves `stats` on a socket for `mountpoint` in a thread of its own. Each connection sends one
 /// line, `show` or `reset` (show, then zero the counters), and reads the table back. Best
 /// effort: without a writable /run the mount works, only without statistics.
 pub fn serve(stats: Arc<Stats>, mountpoint: &Path) -> Option<Socket> {
-    let path = socket_path(mountpoint);
+    let path = socket_path(mountpoint)?;
     let listener = (|| -> std::io::Result<UnixListener> {
-        std::fs::create_dir_all(crate::mount::RUN_DIR)?;
+        std::fs::create_dir_all(path.parent().unwrap_or(Path::new("/")))?;
         // A daemon killed with SIGKILL leaves its socket: a new mount takes the name over.
         let _ = std::fs::remove_file(&path);
         let l = UnixListener::bind(&path)?;
@@ -294,13 +299,14 @@ pub fn query(mountpoint: &Path, reset: bool) -> anyhow::Result<String> {
     use std::io::Read;
     let canonical = std::fs::canonicalize(mountpoint)
         .map_err(|e| anyhow::anyhow!("{}: {e}", mountpoint.display()))?;
-    let path = socket_path(&canonical);
+    let path = socket_path(&canonical).ok_or_else(|| {
+        anyhow::anyhow!("no run directory for statistics ($XDG_RUNTIME_DIR unset)")
+    })?;
     let mut conn = UnixStream::connect(&path).map_err(|e| {
         anyhow::anyhow!(
-            "no statistics for {} ({}: {e}); is it a unionfs mount, served by a daemon that can write {}?",
+            "no statistics for {} ({}: {e}); is it a unionfs mount, served by a daemon of this user?",
             mountpoint.display(),
             path.display(),
-            crate::mount::RUN_DIR
         )
     })?;
     conn.write_all(if reset { b"reset\n" } else { b"show\n" })?;
@@ -336,8 +342,9 @@ mod tests {
 
     #[test]
     fn socket_names_fit_and_differ() {
-        let a = socket_path(Path::new(&format!("/{}", "x".repeat(4000))));
-        let b = socket_path(Path::new("/mnt/b"));
+        // Root's run directory here; a user's is under $XDG_RUNTIME_DIR, as short.
+        let a = socket_path(Path::new(&format!("/{}", "x".repeat(4000)))).unwrap();
+        let b = socket_path(Path::new("/mnt/b")).unwrap();
         assert!(a.as_os_str().len() < 108);
         assert_ne!(a, b);
     }

@@ -1,0 +1,432 @@
+//! runner without root: an ordinary user (created by the test, with subordinate ids) runs
+//! containers from its own store. The runner puts itself in a user namespace of the user's own
+//! (the user is root there, its subordinate range maps 1..65536), mounts the union from inside,
+//! and starts the container in new pid, uts, ipc and net namespaces. What the host forbids (no
+//! `newuidmap`, no subordinate ids, `/dev/fuse` closed) is named.
+
+mod common;
+#[path = "../../unionfs/tests/common/unprivileged.rs"]
+mod unprivileged;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use unprivileged::{describe, Session, User, UserDir};
+
+/// A busybox image `demo` in the user's store `DATA/unionfs` (built by root with layer-tool's
+/// library, then given to the user, as if the user had built it).
+fn demo_store(d: &UserDir, user: &User) -> PathBuf {
+    let data = d.path("data");
+    let tree = d.path("tree");
+    for dir in ["bin", "etc", "tmp", "root", "proc", "sys", "dev"] {
+        fs::create_dir_all(tree.join(dir)).unwrap();
+    }
+    fs::copy(common::BUSYBOX, tree.join("bin/busybox")).unwrap();
+    let list = std::process::Command::new(common::BUSYBOX)
+        .arg("--list-full")
+        .output()
+        .unwrap();
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        let link = tree.join(applet);
+        if applet == "bin/busybox" || link.exists() {
+            continue;
+        }
+        fs::create_dir_all(link.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink("/bin/busybox", &link).unwrap();
+    }
+    fs::write(tree.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    fs::write(tree.join("etc/group"), "root:x:0:\n").unwrap();
+    fs::write(tree.join("etc/motd"), "from the demo layer\n").unwrap();
+    let store = layer_tool::store::Store::at(data.join("unionfs"));
+    layer_tool::build::build(&store, &tree, "demo", &Default::default()).unwrap();
+    unprivileged::chown_r(&data, user);
+    data
+}
+
+struct Rootless<'a> {
+    s: &'a Session,
+    user: User,
+    runner: PathBuf,
+    data: PathBuf,
+    run: PathBuf,
+}
+
+impl Rootless<'_> {
+    fn new<'a>(s: &'a Session, user: &User, d: &UserDir) -> Rootless<'a> {
+        let runner = s.reachable_binary(&d.dir, env!("CARGO_BIN_EXE_runner"));
+        let unionfs = common::unionfs_bin().expect("the unionfs binary");
+        s.reachable_binary(&d.dir, unionfs.to_str().unwrap());
+        let data = demo_store(d, user);
+        let run = d.path("run");
+        fs::create_dir_all(&run).unwrap();
+        unprivileged::chown_r(&run, user);
+        Rootless {
+            s,
+            user: user.clone(),
+            runner,
+            data,
+            run,
+        }
+    }
+
+    fn runner(&self, args: &[&str], path: Option<&str>) -> Output {
+        let mut c = self.s.command_as(&self.user, &self.runner);
+        c.args(args)
+            .env("XDG_DATA_HOME", &self.data)
+            .env("XDG_RUNTIME_DIR", &self.run)
+            .stdin(std::process::Stdio::null());
+        if let Some(p) = path {
+            c.env("PATH", p);
+        }
+        c.output().unwrap()
+    }
+
+    fn containers(&self) -> PathBuf {
+        self.data.join("unionfs/containers")
+    }
+}
+
+/// The start of `user`'s range in /etc/subuid.
+fn subuid_start(user: &str) -> u32 {
+    fs::read_to_string("/etc/subuid")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f[0] == user).then(|| f[1].parse::<u32>().unwrap())
+        })
+        .expect("the test user's subordinate range")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn host_hostname() -> String {
+    nix::unistd::gethostname().unwrap().into_string().unwrap()
+}
+
+#[test]
+fn a_user_runs_containers_in_a_user_namespace_of_its_own() {
+    if !common::can_run("rootless") || !unprivileged::can_run() {
+        return;
+    }
+    let s = Session::start();
+    let d = s.user_dir("runner-rootless");
+    let r = Rootless::new(&s, &s.user, &d);
+    let sub = subuid_start(unprivileged::USER);
+
+    // pid 1, its own hostname, the merged root, root in the container mapped to the user and
+    // its range, a network namespace with only lo, the command's exit code.
+    let out = r.runner(
+        &[
+            "run",
+            "--rm",
+            "demo",
+            "sh",
+            "-c",
+            "echo pid=$$; hostname; cat /etc/motd; id -u; cat /proc/self/uid_map; ls /sys/class/net; exit 7",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(7), "{}", describe(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "pid=1", "{text}");
+    assert_eq!(lines[1].len(), 12, "a container hostname: {text}");
+    assert_ne!(lines[1], host_hostname());
+    assert_eq!(lines[2], "from the demo layer");
+    assert_eq!(lines[3], "0", "root in the container");
+    let map: Vec<Vec<&str>> = lines[4..6]
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(map[0], ["0", &s.user.uid.to_string(), "1"], "{text}");
+    assert_eq!(map[1], ["1", &sub.to_string(), "65536"], "{text}");
+    assert_eq!(&lines[6..], ["lo"], "--net none: only lo: {text}");
+    assert!(
+        fs::read_dir(r.containers())
+            .map(|d| d
+                .filter(|e| e.as_ref().unwrap().file_name() != "names")
+                .count())
+            .unwrap_or(0)
+            == 0,
+        "--rm removed the container"
+    );
+
+    // A kept container: its writes land in the writable layer, as the user's own files (root
+    // in the container) and as the user's subordinate ids (other ids). A limit that needs a
+    // cgroup is named and not applied.
+    let out = r.runner(
+        &[
+            "run",
+            "--name",
+            "kept",
+            "--memory",
+            "64m",
+            "demo",
+            "sh",
+            "-c",
+            "echo hi > /written; mkdir -p /d/e; touch /d/e/f; chown -R 5:6 /d; false",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--memory not applied"),
+        "the unapplied limit is named: {err}"
+    );
+    let upper: Vec<PathBuf> = fs::read_dir(r.containers())
+        .unwrap()
+        .map(|e| e.unwrap().path().join("upper"))
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(upper.len(), 1, "{upper:?}");
+    let upper = &upper[0];
+    let written = fs::metadata(upper.join("written")).unwrap();
+    assert_eq!((written.uid(), written.gid()), (s.user.uid, s.user.gid));
+    assert_eq!(fs::read_to_string(upper.join("written")).unwrap(), "hi\n");
+    let f = fs::metadata(upper.join("d/e/f")).unwrap();
+    assert_eq!(
+        (f.uid(), f.gid()),
+        (sub + 4, sub + 5),
+        "ids 5:6 are range + 4, + 5"
+    );
+    assert!(
+        !Path::new(&format!(
+            "/sys/fs/cgroup/runner-{}",
+            upper
+                .parent()
+                .unwrap()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+        ))
+        .exists(),
+        "no cgroup"
+    );
+    // `rm` as the user removes files that subordinate ids own (it enters the namespace too).
+    let out = r.runner(&["rm", "kept"], None);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(!upper.exists(), "the container directory is gone");
+
+    // --net host: the host's interfaces and hostname.
+    let out = r.runner(
+        &[
+            "run",
+            "--rm",
+            "--net",
+            "host",
+            "demo",
+            "sh",
+            "-c",
+            "hostname; ls /sys/class/net | wc -l",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout(&out);
+    let host_ifaces = fs::read_dir("/sys/class/net").unwrap().count();
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        [host_hostname(), host_ifaces.to_string()],
+        "{text}"
+    );
+}
+
+#[test]
+fn what_the_host_forbids_a_rootless_run_is_named() {
+    if !common::can_run("rootless") || !unprivileged::can_run() {
+        return;
+    }
+    let s = Session::start();
+    let d = s.user_dir("runner-rootless-refused");
+    let r = Rootless::new(&s, &s.user, &d);
+    let script = ["run", "--rm", "demo", "sh", "-c", "cat /proc/self/uid_map"];
+
+    // No newuidmap on PATH (the user has subordinate ids): named, with its package.
+    let out = r.runner(&script, Some("/nonexistent"));
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("newuidmap") && err.contains("uidmap"), "{err}");
+
+    // /dev/fuse closed to users: the union cannot be mounted, and the error says why.
+    s.set_fuse_mode(0o600);
+    let out = r.runner(&script, None);
+    s.set_fuse_mode(0o666);
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/dev/fuse") && err.contains("permission denied"),
+        "{err}"
+    );
+
+    // A user without subordinate ids: a single mapping, with a warning that says so.
+    let lone = s.other_user("ufs-rootless-nosub", false);
+    let d2 = s.user_dir_for(&lone, "runner-rootless-nosub");
+    let r2 = Rootless::new(&s, &lone, &d2);
+    let out = r2.runner(&script, None);
+    assert!(out.status.success(), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no subordinate ids") && err.contains("mapping only your own uid"),
+        "{err}"
+    );
+    let map: Vec<Vec<String>> = stdout(&out)
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect();
+    assert_eq!(
+        map,
+        [vec!["0".to_string(), lone.uid.to_string(), "1".to_string()]]
+    );
+}
+
+#[test]
+fn sigterm_to_a_users_runner_reaches_the_container_and_everything_goes() {
+    if !common::can_run("rootless") || !unprivileged::can_run() {
+        return;
+    }
+    let s = Session::start();
+    let d = s.user_dir("runner-rootless-signal");
+    let r = Rootless::new(&s, &s.user, &d);
+    let mut c = s.command(&r.runner);
+    c.args([
+        "run",
+        "--rm",
+        "demo",
+        "sh",
+        "-c",
+        "trap 'echo got-term; exit 143' TERM; echo started; sleep 1000 & wait",
+    ])
+    .env("XDG_DATA_HOME", &r.data)
+    .env("XDG_RUNTIME_DIR", &r.run)
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    // setpriv execs the runner in place: the child's pid is the outer runner's.
+    let outer = nix::unistd::Pid::from_raw(child.id() as i32);
+    let mut out = child.stdout.take().unwrap();
+    let mut first = [0u8; 8];
+    use std::io::Read;
+    out.read_exact(&mut first).expect("the container starts");
+    assert_eq!(&first, b"started\n");
+    nix::sys::signal::kill(outer, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(
+        rest, "got-term\n",
+        "the container's trap ran; stderr: {err}"
+    );
+    assert_eq!(status.code(), Some(143), "stderr: {err}");
+    // --rm: the container is gone, and no process of the user or its range is left (the
+    // unionfs daemon included).
+    let left: Vec<_> = fs::read_dir(r.containers())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name() != "names")
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let sub = subuid_start(unprivileged::USER);
+    unprivileged::assert_no_processes_left(s.user.uid, sub, sub + unprivileged::SUBID_COUNT);
+}
+
+/// A one-line HTTP server on the host's loopback only; answers every connection.
+fn loopback_server() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            use std::io::{Read, Write};
+            let mut c = c;
+            let mut buf = [0u8; 1024];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 16\r\n\r\nhello-from-host\n");
+        }
+    });
+    port
+}
+
+#[test]
+fn a_user_mode_network_reaches_the_hosts_loopback_only_when_allowed() {
+    if !common::can_run("rootless") || !unprivileged::can_run() {
+        return;
+    }
+    // As root the option is refused (slirp4netns would be a root process).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["run", "--rm", "--net", "slirp4netns", "demo", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--net slirp4netns is for runs without root"),
+        "{}",
+        describe(&out)
+    );
+
+    let s = Session::start();
+    let d = s.user_dir("runner-rootless-slirp");
+    let r = Rootless::new(&s, &s.user, &d);
+    let port = loopback_server();
+    // busybox nc (busybox-static's wget crashes in glibc's static resolver code).
+    let get = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 10.0.2.2 {port} | tail -n 1");
+    let out = r.runner(
+        &[
+            "run",
+            "--rm",
+            "--net",
+            "slirp4netns:allow_host_loopback=true",
+            "demo",
+            "sh",
+            "-c",
+            &format!("ip -4 addr show tap0 | grep -o 'inet [0-9./]*'; cat /etc/resolv.conf; {get}"),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        stdout(&out),
+        "inet 10.0.2.100/24\nnameserver 10.0.2.3\nhello-from-host\n",
+        "{}",
+        describe(&out)
+    );
+
+    // By default the host's loopback is closed to the container.
+    let out = r.runner(
+        &[
+            "run",
+            "--rm",
+            "--net",
+            "slirp4netns",
+            "demo",
+            "sh",
+            "-c",
+            &format!("set -o pipefail; {get}; echo get=$?"),
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout(&out);
+    assert!(
+        !text.contains("hello-from-host")
+            && text.contains("get=1")
+            && String::from_utf8_lossy(&out.stderr).contains("10.0.2.2"),
+        "{}",
+        describe(&out)
+    );
+    let sub = subuid_start(unprivileged::USER);
+    unprivileged::assert_no_processes_left(s.user.uid, sub, sub + unprivileged::SUBID_COUNT);
+}
