@@ -430,3 +430,70 @@ fn a_user_mode_network_reaches_the_hosts_loopback_only_when_allowed() {
     let sub = subuid_start(unprivileged::USER);
     unprivileged::assert_no_processes_left(s.user.uid, sub, sub + unprivileged::SUBID_COUNT);
 }
+
+/// Files of several owners keep them: made in a container (root of the user's namespace may
+/// give any id of its mapping), committed as an image (layer-tool, in the same namespace), and
+/// seen with the same owners by a container of that image.
+#[test]
+fn files_of_several_owners_keep_them_through_commit_and_run() {
+    if !common::can_run("rootless") || !unprivileged::can_run() {
+        return;
+    }
+    let s = Session::start();
+    let d = s.user_dir("runner-rootless-owners");
+    let r = Rootless::new(&s, &s.user, &d);
+    let out = r.runner(
+        &[
+            "run",
+            "--name",
+            "owners",
+            "demo",
+            "sh",
+            "-c",
+            "echo o > /etc/other; chown 1234:5678 /etc/other; chmod 4755 /etc/other; \
+             mkdir /home; echo u > /home/user; chown 1000:1000 /home/user",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = r.runner(&["commit", "owners", "owners-image"], None);
+    assert!(out.status.success(), "commit as a user: {}", describe(&out));
+    let out = r.runner(
+        &[
+            "run",
+            "--rm",
+            "owners-image",
+            "stat",
+            "-c",
+            "%u:%g %a %n",
+            "/etc/other",
+            "/home/user",
+            "/etc/motd",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        stdout(&out),
+        "1234:5678 4755 /etc/other\n1000:1000 644 /home/user\n0:0 644 /etc/motd\n",
+        "{}",
+        describe(&out)
+    );
+    // On the host: the range's ids.
+    let sub = subuid_start(unprivileged::USER);
+    let layers = r.data.join("unionfs/layers/sha256");
+    let mut found = Vec::new();
+    for l in fs::read_dir(&layers).unwrap().flatten() {
+        let p = l.path().join("etc/other");
+        if let Ok(md) = fs::metadata(&p) {
+            found.push(md.uid());
+        }
+    }
+    assert_eq!(
+        found,
+        [sub + 1233],
+        "the committed layer's file, as a host id of the range"
+    );
+    let out = r.runner(&["rm", "owners"], None);
+    assert!(out.status.success(), "{}", describe(&out));
+}
