@@ -28,6 +28,44 @@ pub fn inside() -> bool {
     layer_tool::userns::inside()
 }
 
+/// `--rootless` of the OCI interface (runc's): `true`, `false` or `auto` (the default).
+static OCI_ROOTLESS: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+
+/// Records the OCI interface's `--rootless VALUE`.
+pub fn set_oci_rootless(value: &str) -> Result<()> {
+    let v = match value {
+        "true" => Some(true),
+        "false" => Some(false),
+        "auto" => None,
+        other => bail!("--rootless {other:?}: use true, false or auto"),
+    };
+    let _ = OCI_ROOTLESS.set(v);
+    Ok(())
+}
+
+/// Whether the OCI interface runs rootless, as runc decides it: `--rootless true|false`, else
+/// (auto) when this is root of a user namespace other than the initial one (rootless podman
+/// runs its runtime so). Then device nodes are bound from the host and a cgroup that cannot be
+/// written is done without (with a warning naming the unapplied limits).
+pub fn oci_rootless() -> bool {
+    match OCI_ROOTLESS.get().copied().flatten() {
+        Some(v) => v,
+        None => is_root() && !layer_tool::userns::initial_root(),
+    }
+}
+
+/// The OCI interface's default state directory when rootless: `$XDG_RUNTIME_DIR/runner`, as
+/// runc uses `$XDG_RUNTIME_DIR/runc` (rootless podman passes no `--root`). `None` as root.
+pub fn oci_state_root() -> Option<std::path::PathBuf> {
+    if !oci_rootless() {
+        return None;
+    }
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .filter(|d| d.is_absolute())
+        .map(|d| d.join("runner"))
+}
+
 /// A user: run this command again in a user namespace of the user's own and return its exit
 /// code; as root, `None` (go on as usual).
 pub fn enter() -> Result<Option<i32>> {
