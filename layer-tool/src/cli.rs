@@ -204,8 +204,21 @@ pub fn main() -> Result<()> {
     ) {
         let root = std::path::absolute(store.root())
             .with_context(|| format!("the store path {}", store.root().display()))?;
-        if let Some(code) = crate::userns::enter(&[("UNIONFS_STORE", root.into_os_string())])? {
-            std::process::exit(code);
+        match crate::userns::preflight() {
+            Ok(()) => {
+                if let Some(code) =
+                    crate::userns::enter(&[("UNIONFS_STORE", root.into_os_string())])?
+                {
+                    std::process::exit(code);
+                }
+            }
+            // Still usable: owners it cannot give are recorded (crate::rootless).
+            Err(why) if !crate::userns::is_root() => tracing::warn!(
+                "{why}: working without a user namespace; owners other than yours are recorded \
+                 in {} instead of given",
+                crate::rootless::OVERRIDE_STAT_XATTR
+            ),
+            Err(_) => {}
         }
     }
     // Commands that change the store secure it when they take its lock; the others tighten an

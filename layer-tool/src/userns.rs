@@ -206,6 +206,47 @@ pub fn enter(env: &[(&str, OsString)]) -> Result<Option<i32>> {
     }))
 }
 
+/// Why this host gives a user no namespace of its own, if it does not: user namespaces turned
+/// off (`user.max_user_namespaces` 0, Debian's `kernel.unprivileged_userns_clone` 0), or a
+/// subordinate range without `newuidmap` to map it.
+pub fn preflight() -> Result<(), String> {
+    let sysctl = |p: &str| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    if sysctl("/proc/sys/user/max_user_namespaces") == Some(0) {
+        return Err("user namespaces are off (user.max_user_namespaces = 0)".into());
+    }
+    if sysctl("/proc/sys/kernel/unprivileged_userns_clone") == Some(0) {
+        return Err(
+            "unprivileged user namespaces are off (kernel.unprivileged_userns_clone = 0)".into(),
+        );
+    }
+    let uid = nix::unistd::getuid().as_raw();
+    let name = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+        .ok()
+        .flatten()
+        .map(|u| u.name)
+        .unwrap_or_else(|| uid.to_string());
+    let has_range = parse_subids(
+        &std::fs::read_to_string("/etc/subuid").unwrap_or_default(),
+        &name,
+        uid,
+    )
+    .is_some();
+    let on_path = |prog: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+    };
+    if has_range && !(on_path("newuidmap") && on_path("newgidmap")) {
+        return Err(format!(
+            "{name} has subordinate ids but newuidmap/newgidmap (package uidmap) are not on PATH"
+        ));
+    }
+    Ok(())
+}
+
 /// The signals the outer process passes on to the inner one.
 fn forwarded_signals() -> nix::sys::signal::SigSet {
     use nix::sys::signal::Signal;

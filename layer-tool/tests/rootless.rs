@@ -71,6 +71,7 @@ fn import_and_export(
     s: &Session,
     user: &unprivileged::User,
     on_disk: &[(&str, (u32, u32), Option<&str>)],
+    env: &[(&str, &str)],
 ) -> String {
     let d = s.user_dir_for(user, "layer-tool-rootless");
     let lt = s.reachable_binary(&d.dir, LT);
@@ -84,6 +85,7 @@ fn import_and_export(
         .args(["import", "--name", "multi"])
         .arg(&layout)
         .env("XDG_DATA_HOME", &data)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(out.status.success(), "import as a user: {}", describe(&out));
@@ -125,6 +127,7 @@ fn import_and_export(
         .args(["export", &digest, "-o"])
         .arg(&out_tar)
         .env("XDG_DATA_HOME", &data)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(out.status.success(), "export as a user: {}", describe(&out));
@@ -158,6 +161,7 @@ fn import_and_export(
             .command_as(user, &lt)
             .args(args)
             .env("XDG_DATA_HOME", &data)
+            .envs(env.iter().copied())
             .output()
             .unwrap();
         assert!(out.status.success(), "{args:?}: {}", describe(&out));
@@ -188,6 +192,7 @@ fn a_user_with_subordinate_ids_imports_a_layer_of_several_owners_keeping_them() 
             ("etc/other", (su + 1233, sg + 5677), None),
             ("home/user", (su + 999, sg + 999), None),
         ],
+        &[],
     );
     assert!(!err.contains("no subordinate ids"), "{err}");
 }
@@ -212,10 +217,39 @@ fn a_user_without_subordinate_ids_records_the_owners_it_cannot_give() {
             ("etc/other", (u, g), Some("1234:5678:0640")),
             ("home/user", (u, g), Some("1000:1000:0600")),
         ],
+        &[],
     );
     assert!(
         err.contains("no subordinate ids"),
         "the single mapping is said: {err}"
+    );
+}
+
+/// A host that gives no namespace (here: the user has a range but no `newuidmap` on PATH):
+/// layer-tool says why and works without one; every owner but the user's is recorded.
+#[test]
+fn without_a_user_namespace_every_foreign_owner_is_recorded() {
+    if !unprivileged::can_run() {
+        return;
+    }
+    let s = Session::start();
+    let (u, g) = (s.user.uid, s.user.gid);
+    let err = import_and_export(
+        &s,
+        &s.user.clone(),
+        &[
+            ("etc/root-file", (u, g), Some("0:0:0644")),
+            ("etc", (u, g), Some("0:0:0755")),
+            ("bin/su", (u, g), Some("0:0:04755")),
+            ("etc/other", (u, g), Some("1234:5678:0640")),
+            ("home/user", (u, g), Some("1000:1000:0600")),
+        ],
+        &[("PATH", "/nonexistent")],
+    );
+    assert!(
+        err.contains("newuidmap/newgidmap (package uidmap) are not on PATH")
+            && err.contains("working without a user namespace"),
+        "{err}"
     );
 }
 
