@@ -278,6 +278,33 @@ pub fn main() -> Result<()> {
         Some(root) => Store::at(root),
         None => Store::from_env(),
     };
+    // A user: the commands that write or read the store run in a user namespace of the user's
+    // own, where a layer's owners can be given (as ids of its mapping) and the store's files,
+    // owned by those ids, can be removed (crate::userns). Not `mount`/`umount`/`convert`: their
+    // mounts and files belong to the user outside.
+    if !matches!(
+        cli.command,
+        Command::Mount { .. } | Command::Umount { .. } | Command::Convert { .. }
+    ) {
+        let root = std::path::absolute(store.root())
+            .with_context(|| format!("the store path {}", store.root().display()))?;
+        match crate::userns::preflight() {
+            Ok(()) => {
+                if let Some(code) =
+                    crate::userns::enter(&[("UNIONFS_STORE", root.into_os_string())])?
+                {
+                    std::process::exit(code);
+                }
+            }
+            // Still usable: owners it cannot give are recorded (crate::rootless).
+            Err(why) if !crate::userns::is_root() => tracing::warn!(
+                "{why}: working without a user namespace; owners other than yours are recorded \
+                 in {} instead of given",
+                crate::rootless::OVERRIDE_STAT_XATTR
+            ),
+            Err(_) => {}
+        }
+    }
     // Commands that change the store secure it when they take its lock; the others tighten an
     // existing store too, where they may (a user who does not own the store only reads it).
     if !matches!(

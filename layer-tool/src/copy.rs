@@ -195,7 +195,7 @@ impl Copier<'_> {
             };
             match mknod(&to, kind, Mode::from_bits_truncate(0o600), md.rdev()) {
                 Err(nix::errno::Errno::EPERM)
-                    if kind != SFlag::S_IFIFO && !crate::rootless::is_root() =>
+                    if kind != SFlag::S_IFIFO && !crate::fsmeta::may_make_devices() =>
                 {
                     tracing::warn!(
                         "skipped device node {}: only root may make device nodes",

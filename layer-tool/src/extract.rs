@@ -37,7 +37,7 @@ use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use tar::EntryType;
 use unionfs::whiteout::{self, EntryKind};
 
-use crate::fsmeta::{is_root, set_xattrs, Meta};
+use crate::fsmeta::{may_make_devices, set_xattrs, Meta};
 
 /// Size limits against tar bombs.
 #[derive(Debug, Clone, Copy)]
@@ -77,7 +77,7 @@ impl Default for ExtractOptions {
     fn default() -> Self {
         ExtractOptions {
             limits: Limits::default(),
-            allow_devices: is_root(),
+            allow_devices: may_make_devices(),
             apply_whiteouts: false,
             lower: Vec::new(),
         }

@@ -33,13 +33,15 @@ impl Meta {
 
     /// Apply owner, mode and mtime to `path`. For symlinks only owner and mtime apply.
     ///
-    /// The owner is set first because chown clears setuid/setgid bits. When we are not root,
-    /// chown to another user fails with EPERM: the file keeps our ids and the owner, group and
-    /// mode it should have are recorded in [`OVERRIDE_STAT_XATTR`] (not on symlinks, which
-    /// cannot carry `user.*` xattrs: they keep our ids). [`Meta::of_path`] reads them back.
+    /// The owner is set first because chown clears setuid/setgid bits. Without root (EPERM),
+    /// or for an id outside our user namespace's mapping (EINVAL), the file keeps our ids and
+    /// the owner, group and mode it should have are recorded in [`OVERRIDE_STAT_XATTR`] (not on
+    /// symlinks, which cannot carry `user.*` xattrs: they keep our ids). [`Meta::of_path`]
+    /// reads them back.
     pub fn apply(&self, path: &Path, is_symlink: bool) -> Result<()> {
         if let Err(e) = lchown(path, Some(self.uid), Some(self.gid)) {
-            if e.raw_os_error() != Some(libc::EPERM) || is_root() {
+            let refused = matches!(e.raw_os_error(), Some(libc::EPERM | libc::EINVAL));
+            if !refused || may_give_any_owner() {
                 return Err(e).with_context(|| format!("chown {}", path.display()));
             }
             if !is_symlink {
@@ -111,6 +113,17 @@ pub fn set_mtime(path: &Path, secs: i64) -> Result<()> {
 
 pub use crate::rootless::is_root;
 
+/// Root of the initial user namespace: may make device nodes (root of a user namespace may not).
+pub fn may_make_devices() -> bool {
+    crate::userns::initial_root()
+}
+
+/// Root of the initial user namespace: may give files any owner (root of a user namespace only
+/// the ids of its mapping).
+pub fn may_give_any_owner() -> bool {
+    crate::userns::initial_root()
+}
+
 /// Extended attributes a layer carries for `path` (not following a symlink), sorted by name.
 ///
 /// Left out: overlayfs' own (`trusted.overlay.*`, `user.overlay.*`: whiteout bookkeeping, turned
@@ -155,7 +168,7 @@ pub fn set_xattrs(path: &Path, xattrs: &[(String, Vec<u8>)]) -> Result<()> {
     for (name, value) in xattrs {
         if let Err(e) = xattr::set(path, name, value) {
             let eperm = e.raw_os_error() == Some(libc::EPERM);
-            if unsupported(&e) || (eperm && !is_root()) {
+            if unsupported(&e) || (eperm && !may_give_any_owner()) {
                 continue;
             }
             return Err(e).with_context(|| format!("setxattr {name} on {}", path.display()));

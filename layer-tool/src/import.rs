@@ -164,7 +164,9 @@ fn import_layer(
     let mut tar_stream = HashReader::new(decoded, opts.limits.max_bytes);
     let extract_opts = ExtractOptions {
         limits: opts.limits,
-        allow_devices: opts.allow_devices.unwrap_or_else(crate::fsmeta::is_root),
+        allow_devices: opts
+            .allow_devices
+            .unwrap_or_else(crate::fsmeta::may_make_devices),
         apply_whiteouts: false,
         lower: lower.to_vec(),
     };

@@ -26,3 +26,4 @@ pub mod source;
 pub mod squash;
 pub mod store;
 pub mod tarball;
+pub mod userns;

@@ -11,6 +11,8 @@ fn main() {
         .with_target(false)
         .without_time()
         .init();
+    // The inner process of a run without root makes its user namespace before anything else.
+    layer_tool::userns::child_setup();
     if let Err(err) = layer_tool::cli::main() {
         eprintln!("layer-tool: {err:#}");
         std::process::exit(1);

@@ -1,15 +1,19 @@
-//! Who am I, and what may I do: the one place in layer-tool that asks whether it runs as root.
-//! The rest of the crate asks this module, never `geteuid()` itself.
+//! Who am I, and what may I do: with [`crate::userns`] (which makes the user namespace), the one
+//! place in layer-tool that asks whether it runs as root. The rest of the crate asks these,
+//! never `geteuid()` itself.
 //!
 //! Without root, layer-tool:
 //! - keeps its own store, `$XDG_DATA_HOME/unionfs` (default `~/.local/share/unionfs`), unless
 //!   `$UNIONFS_STORE` or `--store` says otherwise ([`store_root`]);
-//! - cannot give a file another owner: the owner, group and mode a layer records are kept in the
-//!   xattr [`OVERRIDE_STAT_XATTR`] (`UID:GID:0MODE`, as containers/storage's rootless drivers
-//!   and fuse-overlayfs write it), and `export` puts them back in the tar, so the layer's content
-//!   is unchanged ([`crate::fsmeta::Meta::apply`], [`crate::fsmeta::Meta::of_path`]);
-//! - cannot make device nodes: they are skipped with a warning naming each one, and the import or
-//!   build goes on (the layer then lacks them, and its tar is no longer the one its digest names).
+//! - works in a user namespace of the user's own ([`crate::userns`]), where it may give files
+//!   the ids of the user's subordinate range; an id beyond the mapping cannot be given: the
+//!   owner, group and mode a layer records are then kept in the xattr [`OVERRIDE_STAT_XATTR`]
+//!   (`UID:GID:0MODE`, as containers/storage's rootless drivers and fuse-overlayfs write it), and
+//!   `export` puts them back in the tar ([`crate::fsmeta::Meta::apply`],
+//!   [`crate::fsmeta::Meta::of_path`]);
+//! - cannot make device nodes (only root of the initial namespace may): they are skipped with a
+//!   warning naming each one, and the import or build goes on (the layer then lacks them, and its
+//!   tar is no longer the one its digest names).
 
 use std::path::PathBuf;
 
@@ -17,9 +21,10 @@ use std::path::PathBuf;
 /// them (containers/storage `user.containers.override_stat`).
 pub const OVERRIDE_STAT_XATTR: &str = "user.containers.override_stat";
 
-/// True when running as root (device nodes and foreign owners can be created).
+/// True when running as root (of whatever user namespace: see [`crate::userns::initial_root`]
+/// for who may make device nodes).
 pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
+    crate::userns::is_root()
 }
 
 /// What [`store_root`] reads from the environment (passed in, so the choice is a pure function).

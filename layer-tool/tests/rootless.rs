@@ -23,8 +23,8 @@ fn override_stat(path: &Path) -> Option<String> {
 }
 
 /// A layer tar: a root-owned tree, a file of another user, a setuid file, a device node, and a
-/// file of uid/gid `own`.
-fn layer_tar(own: u32) -> Vec<u8> {
+/// file of uid/gid 1000.
+fn layer_tar() -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     let mut add = |name: &str, kind: tar::EntryType, mode: u32, uid: u32, gid: u32, data: &[u8]| {
         let mut h = tar::Header::new_gnu();
@@ -49,33 +49,47 @@ fn layer_tar(own: u32) -> Vec<u8> {
     add("dev/", Directory, 0o755, 0, 0, b"");
     add("dev/tty1", Char, 0o620, 0, 5, b"");
     add("home/", Directory, 0o755, 0, 0, b"");
-    add("home/mine", Regular, 0o600, own, own, b"mine\n");
+    add("home/user", Regular, 0o600, 1000, 1000, b"mine\n");
     b.into_inner().unwrap()
 }
 
-#[test]
-fn a_user_imports_and_exports_a_layer_of_several_owners_and_a_device_node() {
-    if !unprivileged::can_run() {
-        return;
-    }
-    let s = Session::start();
-    let d = s.user_dir("layer-tool-rootless");
+/// The start of `name`'s range in a subid file.
+fn subid_start(file: &str, name: &str) -> u32 {
+    fs::read_to_string(file)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f[0] == name).then(|| f[1].parse().unwrap())
+        })
+        .unwrap()
+}
+
+/// `user` imports [`layer_tar`] into its own store and exports it again. `on_disk` gives, per
+/// path, the host owner expected in the store and the override record expected, if any.
+fn import_and_export(
+    s: &Session,
+    user: &unprivileged::User,
+    on_disk: &[(&str, (u32, u32), Option<&str>)],
+    env: &[(&str, &str)],
+) -> String {
+    let d = s.user_dir_for(user, "layer-tool-rootless");
     let lt = s.reachable_binary(&d.dir, LT);
-    let own = s.user.uid;
     let layout = d.path("layout");
-    common::oci_layout(&layout, &[layer_tar(own)], None);
-    unprivileged::chown_r(&layout, &s.user);
+    common::oci_layout(&layout, &[layer_tar()], None);
+    unprivileged::chown_r(&layout, user);
     let data = d.path("data");
 
     let out = s
-        .command(&lt)
+        .command_as(user, &lt)
         .args(["import", "--name", "multi"])
         .arg(&layout)
         .env("XDG_DATA_HOME", &data)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(out.status.success(), "import as a user: {}", describe(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         err.contains("skipped device node /dev/tty1 (char 4:1)"),
         "the skipped device is named: {err}"
@@ -84,7 +98,7 @@ fn a_user_imports_and_exports_a_layer_of_several_owners_and_a_device_node() {
     // The user's own store, private to the user.
     let store = data.join("unionfs");
     let md = fs::metadata(&store).expect("the store is under $XDG_DATA_HOME/unionfs");
-    assert_eq!(md.uid(), own);
+    assert_eq!(md.uid(), user.uid);
     assert_eq!(md.mode() & 0o777, 0o700);
     let image: serde_json::Value =
         serde_json::from_slice(&fs::read(store.join("images/multi/image.json")).unwrap()).unwrap();
@@ -92,30 +106,28 @@ fn a_user_imports_and_exports_a_layer_of_several_owners_and_a_device_node() {
     let layer = store
         .join("layers/sha256")
         .join(digest.strip_prefix("sha256:").unwrap());
-
-    // Every file is the user's on disk; the owners it could not give are recorded.
-    for (rel, want) in [
-        ("etc/root-file", Some("0:0:0644")),
-        ("etc/other", Some("1234:5678:0640")),
-        ("bin/su", Some("0:0:04755")),
-        ("etc", Some("0:0:0755")),
-        ("home/mine", None),
-    ] {
+    for (rel, owner, record) in on_disk {
         let p = layer.join(rel);
-        assert_eq!(fs::symlink_metadata(&p).unwrap().uid(), own, "{rel}");
-        assert_eq!(override_stat(&p).as_deref(), want, "{rel}");
+        let md = fs::symlink_metadata(&p).unwrap();
+        assert_eq!((md.uid(), md.gid()), *owner, "{rel}");
+        assert_eq!(override_stat(&p).as_deref(), *record, "{rel}");
     }
+    assert_eq!(
+        fs::metadata(layer.join("bin/su")).unwrap().mode() & 0o7777,
+        0o4755
+    );
     assert_eq!(fs::read(layer.join("etc/other")).unwrap(), b"other\n");
     assert!(fs::symlink_metadata(layer.join("dev/tty1")).is_err());
     assert!(layer.join("dev").is_dir(), "the device's directory is kept");
 
-    // export puts the recorded owners back in the tar (and not the xattr itself).
+    // export gives every owner back as the layer had it (and never the xattr itself).
     let out_tar = d.path("exported.tar");
     let out = s
-        .command(&lt)
+        .command_as(user, &lt)
         .args(["export", &digest, "-o"])
         .arg(&out_tar)
         .env("XDG_DATA_HOME", &data)
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(out.status.success(), "export as a user: {}", describe(&out));
@@ -140,26 +152,122 @@ fn a_user_imports_and_exports_a_layer_of_several_owners_and_a_device_node() {
     assert_eq!(seen["etc/other"], (1234, 5678, 0o640));
     assert_eq!(seen["bin/su"], (0, 0, 0o4755));
     assert_eq!(seen["etc"], (0, 0, 0o755));
-    assert_eq!(seen["home/mine"], (u64::from(own), u64::from(own), 0o600));
+    assert_eq!(seen["home/user"], (1000, 1000, 0o600));
     assert!(!seen.contains_key("dev/tty1"));
+    // The user's store files are removable by the user through layer-tool (rm and gc enter the
+    // same namespace), though subordinate ids own some.
+    for args in [&["rm", "multi"][..], &["gc"][..]] {
+        let out = s
+            .command_as(user, &lt)
+            .args(args)
+            .env("XDG_DATA_HOME", &data)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}: {}", describe(&out));
+    }
+    assert!(!layer.exists(), "gc removed the layer");
+    err
 }
 
+/// With subordinate ids: layer-tool works in the user's namespace, where every id of the layer
+/// is mapped: the store holds the files with their owners (as host ids of the range), exactly
+/// what a container of the same user will see; nothing needs recording.
 #[test]
-fn a_user_builds_a_layer_of_a_tree_with_several_owners_and_a_device_node() {
+fn a_user_with_subordinate_ids_imports_a_layer_of_several_owners_keeping_them() {
+    if !unprivileged::can_run() {
+        return;
+    }
+    let s = Session::start();
+    let (u, g) = (s.user.uid, s.user.gid);
+    let su = subid_start("/etc/subuid", unprivileged::USER);
+    let sg = subid_start("/etc/subgid", unprivileged::USER);
+    let err = import_and_export(
+        &s,
+        &s.user.clone(),
+        &[
+            ("etc/root-file", (u, g), None),
+            ("etc", (u, g), None),
+            ("bin/su", (u, g), None),
+            ("etc/other", (su + 1233, sg + 5677), None),
+            ("home/user", (su + 999, sg + 999), None),
+        ],
+        &[],
+    );
+    assert!(!err.contains("no subordinate ids"), "{err}");
+}
+
+/// Without subordinate ids: a single mapping (the user is root); the ids it lacks are
+/// recorded in `user.containers.override_stat` and given back by export.
+#[test]
+fn a_user_without_subordinate_ids_records_the_owners_it_cannot_give() {
+    if !unprivileged::can_run() {
+        return;
+    }
+    let s = Session::start();
+    let lone = s.other_user("ufs-rootless-nosub", false);
+    let (u, g) = (lone.uid, lone.gid);
+    let err = import_and_export(
+        &s,
+        &lone,
+        &[
+            ("etc/root-file", (u, g), None),
+            ("etc", (u, g), None),
+            ("bin/su", (u, g), None),
+            ("etc/other", (u, g), Some("1234:5678:0640")),
+            ("home/user", (u, g), Some("1000:1000:0600")),
+        ],
+        &[],
+    );
+    assert!(
+        err.contains("no subordinate ids"),
+        "the single mapping is said: {err}"
+    );
+}
+
+/// A host that gives no namespace (here: the user has a range but no `newuidmap` on PATH):
+/// layer-tool says why and works without one; every owner but the user's is recorded.
+#[test]
+fn without_a_user_namespace_every_foreign_owner_is_recorded() {
+    if !unprivileged::can_run() {
+        return;
+    }
+    let s = Session::start();
+    let (u, g) = (s.user.uid, s.user.gid);
+    let err = import_and_export(
+        &s,
+        &s.user.clone(),
+        &[
+            ("etc/root-file", (u, g), Some("0:0:0644")),
+            ("etc", (u, g), Some("0:0:0755")),
+            ("bin/su", (u, g), Some("0:0:04755")),
+            ("etc/other", (u, g), Some("1234:5678:0640")),
+            ("home/user", (u, g), Some("1000:1000:0600")),
+        ],
+        &[("PATH", "/nonexistent")],
+    );
+    assert!(
+        err.contains("newuidmap/newgidmap (package uidmap) are not on PATH")
+            && err.contains("working without a user namespace"),
+        "{err}"
+    );
+}
+
+/// `build` of a tree: the user's own files become root's in the layer (the user is root of its
+/// namespace, as with rootless buildah), files of ids the user's namespace does not map are
+/// `nobody`'s, and a device node is skipped with a warning naming it.
+#[test]
+fn a_user_builds_a_layer_of_its_tree_with_a_device_node() {
     if !unprivileged::can_run() {
         return;
     }
     let s = Session::start();
     let d = s.user_dir("layer-tool-rootless-build");
     let lt = s.reachable_binary(&d.dir, LT);
-    let own = s.user.uid;
-    // The tree, made by root (as an unpacked image a user was given would be): readable by the
-    // user, owned by several ids.
     let tree = d.path("tree");
     fs::create_dir_all(tree.join("etc")).unwrap();
-    fs::write(tree.join("etc/root-file"), "root\n").unwrap();
-    fs::write(tree.join("etc/other"), "other\n").unwrap();
-    fs::write(tree.join("mine"), "mine\n").unwrap();
+    fs::write(tree.join("etc/mine"), "mine\n").unwrap();
+    fs::write(tree.join("etc/roots"), "root\n").unwrap();
     nix::sys::stat::mknod(
         &tree.join("null"),
         nix::sys::stat::SFlag::S_IFCHR,
@@ -168,13 +276,7 @@ fn a_user_builds_a_layer_of_a_tree_with_several_owners_and_a_device_node() {
     )
     .unwrap();
     unprivileged::chown_r(&tree, &s.user);
-    for (rel, uid, gid) in [
-        ("etc", 0, 0),
-        ("etc/root-file", 0, 0),
-        ("etc/other", 1234, 5678),
-    ] {
-        std::os::unix::fs::lchown(tree.join(rel), Some(uid), Some(gid)).unwrap();
-    }
+    std::os::unix::fs::lchown(tree.join("etc/roots"), Some(0), Some(0)).unwrap();
     let home = d.path("home");
     let out = s.sh(&format!("mkdir {}", home.display()));
     assert!(out.status.success(), "{}", describe(&out));
@@ -194,21 +296,33 @@ fn a_user_builds_a_layer_of_a_tree_with_several_owners_and_a_device_node() {
         "the skipped device is named: {err}"
     );
     let store = home.join(".local/share/unionfs");
-    let image: serde_json::Value =
-        serde_json::from_slice(&fs::read(store.join("images/built/image.json")).unwrap()).unwrap();
-    let digest = image["layers"][0]["digest"].as_str().unwrap();
-    let layer = store
-        .join("layers/sha256")
-        .join(digest.strip_prefix("sha256:").unwrap());
-    assert_eq!(
-        override_stat(&layer.join("etc/other")).as_deref(),
-        Some("1234:5678:0644")
-    );
-    assert_eq!(
-        override_stat(&layer.join("etc/root-file")).as_deref(),
-        Some("0:0:0644")
-    );
-    assert_eq!(override_stat(&layer.join("mine")), None);
-    assert_eq!(fs::metadata(layer.join("etc/other")).unwrap().uid(), own);
-    assert!(fs::symlink_metadata(layer.join("null")).is_err());
+    assert!(store.join("images/built/image.json").is_file());
+    let out_tar = d.path("built.tar");
+    let out = s
+        .command(&lt)
+        .args(["export", "built", "-o"])
+        .arg(&out_tar)
+        .env("HOME", &home)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    // An OCI layout tar: find the layer blob (the only tar inside with etc/mine).
+    let mut outer = tar::Archive::new(fs::File::open(&out_tar).unwrap());
+    let mut owners = std::collections::BTreeMap::new();
+    for e in outer.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut blob = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut blob).unwrap();
+        let mut inner = tar::Archive::new(&blob[..]);
+        let Ok(entries) = inner.entries() else {
+            continue;
+        };
+        for f in entries.flatten() {
+            let name = f.path().unwrap().to_string_lossy().into_owned();
+            owners.insert(name, (f.header().uid().unwrap(), f.header().gid().unwrap()));
+        }
+    }
+    assert_eq!(owners.get("etc/mine"), Some(&(0, 0)), "{owners:?}");
+    assert_eq!(owners.get("etc/roots"), Some(&(65534, 65534)), "{owners:?}");
+    assert!(!owners.contains_key("null"), "{owners:?}");
 }

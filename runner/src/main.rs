@@ -16,7 +16,7 @@ fn main() {
         .without_time()
         .init();
     // The inner runner of a rootless run makes its user namespace before anything else.
-    runner::rootless::child_setup();
+    layer_tool::userns::child_setup();
     runner::exeseal::init();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if runner::oci::cli::is_oci_command_line(&args) {

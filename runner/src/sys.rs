@@ -123,18 +123,6 @@ pub fn clone_process(flags: u64, cgroup: Option<BorrowedFd<'_>>) -> io::Result<F
 }
 
 /// `pidfd_open(2)`.
-/// Takes ownership of descriptor `raw`, inherited from the parent that named it (an
-/// environment variable), after checking that it is open.
-pub fn adopt_inherited_fd(raw: RawFd) -> io::Result<OwnedFd> {
-    // SAFETY: F_GETFD reads only the descriptor flags; on a closed number it fails with EBADF.
-    if unsafe { libc::fcntl(raw, libc::F_GETFD) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: open (checked above); the parent passed it for this process alone, and nothing
-    // else here has taken it.
-    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
-}
-
 pub fn pidfd_open(pid: Pid) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall with integer arguments; on success it returns a new fd we own.
     let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };

@@ -11,7 +11,7 @@ mod unprivileged;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
 use unprivileged::{describe, Session, User, UserDir};
 
@@ -427,6 +427,164 @@ fn a_user_mode_network_reaches_the_hosts_loopback_only_when_allowed() {
         "{}",
         describe(&out)
     );
+    let sub = subuid_start(unprivileged::USER);
+    unprivileged::assert_no_processes_left(s.user.uid, sub, sub + unprivileged::SUBID_COUNT);
+}
+
+/// Files of several owners keep them: made in a container (root of the user's namespace may
+/// give any id of its mapping), committed as an image (layer-tool, in the same namespace), and
+/// seen with the same owners by a container of that image.
+#[test]
+fn files_of_several_owners_keep_them_through_commit_and_run() {
+    if !common::can_run("rootless") || !unprivileged::can_run() {
+        return;
+    }
+    let s = Session::start();
+    let d = s.user_dir("runner-rootless-owners");
+    let r = Rootless::new(&s, &s.user, &d);
+    let out = r.runner(
+        &[
+            "run",
+            "--name",
+            "owners",
+            "demo",
+            "sh",
+            "-c",
+            "echo o > /etc/other; chown 1234:5678 /etc/other; chmod 4755 /etc/other; \
+             mkdir /home; echo u > /home/user; chown 1000:1000 /home/user",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = r.runner(&["commit", "owners", "owners-image"], None);
+    assert!(out.status.success(), "commit as a user: {}", describe(&out));
+    let out = r.runner(
+        &[
+            "run",
+            "--rm",
+            "owners-image",
+            "stat",
+            "-c",
+            "%u:%g %a %n",
+            "/etc/other",
+            "/home/user",
+            "/etc/motd",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        stdout(&out),
+        "1234:5678 4755 /etc/other\n1000:1000 644 /home/user\n0:0 644 /etc/motd\n",
+        "{}",
+        describe(&out)
+    );
+    // On the host: the range's ids.
+    let sub = subuid_start(unprivileged::USER);
+    let layers = r.data.join("unionfs/layers/sha256");
+    let mut found = Vec::new();
+    for l in fs::read_dir(&layers).unwrap().flatten() {
+        let p = l.path().join("etc/other");
+        if let Ok(md) = fs::metadata(&p) {
+            found.push(md.uid());
+        }
+    }
+    assert_eq!(
+        found,
+        [sub + 1233],
+        "the committed layer's file, as a host id of the range"
+    );
+    let out = r.runner(&["rm", "owners"], None);
+    assert!(out.status.success(), "{}", describe(&out));
+}
+
+/// The OCI interface without root: rootless podman (its storage in the user's directory, the
+/// overlay driver with `unionfs` as its `mount_program`) with `--runtime runner`. podman runs
+/// the runtime as root of its own user namespace: runner sees that (runc's rule), keeps its
+/// state under `$XDG_RUNTIME_DIR/runner`, binds the devices and does without a cgroup.
+#[test]
+fn rootless_podman_runs_containers_with_runner_as_its_runtime() {
+    if !common::can_run("rootless") || !unprivileged::can_run() {
+        return;
+    }
+    if Command::new("podman").arg("--version").output().is_err() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true needs podman (scripts/install-deps.sh)"
+        );
+        eprintln!("SKIPPED: no podman");
+        return;
+    }
+    let s = Session::start();
+    let d = s.user_dir("runner-rootless-podman");
+    let runner = s.reachable_binary(&d.dir, env!("CARGO_BIN_EXE_runner"));
+    let unionfs = s.reachable_binary(
+        &d.dir,
+        common::unionfs_bin()
+            .expect("the unionfs binary")
+            .to_str()
+            .unwrap(),
+    );
+    let out = s.sh(&format!(
+        r#"cd {dir}
+mkdir -p rootfs/bin rootfs/etc rootfs/tmp rootfs/proc rootfs/sys rootfs/dev run
+chmod 700 run
+cp {busybox} rootfs/bin/busybox
+for t in sh cat echo id rm ls; do ln -s busybox rootfs/bin/$t; done
+echo hello > rootfs/etc/hello
+tar -C rootfs -cf rootfs.tar .
+"#,
+        dir = d.dir.display(),
+        busybox = common::BUSYBOX
+    ));
+    assert!(out.status.success(), "{}", describe(&out));
+    let podman = |args: &[&str]| {
+        let mut c = s.command("podman");
+        c.args(["--root", d.path("root").to_str().unwrap()])
+            .args(["--runroot", d.path("run/podman").to_str().unwrap()])
+            .args(["--storage-driver", "overlay", "--storage-opt"])
+            .arg(format!("overlay.mount_program={}", unionfs.display()))
+            .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
+            .arg("--runtime")
+            .arg(&runner)
+            .args(args)
+            .env("XDG_RUNTIME_DIR", d.path("run"))
+            .stdin(std::process::Stdio::null())
+            .current_dir(&d.dir);
+        c.output().unwrap()
+    };
+    let out = podman(&["import", "rootfs.tar", "localhost/rootless:1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = podman(&[
+        "run",
+        "--name",
+        "c1",
+        "--network",
+        "none",
+        "localhost/rootless:1",
+        "sh",
+        "-c",
+        "echo pid=$$; cat /etc/hello; id -u; ls /dev/null; echo new > /tmp/new; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
+    assert_eq!(
+        stdout(&out),
+        "pid=1\nhello\n0\n/dev/null\n",
+        "{}",
+        describe(&out)
+    );
+    // runner's state lived under the user's runtime dir (runc's rule), not /run/runner.
+    assert!(d.path("run/runner").is_dir(), "$XDG_RUNTIME_DIR/runner");
+    let out = podman(&["diff", "c1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        stdout(&out).lines().any(|l| l == "A /tmp/new"),
+        "{}",
+        describe(&out)
+    );
+    let out = podman(&["rm", "c1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let _ = podman(&["system", "reset", "--force"]);
     let sub = subuid_start(unprivileged::USER);
     unprivileged::assert_no_processes_left(s.user.uid, sub, sub + unprivileged::SUBID_COUNT);
 }

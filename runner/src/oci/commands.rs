@@ -69,9 +69,7 @@ fn dispatch(cli: OciCli) -> Result<i32> {
         bail!("--systemd-cgroup: systemd cgroup paths are not supported; use the cgroupfs manager");
     }
     if let Some(r) = cli.rootless.as_deref() {
-        if r == "true" {
-            bail!("--rootless true: rootless containers are not supported");
-        }
+        crate::rootless::set_oci_rootless(r)?;
     }
     let root = Root::new(cli.root.as_deref());
     let create_opts = |a: &crate::oci::cli::CreateArgs| CreateOpts {

@@ -156,11 +156,40 @@ fn create_inner(root: &Root, id: &str, opts: &CreateOpts) -> Result<Created> {
         .cgroups_path
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("runner-oci-{id}")));
-    let cgroup = Cgroup::create_at(&cg_path, &cfg.limits)
-        .with_context(|| format!("linux.cgroupsPath {}", cg_path.display()))?;
-    cfg.fs.cgroup_dirs = cgroup_binds(&cgroup);
-    let cgroup_dirs = cgroup.dirs();
-    undo.cgroup = Some(cgroup);
+    let cgroup = match Cgroup::create_at(&cg_path, &cfg.limits) {
+        Ok(cg) => Some(cg),
+        // Root of a user namespace (rootless podman runs its runtime so) may not write the
+        // host's cgroups unless a subtree was delegated to the user: as runc's rootless mode
+        // on cgroup v1, no cgroup, and the limits are named as not applied.
+        Err(e) if crate::rootless::oci_rootless() => {
+            let unapplied = crate::rootless::unapplied_limits(&cfg.limits);
+            if unapplied.is_empty() && cfg.cgroups_path.is_none() {
+                // Nothing asked of a cgroup (rootless podman on cgroup v1 asks nothing).
+                tracing::info!("rootless: no cgroup ({e:#})");
+            } else {
+                eprintln!(
+                    "runner: warning: rootless: no cgroup at linux.cgroupsPath {} ({e:#}){}",
+                    cg_path.display(),
+                    if unapplied.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; not applied: {}", unapplied.join(", "))
+                    }
+                );
+            }
+            None
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("linux.cgroupsPath {}", cg_path.display()))
+        }
+    };
+    if crate::rootless::oci_rootless() {
+        // Device nodes cannot be made in a user namespace: bound from the host instead.
+        cfg.fs.userns = true;
+    }
+    cfg.fs.cgroup_dirs = cgroup.as_ref().map(cgroup_binds).unwrap_or_default();
+    let cgroup_dirs = cgroup.as_ref().map(|c| c.dirs()).unwrap_or_default();
+    undo.cgroup = cgroup;
 
     let mut saved = Saved {
         id: id.to_string(),
@@ -218,12 +247,12 @@ fn create_inner(root: &Root, id: &str, opts: &CreateOpts) -> Result<Created> {
         flags -= CloneFlags::CLONE_NEWPID;
     }
 
-    let cgroup = undo.cgroup.as_ref().expect("cgroup created");
+    let cgroup = undo.cgroup.as_ref();
     let mut child = spawn::spawn(
         &child_cfg,
         Spawn {
             flags,
-            cgroup_dir: cgroup.clone_into_dir(),
+            cgroup_dir: cgroup.and_then(|c| c.clone_into_dir()),
             tty_channel: console,
             exec_gate: Some((gate_read, gate_write)),
             ready: true,
@@ -233,7 +262,7 @@ fn create_inner(root: &Root, id: &str, opts: &CreateOpts) -> Result<Created> {
     drop((done_read, done_write));
     let pid = child.pid;
     undo.child = Some((pid, child.pidfd.try_clone().context("dup pidfd")?));
-    if !child.joined_cgroup {
+    if let Some(cgroup) = cgroup.filter(|_| !child.joined_cgroup) {
         cgroup.add(pid)?;
     }
     if let (Some(u), Some(g)) = (&cfg.uid_map, &cfg.gid_map) {

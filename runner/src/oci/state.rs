@@ -111,6 +111,7 @@ impl Root {
         Root {
             dir: dir
                 .map(Path::to_path_buf)
+                .or_else(crate::rootless::oci_state_root)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT)),
         }
     }
