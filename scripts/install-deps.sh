@@ -16,6 +16,9 @@ packages=(
   e2fsprogs        # mkfs.ext4: a loop-backed ext4 upper branch that fails with EIO (faults.rs)
   mount            # mount -o loop, losetup (faults.rs, runner/tests/isolation.rs)
   g++              # libfuzzer-sys builds libFuzzer from C++ (scripts/fuzz.sh)
+  protobuf-compiler # protoc: containerd-snapshots and k8s-cri generate their gRPC code at build time
+  containerd       # snapshotter/tests and runner/tests/cri.rs start a private containerd 1.6
+  containernetworking-plugins # the loopback CNI plugin for the CRI pod test
 )
 missing=()
 for p in "${packages[@]}"; do

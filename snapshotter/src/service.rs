@@ -1,0 +1,148 @@
+//! The gRPC edge: containerd-snapshots' `Snapshotter` trait over the synchronous [`Store`].
+//! Each call moves its arguments into one `spawn_blocking` call of the core (which does file
+//! I/O and fsyncs) and converts the answer; nothing else happens here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use containerd_snapshots::{api, tonic, Info, Kind, Usage};
+use futures::stream::{self, BoxStream};
+
+use crate::error::Error;
+use crate::meta;
+use crate::store::{self, Store};
+
+pub struct Service {
+    store: Arc<Store>,
+}
+
+impl Service {
+    pub fn new(store: Arc<Store>) -> Service {
+        Service { store }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    async fn run<T, F>(&self, f: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T, Error> + Send + 'static,
+    {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| Error::Internal(format!("a snapshotter task failed: {e}")))?
+    }
+}
+
+fn to_api(i: store::Info) -> Info {
+    Info {
+        kind: match i.kind {
+            meta::Kind::View => Kind::View,
+            meta::Kind::Active => Kind::Active,
+            meta::Kind::Committed => Kind::Committed,
+        },
+        name: i.name,
+        parent: i.parent,
+        labels: i.labels,
+        created_at: i.created,
+        updated_at: i.updated,
+    }
+}
+
+fn from_api(i: Info) -> store::Info {
+    store::Info {
+        kind: match i.kind {
+            Kind::View => meta::Kind::View,
+            Kind::Committed => meta::Kind::Committed,
+            Kind::Active | Kind::Unknown => meta::Kind::Active,
+        },
+        name: i.name,
+        parent: i.parent,
+        labels: i.labels,
+        created: i.created_at,
+        updated: i.updated_at,
+    }
+}
+
+fn mounts(m: Vec<crate::mounts::MountSpec>) -> Vec<api::types::Mount> {
+    m.into_iter().map(Into::into).collect()
+}
+
+#[tonic::async_trait]
+impl containerd_snapshots::Snapshotter for Service {
+    type Error = Error;
+
+    async fn stat(&self, key: String) -> Result<Info, Error> {
+        self.run(move |s| s.stat(&key)).await.map(to_api)
+    }
+
+    async fn update(&self, info: Info, fieldpaths: Option<Vec<String>>) -> Result<Info, Error> {
+        let info = from_api(info);
+        self.run(move |s| s.update(info, &fieldpaths.unwrap_or_default()))
+            .await
+            .map(to_api)
+    }
+
+    async fn usage(&self, key: String) -> Result<Usage, Error> {
+        let u = self.run(move |s| s.usage(&key)).await?;
+        Ok(Usage {
+            size: u.size,
+            inodes: u.inodes,
+        })
+    }
+
+    async fn mounts(&self, key: String) -> Result<Vec<api::types::Mount>, Error> {
+        self.run(move |s| s.mounts(&key)).await.map(mounts)
+    }
+
+    async fn prepare(
+        &self,
+        key: String,
+        parent: String,
+        labels: HashMap<String, String>,
+    ) -> Result<Vec<api::types::Mount>, Error> {
+        self.run(move |s| s.prepare(&key, &parent, labels))
+            .await
+            .map(mounts)
+    }
+
+    async fn view(
+        &self,
+        key: String,
+        parent: String,
+        labels: HashMap<String, String>,
+    ) -> Result<Vec<api::types::Mount>, Error> {
+        self.run(move |s| s.view(&key, &parent, labels))
+            .await
+            .map(mounts)
+    }
+
+    async fn commit(
+        &self,
+        name: String,
+        key: String,
+        labels: HashMap<String, String>,
+    ) -> Result<(), Error> {
+        self.run(move |s| s.commit(&name, &key, labels)).await
+    }
+
+    async fn remove(&self, key: String) -> Result<(), Error> {
+        self.run(move |s| s.remove(&key)).await
+    }
+
+    type InfoStream = BoxStream<'static, Result<Info, Error>>;
+
+    async fn list(
+        &self,
+        _snapshotter: String,
+        filters: Vec<String>,
+    ) -> Result<Self::InfoStream, Error> {
+        let infos = self.run(move |s| s.walk(&filters)).await?;
+        Ok(Box::pin(stream::iter(
+            infos.into_iter().map(|i| Ok(to_api(i))),
+        )))
+    }
+}
