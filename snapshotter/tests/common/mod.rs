@@ -189,3 +189,4 @@ pub fn unmount(m: Mounted) {
         .unwrap_or_else(|e| panic!("unmounting {}: {e}", m.target.display()));
     std::mem::forget(m);
 }
+pub mod containerd;

@@ -1,0 +1,92 @@
+//! The daemon's start: it refuses to serve where containerd could not perform its mounts, and
+//! the store it opens recovers from an interrupted operation.
+
+mod common;
+
+use std::collections::HashMap;
+use std::fs;
+use std::process::Command;
+
+use snapshotter::Store;
+
+#[test]
+fn without_unionfs_on_path_the_daemon_says_so_and_does_not_serve() {
+    if !common::can_run("without_unionfs_on_path_the_daemon_says_so_and_does_not_serve") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bare = dir.path().join("bin");
+    fs::create_dir(&bare).unwrap();
+    // mount.fuse3 and sh, but no unionfs.
+    std::os::unix::fs::symlink(
+        common::which("mount.fuse3").unwrap(),
+        bare.join("mount.fuse3"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/bin/sh", bare.join("sh")).unwrap();
+    std::os::unix::fs::symlink(common::which("umount").unwrap(), bare.join("umount")).unwrap();
+    let socket = dir.path().join("snap.sock");
+    let out = Command::new(env!("CARGO_BIN_EXE_unionfs-snapshotter"))
+        .arg(&socket)
+        .arg(dir.path().join("root"))
+        .env("PATH", &bare)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("mount.fuse3 runs `unionfs` from PATH") && stderr.contains("not found"),
+        "{stderr}"
+    );
+    assert!(!socket.exists());
+    assert!(
+        fs::read_dir(dir.path().join("root")).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("check-")),
+        "the check's directory is removed"
+    );
+}
+
+#[test]
+fn opening_a_store_removes_what_an_interrupted_operation_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let store = Store::open(&root).unwrap();
+    store.prepare("kept", "", HashMap::new()).unwrap();
+    let kept = store.tree_of("kept").unwrap();
+    fs::write(kept.join("file"), "x").unwrap();
+    drop(store);
+    // A prepare that crashed before its rename, a remove that crashed before its delete, a
+    // directory the metadata never named, a metadata write that never got renamed.
+    for d in ["new-9/fs", "removed-3/fs", "42/fs"] {
+        fs::create_dir_all(root.join("snapshots").join(d)).unwrap();
+    }
+    fs::write(root.join("metadata.json.tmp"), "{half").unwrap();
+    let store = Store::open(&root).unwrap();
+    let mut left: Vec<_> = fs::read_dir(root.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["1"]);
+    assert!(!root.join("metadata.json.tmp").exists());
+    assert_eq!(
+        fs::read_to_string(store.tree_of("kept").unwrap().join("file")).unwrap(),
+        "x"
+    );
+    // Ids are never reused, so an old directory name cannot come back to life.
+    store.prepare("next", "", HashMap::new()).unwrap();
+    assert!(store
+        .tree_of("next")
+        .unwrap()
+        .starts_with(root.join("snapshots/2")));
+}
+
+#[test]
+fn a_root_whose_path_would_break_mount_options_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Store::open(&dir.path().join("a,b")).err().expect("refused");
+    assert!(err.to_string().contains("separate mount options"), "{err}");
+}
