@@ -87,17 +87,46 @@ fn container_config(name: &str, script: &str) -> ContainerConfig {
 
 #[test]
 fn a_pod_with_runner_as_runtime_handler_from_start_to_nothing_left() {
-    if !can_run("a_pod_with_runner_as_runtime_handler_from_start_to_nothing_left") {
-        return;
+    if can_run("a_pod_with_runner_as_runtime_handler_from_start_to_nothing_left") {
+        pod_end_to_end(false);
     }
+}
+
+/// The same pod with its roots (the pause container's and both containers') served by
+/// unionfs-snapshotter: each `/` is a fuse.unionfs mount containerd made with mount.fuse3.
+#[test]
+fn a_pod_on_unionfs_roots_from_unionfs_snapshotter() {
+    if can_run("a_pod_on_unionfs_roots_from_unionfs_snapshotter") {
+        pod_end_to_end(true);
+    }
+}
+
+fn pod_end_to_end(unionfs: bool) {
     let (demo, pause) = image_archives();
     let dir = tempfile::Builder::new()
         .prefix("runner-cri")
         .tempdir()
         .unwrap();
-    let env = CriContainerd::start(&dir.path().join("containerd"), "overlayfs", "");
-    env.ctr_ok(&["images", "import", demo.to_str().unwrap()]);
-    env.ctr_ok(&["images", "import", pause.to_str().unwrap()]);
+    // Declared before containerd, so dropped after it.
+    let snapshotter = unionfs.then(|| {
+        Snapshotter::start(
+            &dir.path().join("snap.sock"),
+            &dir.path().join("snapshots"),
+            &dir.path().join("snap.log"),
+        )
+    });
+    let env = CriContainerd::start(
+        &dir.path().join("containerd"),
+        snapshotter.as_ref().map(|s| s.socket.as_path()),
+    );
+    for archive in [demo, pause] {
+        let mut args = vec!["images", "import"];
+        if unionfs {
+            args.extend(["--snapshotter", "unionfs"]);
+        }
+        args.push(archive.to_str().unwrap());
+        env.ctr_ok(&args);
+    }
     let cgroup_parent = env.cgroup_parent.clone();
     let logs = dir.path().join("pod-logs");
     fs::create_dir(&logs).unwrap();
@@ -215,6 +244,11 @@ fn a_pod_with_runner_as_runtime_handler_from_start_to_nothing_left() {
         // The cgroup parent the kubelet chose.
         let cg = exec(client.clone(), "cat /proc/self/cgroup").await;
         assert!(String::from_utf8_lossy(&cg.stdout).contains(&format!("{cgroup_parent}/")), "{cg:?}");
+        // Each container's root: a unionfs mount from the snapshotter, or kernel overlayfs.
+        let root = exec(server.clone(), "grep ' / / ' /proc/self/mountinfo").await;
+        let root = String::from_utf8_lossy(&root.stdout).into_owned();
+        let want = if unionfs { " - fuse.unionfs " } else { " - overlay " };
+        assert!(root.contains(want), "the server's / is not{want}: {root}");
         // ExecSync gives the command's exit code and stderr.
         let failed = exec(client.clone(), "echo oops >&2; exit 3").await;
         assert_eq!((failed.exit_code, failed.stderr.as_slice()), (3, &b"oops\n"[..]));

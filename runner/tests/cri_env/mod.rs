@@ -105,30 +105,73 @@ pub fn ok(what: &str, out: Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// layer-tool: next to runner, else built with cargo in a target dir of its own.
-fn layer_tool() -> PathBuf {
+/// A binary of another package of the workspace: next to runner, else built with cargo in a
+/// target dir of its own (`cargo test -p runner` builds only runner's).
+pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
     let runner = PathBuf::from(env!("CARGO_BIN_EXE_runner"));
     let dir = runner.parent().unwrap();
-    if dir.join("layer-tool").is_file() {
-        return dir.join("layer-tool");
+    if dir.join(bin).is_file() {
+        return dir.join(bin);
     }
-    let target = dir.parent().unwrap().join("runner-tests-layer-tool");
+    let target = dir.parent().unwrap().join("runner-tests-cri-tools");
     let status = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "-q",
-            "-p",
-            "layer-tool",
-            "--bin",
-            "layer-tool",
-            "--target-dir",
-        ])
+        .args(["build", "-q", "-p", package, "--bin", bin, "--target-dir"])
         .arg(&target)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .status()
         .unwrap();
-    assert!(status.success(), "cargo build -p layer-tool");
-    target.join("debug/layer-tool")
+    assert!(status.success(), "cargo build -p {package} --bin {bin}");
+    target.join("debug").join(bin)
+}
+
+fn layer_tool() -> PathBuf {
+    workspace_bin("layer-tool", "layer-tool")
+}
+
+/// PATH with the unionfs binary's directory first: containerd performs a `fuse3.unionfs` mount
+/// with mount.fuse3, which runs `unionfs` from PATH.
+pub fn path_with_unionfs() -> String {
+    let unionfs = workspace_bin("unionfs", "unionfs");
+    format!("{}:{PATH}", unionfs.parent().unwrap().display())
+}
+
+/// unionfs-snapshotter serving `socket`, its snapshots under `root`; stopped on drop.
+pub struct Snapshotter {
+    pub socket: PathBuf,
+    child: Child,
+}
+
+impl Snapshotter {
+    pub fn start(socket: &Path, root: &Path, log: &Path) -> Snapshotter {
+        let log = fs::File::create(log).unwrap();
+        let mut child = Command::new(workspace_bin("snapshotter", "unionfs-snapshotter"))
+            .arg(socket)
+            .arg(root)
+            .env("PATH", path_with_unionfs())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        wait_for("the snapshotter's socket", Duration::from_secs(30), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("unionfs-snapshotter exited: {status}");
+            }
+            socket.exists().then_some(())
+        });
+        Snapshotter {
+            socket: socket.to_path_buf(),
+            child,
+        }
+    }
+}
+
+impl Drop for Snapshotter {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
 }
 
 /// OCI archives of the demo and pause images (`layer-tool export`), built once into cargo's
@@ -209,11 +252,28 @@ pub struct CriContainerd {
 }
 
 impl CriContainerd {
-    /// Starts containerd with a config.toml under `dir`; `snapshotter` is the CRI plugin's
-    /// (overlayfs, or a proxy plugin declared in `extra`).
-    pub fn start(dir: &Path, snapshotter: &str, extra: &str) -> CriContainerd {
+    /// Starts containerd with a config.toml under `dir`. The CRI plugin's snapshotter is
+    /// overlayfs, or with `unionfs` the unionfs-snapshotter serving that socket (declared as
+    /// the proxy plugin `unionfs`).
+    pub fn start(dir: &Path, unionfs: Option<&Path>) -> CriContainerd {
+        let (snapshotter, extra, path) = match unionfs {
+            None => ("overlayfs", String::new(), PATH.to_string()),
+            Some(socket) => (
+                "unionfs",
+                format!(
+                    "[proxy_plugins.unionfs]\n  type = \"snapshot\"\n  address = \"{}\"\n",
+                    socket.display()
+                ),
+                path_with_unionfs(),
+            ),
+        };
         fs::create_dir_all(dir.join("cni")).unwrap();
-        let netdev = format!("ufcri{}", std::process::id() % 100_000);
+        // Names unique per test of this process (tests run in parallel): an interface name
+        // has at most 15 bytes.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let pid = std::process::id();
+        let netdev = format!("ufcri{}{n}", pid % 100_000);
         // The pod's network. CRI 1.6 sets `lo` up itself (the loopback plugin) and then wants
         // an address on the pod's eth0 from the configured network: a loopback-only
         // configuration fails RunPodSandbox with "failed to find network info for sandbox".
@@ -236,7 +296,7 @@ impl CriContainerd {
                 .output()
                 .unwrap(),
         );
-        let octet = std::process::id() % 250 + 1;
+        let octet = (pid + n) % 250 + 1;
         fs::write(
             dir.join("cni/10-unionfs-test.conflist"),
             format!(
@@ -284,7 +344,7 @@ state = "{d}/state"
         let child = Command::new("containerd")
             .arg("--config")
             .arg(dir.join("config.toml"))
-            .env("PATH", PATH)
+            .env("PATH", &path)
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -294,7 +354,7 @@ state = "{d}/state"
             dir: dir.to_path_buf(),
             socket: dir.join("containerd.sock"),
             netdev,
-            cgroup_parent: format!("/unionfs-cri-{}", std::process::id()),
+            cgroup_parent: format!("/unionfs-cri-{pid}-{n}"),
             child: Some(child),
         };
         wait_for("containerd to answer", Duration::from_secs(60), || {
