@@ -133,6 +133,10 @@ impl containerd_snapshots::Snapshotter for Service {
         self.run(move |s| s.remove(&key)).await
     }
 
+    async fn clear(&self) -> Result<(), Error> {
+        self.run(|s| s.cleanup()).await
+    }
+
     type InfoStream = BoxStream<'static, Result<Info, Error>>;
 
     async fn list(

@@ -78,8 +78,14 @@ impl Store {
             root,
             meta: Mutex::new(meta),
         };
-        store.remove_orphans()?;
+        store.remove_orphans(true)?;
         Ok(store)
+    }
+
+    /// containerd's `Cleanup`: deletes directories no snapshot owns (what a crash or a failed
+    /// delete left), as opening the store does.
+    pub fn cleanup(&self) -> Result<()> {
+        self.remove_orphans(false)
     }
 
     pub fn root(&self) -> &Path {
@@ -100,7 +106,9 @@ impl Store {
         }
     }
 
-    fn remove_orphans(&self) -> Result<()> {
+    /// Deletes what the metadata does not name; `at_open` also the `removed-ID` directories
+    /// (while serving, a `remove` may still be deleting its own).
+    fn remove_orphans(&self, at_open: bool) -> Result<()> {
         let meta = self.lock();
         let known: std::collections::HashSet<String> =
             meta.snapshots.values().map(|r| r.id.to_string()).collect();
@@ -108,7 +116,7 @@ impl Store {
         for entry in fs::read_dir(&dir).map_err(Error::io("reading directory", &dir))? {
             let entry = entry.map_err(Error::io("reading directory", &dir))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !known.contains(&name) {
+            if !known.contains(&name) && (at_open || !name.starts_with("removed-")) {
                 tracing::info!(path = %entry.path().display(), "removing what an interrupted operation left");
                 fs::remove_dir_all(entry.path()).map_err(Error::io("removing", entry.path()))?;
             }

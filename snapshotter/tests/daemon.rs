@@ -90,3 +90,21 @@ fn a_root_whose_path_would_break_mount_options_is_refused() {
     let err = Store::open(&dir.path().join("a,b")).err().expect("refused");
     assert!(err.to_string().contains("separate mount options"), "{err}");
 }
+
+#[test]
+fn cleanup_while_serving_removes_orphans_and_keeps_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let store = Store::open(&root).unwrap();
+    store.prepare("kept", "", HashMap::new()).unwrap();
+    fs::create_dir_all(root.join("snapshots/new-77/fs")).unwrap();
+    fs::create_dir_all(root.join("snapshots/removed-5/fs")).unwrap();
+    store.cleanup().unwrap();
+    let mut left: Vec<_> = fs::read_dir(root.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    left.sort();
+    // removed-ID is a concurrent remove's to delete.
+    assert_eq!(left, ["1", "removed-5"]);
+}
