@@ -103,11 +103,55 @@ fn ctr_run_on_a_unionfs_root_with_the_snapshotter_restarted_between_steps() {
         "both image layers keep their /etc/motd"
     );
 
+    // A running container, to outlive the restart.
+    ctd.ctr_ok(&[
+        "run",
+        "-d",
+        "--snapshotter",
+        "unionfs",
+        DEMO_REF,
+        "long",
+        "sleep",
+        "1000",
+    ]);
+
     // Restarted: the state is kept, and containerd reconnects.
     let before = snap.records();
     snap.restart();
     assert_eq!(snap.records(), before);
     reconnected(&ctd);
+
+    // The running container's root never depended on the snapshotter process (it is its own
+    // unionfs daemon): it still reads and writes.
+    let out = ctd.ctr_ok(&[
+        "tasks",
+        "exec",
+        "--exec-id",
+        "after-restart",
+        "long",
+        "sh",
+        "-c",
+        "cat /etc/hostname >/dev/null; echo after > /after-restart; cat /after-restart",
+    ]);
+    assert_eq!(out.trim(), "after");
+    assert_eq!(
+        fs::read_to_string(snap.tree_of("long").join("after-restart")).unwrap(),
+        "after\n"
+    );
+    ctd.ctr_ok(&["tasks", "kill", "-s", "SIGKILL", "long"]);
+    wait_for(
+        "the long container to stop",
+        Duration::from_secs(30),
+        || {
+            let tasks = ctd.ctr_ok(&["tasks", "ls"]);
+            tasks
+                .lines()
+                .any(|l| l.starts_with("long ") && l.contains("STOPPED"))
+                .then_some(())
+        },
+    );
+    ctd.ctr_ok(&["tasks", "rm", "long"]);
+    ctd.ctr_ok(&["containers", "rm", "long"]);
 
     // The container's layer committed (as `ctr snapshots commit` does) and reused under a
     // new snapshot: what c1 wrote is there, what c2 writes goes to c2's own directory.
