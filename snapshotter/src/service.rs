@@ -25,15 +25,28 @@ impl Service {
         &self.store
     }
 
-    async fn run<T, F>(&self, f: F) -> Result<T, Error>
+    /// Runs one core call on the blocking pool, in a span naming the operation and its key;
+    /// failures are logged here, once.
+    async fn run<T, F>(&self, op: &'static str, key: &str, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&Store) -> Result<T, Error> + Send + 'static,
     {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || f(&store))
+        let span = tracing::debug_span!("snapshots", op, key);
+        let result = tokio::task::spawn_blocking(move || span.in_scope(|| f(&store)))
             .await
-            .map_err(|e| Error::Internal(format!("a snapshotter task failed: {e}")))?
+            .map_err(|e| Error::Internal(format!("a snapshotter task failed: {e}")))
+            .and_then(|r| r);
+        match &result {
+            // Expected answers of the protocol (containerd probes with them), not failures.
+            Err(e @ (Error::NotFound(_) | Error::AlreadyExists(_))) => {
+                tracing::debug!(op, key, error = %e, "answered")
+            }
+            Err(e) => tracing::warn!(op, key, error = %e, "failed"),
+            Ok(_) => tracing::debug!(op, key, "done"),
+        }
+        result
     }
 }
 
@@ -76,18 +89,25 @@ impl containerd_snapshots::Snapshotter for Service {
     type Error = Error;
 
     async fn stat(&self, key: String) -> Result<Info, Error> {
-        self.run(move |s| s.stat(&key)).await.map(to_api)
-    }
-
-    async fn update(&self, info: Info, fieldpaths: Option<Vec<String>>) -> Result<Info, Error> {
-        let info = from_api(info);
-        self.run(move |s| s.update(info, &fieldpaths.unwrap_or_default()))
+        self.run("stat", &key.clone(), move |s| s.stat(&key))
             .await
             .map(to_api)
     }
 
+    async fn update(&self, info: Info, fieldpaths: Option<Vec<String>>) -> Result<Info, Error> {
+        let info = from_api(info);
+        let key = info.name.clone();
+        self.run("update", &key, move |s| {
+            s.update(info, &fieldpaths.unwrap_or_default())
+        })
+        .await
+        .map(to_api)
+    }
+
     async fn usage(&self, key: String) -> Result<Usage, Error> {
-        let u = self.run(move |s| s.usage(&key)).await?;
+        let u = self
+            .run("usage", &key.clone(), move |s| s.usage(&key))
+            .await?;
         Ok(Usage {
             size: u.size,
             inodes: u.inodes,
@@ -95,7 +115,9 @@ impl containerd_snapshots::Snapshotter for Service {
     }
 
     async fn mounts(&self, key: String) -> Result<Vec<api::types::Mount>, Error> {
-        self.run(move |s| s.mounts(&key)).await.map(mounts)
+        self.run("mounts", &key.clone(), move |s| s.mounts(&key))
+            .await
+            .map(mounts)
     }
 
     async fn prepare(
@@ -104,9 +126,11 @@ impl containerd_snapshots::Snapshotter for Service {
         parent: String,
         labels: HashMap<String, String>,
     ) -> Result<Vec<api::types::Mount>, Error> {
-        self.run(move |s| s.prepare(&key, &parent, labels))
-            .await
-            .map(mounts)
+        self.run("prepare", &key.clone(), move |s| {
+            s.prepare(&key, &parent, labels)
+        })
+        .await
+        .map(mounts)
     }
 
     async fn view(
@@ -115,7 +139,7 @@ impl containerd_snapshots::Snapshotter for Service {
         parent: String,
         labels: HashMap<String, String>,
     ) -> Result<Vec<api::types::Mount>, Error> {
-        self.run(move |s| s.view(&key, &parent, labels))
+        self.run("view", &key.clone(), move |s| s.view(&key, &parent, labels))
             .await
             .map(mounts)
     }
@@ -126,15 +150,19 @@ impl containerd_snapshots::Snapshotter for Service {
         key: String,
         labels: HashMap<String, String>,
     ) -> Result<(), Error> {
-        self.run(move |s| s.commit(&name, &key, labels)).await
+        self.run("commit", &key.clone(), move |s| {
+            s.commit(&name, &key, labels)
+        })
+        .await
     }
 
     async fn remove(&self, key: String) -> Result<(), Error> {
-        self.run(move |s| s.remove(&key)).await
+        self.run("remove", &key.clone(), move |s| s.remove(&key))
+            .await
     }
 
     async fn clear(&self) -> Result<(), Error> {
-        self.run(|s| s.cleanup()).await
+        self.run("cleanup", "", |s| s.cleanup()).await
     }
 
     type InfoStream = BoxStream<'static, Result<Info, Error>>;
@@ -144,7 +172,7 @@ impl containerd_snapshots::Snapshotter for Service {
         _snapshotter: String,
         filters: Vec<String>,
     ) -> Result<Self::InfoStream, Error> {
-        let infos = self.run(move |s| s.walk(&filters)).await?;
+        let infos = self.run("walk", "", move |s| s.walk(&filters)).await?;
         Ok(Box::pin(stream::iter(
             infos.into_iter().map(|i| Ok(to_api(i))),
         )))
