@@ -55,7 +55,7 @@ fn pod_config(
     }
 }
 
-fn container_config(name: &str, script: &str) -> ContainerConfig {
+fn container_config(name: &str, script: &str, tty: bool, pid: NamespaceMode) -> ContainerConfig {
     ContainerConfig {
         metadata: Some(ContainerMetadata {
             name: name.into(),
@@ -67,13 +67,14 @@ fn container_config(name: &str, script: &str) -> ContainerConfig {
         }),
         command: vec!["/bin/sh".into(), "-c".into(), script.into()],
         log_path: format!("{name}.log"),
-        // As the kubelet sets it for a pod without shareProcessNamespace (the CRI default, POD,
-        // would put the container in the pause process's pid namespace).
+        tty,
+        // The kubelet sets CONTAINER for a pod without shareProcessNamespace, POD with it (the
+        // CRI's default, POD, puts the container in the pause process's pid namespace).
         linux: Some(LinuxContainerConfig {
             security_context: Some(LinuxContainerSecurityContext {
                 namespace_options: Some(NamespaceOption {
                     network: NamespaceMode::Pod as i32,
-                    pid: NamespaceMode::Container as i32,
+                    pid: pid as i32,
                     ipc: NamespaceMode::Pod as i32,
                     ..Default::default()
                 }),
@@ -189,15 +190,17 @@ fn pod_end_to_end(unionfs: bool) {
 
         // Two containers: a server on localhost:8080 and a client that exits 7 when told to.
         let mut ids = Vec::new();
-        for (name, script) in [
-            ("server", "echo server-starting; mkdir -p /www; echo pod-ok > /www/index.html; exec httpd -f -p 127.0.0.1:8080 -h /www"),
-            ("client", "echo client-starting; while [ ! -e /tmp/stop ]; do sleep 0.1; done; exit 7"),
+        for (name, script, tty, pid) in [
+            ("server", "echo server-starting; mkdir -p /www; echo pod-ok > /www/index.html; exec httpd -f -p 127.0.0.1:8080 -h /www", false, NamespaceMode::Container),
+            ("client", "echo client-starting; while [ ! -e /tmp/stop ]; do sleep 0.1; done; exit 7", false, NamespaceMode::Container),
+            // A terminal (runner's console socket, under the shim) and the pod's pid namespace.
+            ("shared", "[ -t 1 ] && echo stdout-is-a-tty; echo \"pid 1: $(tr '\\0' ' ' < /proc/1/cmdline)\"; exec sleep 1000", true, NamespaceMode::Pod),
         ] {
             let id = cri!(
                 format!("CreateContainer {name}"),
                 runtime.create_container(CreateContainerRequest {
                     pod_sandbox_id: pod.clone(),
-                    config: Some(container_config(name, script)),
+                    config: Some(container_config(name, script, tty, pid)),
                     sandbox_config: Some(config.clone()),
                 })
             )
@@ -205,7 +208,7 @@ fn pod_end_to_end(unionfs: bool) {
             cri!(format!("StartContainer {name}"), runtime.start_container(StartContainerRequest { container_id: id.clone() }));
             ids.push(id);
         }
-        let (server, client) = (ids[0].clone(), ids[1].clone());
+        let (server, client, shared) = (ids[0].clone(), ids[1].clone(), ids[2].clone());
 
         let exec = |id: String, cmd: &'static str| {
             let mut runtime = runtime.clone();
@@ -275,6 +278,17 @@ fn pod_end_to_end(unionfs: bool) {
         // Logs through the shim, in the CRI's format.
         let log = fs::read_to_string(logs.join("server.log")).unwrap();
         assert!(log.lines().any(|l| l.contains(" stdout F server-starting")), "{log}");
+        // The terminal container: its stdout is a tty, and it sees the pause process as pid 1.
+        let log = wait_for("the shared container's log", Duration::from_secs(30), || {
+            let log = fs::read_to_string(logs.join("shared.log")).unwrap_or_default();
+            log.contains("pid 1:").then_some(log)
+        });
+        assert!(log.contains("stdout-is-a-tty"), "{log}");
+        assert!(log.contains("pid 1: /bin/sleep 2147483647"), "{log}");
+        let s = cri!("ContainerStatus", runtime.container_status(ContainerStatusRequest { container_id: shared.clone(), verbose: false }))
+            .status
+            .unwrap();
+        assert_eq!(s.state, ContainerState::ContainerRunning as i32);
 
         cri!("StopPodSandbox", runtime.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.clone() }));
         let s = cri!("ContainerStatus", runtime.container_status(ContainerStatusRequest { container_id: server.clone(), verbose: false }))
@@ -289,7 +303,7 @@ fn pod_end_to_end(unionfs: bool) {
         assert!(left.containers.is_empty(), "{left:?}");
 
         // Nothing left on the host: mounts, cgroups, processes (shim, pause, containers).
-        for id in [&pod, &server, &client] {
+        for id in [&pod, &server, &client, &shared] {
             wait_for(&format!("nothing left of {id}"), Duration::from_secs(30), || leftovers(id).is_empty().then_some(()));
         }
     });
