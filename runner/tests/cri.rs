@@ -194,7 +194,7 @@ fn pod_end_to_end(unionfs: bool) {
             ("server", "echo server-starting; mkdir -p /www; echo pod-ok > /www/index.html; exec httpd -f -p 127.0.0.1:8080 -h /www", false, NamespaceMode::Container),
             ("client", "echo client-starting; while [ ! -e /tmp/stop ]; do sleep 0.1; done; exit 7", false, NamespaceMode::Container),
             // A terminal (runner's console socket, under the shim) and the pod's pid namespace.
-            ("shared", "[ -t 1 ] && echo stdout-is-a-tty; echo \"pid 1: $(tr '\\0' ' ' < /proc/1/cmdline)\"; exec sleep 1000", true, NamespaceMode::Pod),
+            ("shared", "[ -t 1 ] && echo stdout-is-a-tty; echo \"pid 1: $(tr '\\0' ' ' < /proc/1/cmdline)\"; while :; do echo tick; sleep 0.2; done", true, NamespaceMode::Pod),
         ] {
             let id = cri!(
                 format!("CreateContainer {name}"),
@@ -289,6 +289,41 @@ fn pod_end_to_end(unionfs: bool) {
             .status
             .unwrap();
         assert_eq!(s.state, ContainerState::ContainerRunning as i32);
+
+        // Attach (the kubelet's `kubectl attach`): the running terminal's output, live.
+        let url = cri!(
+            "Attach",
+            runtime.attach(AttachRequest { container_id: shared.clone(), stdin: false, tty: true, stdout: true, stderr: false })
+        )
+        .url;
+        let seen = tokio::time::timeout(
+            Duration::from_secs(30),
+            stream(&url, |ch| String::from_utf8_lossy(&ch[1]).matches("tick").count() >= 2),
+        )
+        .await
+        .expect("no ticks through attach in 30 s");
+        assert!(String::from_utf8_lossy(&seen[1]).contains("tick"), "{seen:?}");
+        // Exec through the streaming server (`kubectl exec`): output, and the exit code in the
+        // final status.
+        let url = cri!(
+            "Exec",
+            runtime.exec(ExecRequest {
+                container_id: server.clone(),
+                cmd: vec!["/bin/sh".into(), "-c".into(), "echo streamed; echo to-stderr >&2; exit 5".into()],
+                tty: false,
+                stdin: false,
+                stdout: true,
+                stderr: true,
+            })
+        )
+        .url;
+        let got = tokio::time::timeout(Duration::from_secs(30), stream(&url, |_| false))
+            .await
+            .expect("the streamed exec did not end in 30 s");
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        assert_eq!((text(&got[1]), text(&got[2])), ("streamed\n".into(), "to-stderr\n".into()), "{got:?}");
+        let status = text(&got[3]);
+        assert!(status.contains("\"reason\":\"ExitCode\"") && status.contains("\"message\":\"5\""), "{status}");
 
         cri!("StopPodSandbox", runtime.stop_pod_sandbox(StopPodSandboxRequest { pod_sandbox_id: pod.clone() }));
         let s = cri!("ContainerStatus", runtime.container_status(ContainerStatusRequest { container_id: server.clone(), verbose: false }))

@@ -544,3 +544,40 @@ fn remove_cgroup_tree(name: &str) {
         }
     }
 }
+
+/// What the CRI streaming server sent on each channel of the Kubernetes WebSocket channel
+/// protocol (`v4.channel.k8s.io`: every binary message starts with its channel, 0 stdin,
+/// 1 stdout, 2 stderr, 3 the final status), read from `url` (as `Exec` or `Attach` answer it)
+/// until the server closes the stream or `enough` says so.
+pub async fn stream(url: &str, enough: impl Fn(&[Vec<u8>; 4]) -> bool) -> [Vec<u8>; 4] {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    let ws_url = url.replacen("http://", "ws://", 1);
+    let mut request = ws_url.as_str().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v4.channel.k8s.io".parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .unwrap_or_else(|e| panic!("WebSocket to {ws_url}: {e}"));
+    let mut out: [Vec<u8>; 4] = Default::default();
+    while let Some(msg) = ws.next().await {
+        match msg {
+            Ok(Message::Binary(b)) => {
+                if let Some((&channel, data)) = b.split_first() {
+                    if let Some(buf) = out.get_mut(usize::from(channel)) {
+                        buf.extend_from_slice(data);
+                    }
+                }
+            }
+            Ok(Message::Close(_)) => break,
+            Ok(_) => {}
+            Err(e) => panic!("reading {ws_url}: {e}"),
+        }
+        if enough(&out) {
+            break;
+        }
+    }
+    out
+}
