@@ -46,4 +46,7 @@ suite!(
     mounts_only_of_active_and_views,
     layers_128_mount,
     concurrent_prepare_same_key,
+    root_permission,
+    remove,
+    move_file_from_lower_layer,
 );

@@ -618,3 +618,75 @@ pub async fn concurrent_prepare_same_key<S: Snapshotter>(sn: &S, work: &Path) {
         assert_eq!(code::<S, _>(r), Code::AlreadyExists);
     }
 }
+
+/// RootPermission: the root of a new snapshot is a 0755 directory, through its mount too.
+pub async fn root_permission<S: Snapshotter>(sn: &S, work: &Path) {
+    let mounts = sn
+        .prepare("p".into(), String::new(), HashMap::new())
+        .await
+        .unwrap();
+    let t = target(work, "p");
+    let m = mount_all(&mounts, &t);
+    assert_eq!(
+        fs::metadata(&t).unwrap().permissions().mode() & 0o7777,
+        0o755
+    );
+    unmount(m);
+    sn.commit("c".into(), "p".into(), HashMap::new())
+        .await
+        .unwrap();
+    let mounts = sn
+        .prepare("q".into(), "c".into(), HashMap::new())
+        .await
+        .unwrap();
+    let t = target(work, "q");
+    let m = mount_all(&mounts, &t);
+    assert_eq!(
+        fs::metadata(&t).unwrap().permissions().mode() & 0o7777,
+        0o755
+    );
+    unmount(m);
+}
+
+/// Remove: an active snapshot, a committed one and a view each go, and their keys are free
+/// again.
+pub async fn remove<S: Snapshotter>(sn: &S, work: &Path) {
+    sn.prepare("p".into(), String::new(), HashMap::new())
+        .await
+        .unwrap();
+    sn.remove("p".into()).await.unwrap();
+    layer(sn, work, "c", "", |t| fs::write(t.join("f"), "x").unwrap()).await;
+    sn.view("v".into(), "c".into(), HashMap::new())
+        .await
+        .unwrap();
+    sn.remove("v".into()).await.unwrap();
+    sn.remove("c".into()).await.unwrap();
+    assert!(walk(sn, &[]).await.is_empty());
+    // The keys can be used again, for new snapshots.
+    layer(sn, work, "c", "", |t| assert!(!t.join("f").exists())).await;
+    sn.prepare("p".into(), "c".into(), HashMap::new())
+        .await
+        .unwrap();
+}
+
+/// MoveFileFromLowerLayer: a file of a lower layer moved into a directory of the same lower
+/// layer, and a file moved out of a lower directory.
+pub async fn move_file_from_lower_layer<S: Snapshotter>(sn: &S, work: &Path) {
+    layer(sn, work, "l1", "", |t| {
+        fs::write(t.join("file1"), "1").unwrap();
+        fs::create_dir(t.join("dir1")).unwrap();
+        fs::write(t.join("dir1/f2"), "2").unwrap();
+    })
+    .await;
+    layer(sn, work, "l2", "l1", |t| {
+        fs::rename(t.join("file1"), t.join("dir1/file1")).unwrap();
+        fs::rename(t.join("dir1/f2"), t.join("f2")).unwrap();
+    })
+    .await;
+    with_view(sn, work, "l2", |t| {
+        assert!(!t.join("file1").exists() && !t.join("dir1/f2").exists());
+        assert_eq!(fs::read_to_string(t.join("dir1/file1")).unwrap(), "1");
+        assert_eq!(fs::read_to_string(t.join("f2")).unwrap(), "2");
+    })
+    .await;
+}
