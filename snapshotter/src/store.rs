@@ -98,8 +98,14 @@ impl Store {
         self.meta.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// `snapshots/NAME` under the root: a snapshot's directory (NAME its id), or a staging
+    /// (`new-ID`) or doomed (`removed-ID`) one.
+    fn entry(&self, name: impl std::fmt::Display) -> PathBuf {
+        self.root.join(SNAPSHOTS).join(name.to_string())
+    }
+
     fn dirs(&self, id: u64) -> Dirs {
-        let base = self.root.join(SNAPSHOTS).join(id.to_string());
+        let base = self.entry(id);
         Dirs {
             fs: base.join("fs"),
             work: base.join("work"),
@@ -183,14 +189,13 @@ impl Store {
             }
         }
         let id = meta.next_id;
-        let dirs = self.dirs(id);
-        let staging = self.root.join(SNAPSHOTS).join(format!("new-{id}"));
+        let base = self.entry(id);
+        let staging = self.entry(format!("new-{id}"));
         let built = self.build_dirs(
             &staging,
             parent.as_deref().and_then(|p| meta.snapshots.get(p)),
         );
         if let Err(e) = built.and_then(|()| {
-            let base = dirs.fs.parent().unwrap_or(&self.root).to_path_buf();
             fs::rename(&staging, &base).map_err(Error::io("renaming into place", &base))
         }) {
             let _ = fs::remove_dir_all(&staging);
@@ -212,7 +217,7 @@ impl Store {
             },
         );
         if let Err(e) = self.install(&mut meta, next) {
-            let _ = fs::remove_dir_all(dirs.fs.parent().unwrap_or(&dirs.fs));
+            let _ = fs::remove_dir_all(&base);
             return Err(e);
         }
         tracing::debug!(%key, id, kind = kind.as_str(), "created");
@@ -324,8 +329,8 @@ impl Store {
         next.snapshots.remove(key);
         self.install(&mut meta, next)?;
         drop(meta);
-        let base = self.root.join(SNAPSHOTS).join(id.to_string());
-        let doomed = self.root.join(SNAPSHOTS).join(format!("removed-{id}"));
+        let base = self.entry(id);
+        let doomed = self.entry(format!("removed-{id}"));
         // The metadata no longer names it: whatever fails here is deleted at the next start.
         if let Err(e) = fs::rename(&base, &doomed).and_then(|()| fs::remove_dir_all(&doomed)) {
             tracing::warn!(path = %base.display(), error = %e, "cannot delete a removed snapshot's directory");
