@@ -108,3 +108,36 @@ fn cleanup_while_serving_removes_orphans_and_keeps_snapshots() {
     // removed-ID is a concurrent remove's to delete.
     assert_eq!(left, ["1", "removed-5"]);
 }
+
+#[test]
+fn a_failed_metadata_write_leaves_no_snapshot_behind_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let store = Store::open(&root).unwrap();
+    store.prepare("a", "", HashMap::new()).unwrap();
+    // The metadata file cannot be replaced: a directory stands in its place.
+    fs::remove_file(root.join("metadata.json")).unwrap();
+    fs::create_dir(root.join("metadata.json")).unwrap();
+    let err = store.prepare("b", "", HashMap::new()).unwrap_err();
+    assert!(err.to_string().contains("metadata.json"), "{err}");
+    let err = store.commit("c", "a", HashMap::new()).unwrap_err();
+    assert!(err.to_string().contains("metadata.json"), "{err}");
+    // Nothing changed: b does not exist (nor its directory), a is still active.
+    assert!(store.stat("b").is_err());
+    assert_eq!(
+        store.stat("a").unwrap().kind,
+        snapshotter::meta::Kind::Active
+    );
+    let entries: Vec<_> = fs::read_dir(root.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(entries, ["1"]);
+    // Once the metadata can be written again, everything works.
+    fs::remove_dir(root.join("metadata.json")).unwrap();
+    store.commit("c", "a", HashMap::new()).unwrap();
+    store.prepare("b", "c", HashMap::new()).unwrap();
+    drop(store);
+    let store = Store::open(&root).unwrap();
+    assert_eq!(store.stat("b").unwrap().parent, "c");
+}
