@@ -21,11 +21,13 @@ packages=(
   g++              # libfuzzer-sys builds libFuzzer from C++ (scripts/fuzz.sh)
   gcc              # cc -static: the attacker programs of runner/tests/security.rs
   libc6-dev        # libc.a for those static programs
-  containerd       # a real client: ctr and the runc shim drive runner (runner/tests/containerd.rs)
+  containerd       # a real client: ctr and the runc shim drive runner (runner/tests/containerd.rs, cri.rs, snapshotter/tests)
   bpftool          # an independent look at runner's cgroup v2 device programs (cgroup_v2_devices.rs)
   uidmap           # newuidmap/newgidmap: subordinate id maps of rootless runs (runner/tests/rootless.rs)
   slirp4netns      # runner --net slirp4netns: the user-mode network of rootless runs (runner/tests/rootless.rs)
   runc             # `runc spec` bundles and runc itself (runner/tests/runc_spec.rs); podman's runtime in unionfs' podman tests (crun refuses hybrid cgroups)
+  protobuf-compiler # protoc: containerd-snapshots and k8s-cri generate their gRPC code at build time
+  containernetworking-plugins # CNI plugins (host-device) for the CRI pod test (runner/tests/cri.rs)
 )
 missing=()
 for p in "${packages[@]}"; do
