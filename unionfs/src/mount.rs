@@ -237,11 +237,13 @@ pub fn serve(mounted: Mounted, mountpoint: &Path) -> anyhow::Result<()> {
         cleanup,
         stats_socket,
     } = mounted;
+    // Removed on either way out: the watcher's (request threads stuck) and the normal one.
+    let watcher_socket = stats_socket.clone();
     let mnt = mountpoint.to_path_buf();
     crate::shutdown::watch(dev, move || {
         cleanup();
         forget_pid_file(&mnt);
-        if let Some(sock) = stats_socket {
+        if let Some(sock) = watcher_socket {
             sock.remove();
         }
     })?;
@@ -259,7 +261,11 @@ pub fn serve(mounted: Mounted, mountpoint: &Path) -> anyhow::Result<()> {
                 let _ = unmount(&mnt, true);
             }
         })?;
-    session.run()?;
+    let served = session.run();
+    if let Some(sock) = stats_socket {
+        sock.remove();
+    }
+    served?;
     Ok(())
 }
 

@@ -268,6 +268,7 @@ pub fn serve(stats: Arc<Stats>, mountpoint: &Path) -> Option<Socket> {
 }
 
 /// The socket a daemon listens on, to remove at exit.
+#[derive(Debug, Clone)]
 pub struct Socket {
     path: PathBuf,
     ino: u64,
@@ -276,7 +277,7 @@ pub struct Socket {
 impl Socket {
     /// Removes the socket if it is still ours (a new daemon on the same mountpoint may have
     /// replaced it).
-    pub fn remove(self) {
+    pub fn remove(&self) {
         if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.ino) {
             let _ = std::fs::remove_file(&self.path);
         }

@@ -80,6 +80,12 @@ fn create_stat_unlink_of_n_files_counts_n_creates_and_n_unlinks() {
     assert_eq!(s.get("LOOKUP"), Some(&(1, 1)), "{s:?}");
     // --reset zeroed the counters after the previous table: only the lookup is left.
     assert_eq!(count(&s, "CREATE"), 0, "{s:?}");
+
+    // The socket goes with the daemon (`unionfs umount` returns once the daemon has exited).
+    let socket = unionfs::stats::socket_path(&fs::canonicalize(&m.mnt).unwrap());
+    assert!(socket.exists(), "{}", socket.display());
+    drop(m);
+    assert!(!socket.exists(), "{} left behind", socket.display());
 }
 
 #[test]
