@@ -70,12 +70,12 @@ echo upper > A/shared
     // The daemon runs as the user, not as root.
     let pid = unionfs::mount::daemon_pid(&mnt);
     // (daemon_pid reads the user's runtime dir only with its XDG_RUNTIME_DIR; look it up there.)
+    // (The directory also holds the daemon's statistics socket.)
     let rec = fs::read_dir(run.join("unionfs"))
         .expect("the daemon recorded its pid under $XDG_RUNTIME_DIR/unionfs")
-        .next()
-        .expect("one pid record")
-        .unwrap()
-        .path();
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "pid"))
+        .expect("one pid record");
     let daemon: i32 = fs::read_to_string(&rec).unwrap().trim().parse().unwrap();
     let status = fs::read_to_string(format!("/proc/{daemon}/status")).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();

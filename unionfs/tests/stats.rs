@@ -82,7 +82,8 @@ fn create_stat_unlink_of_n_files_counts_n_creates_and_n_unlinks() {
     assert_eq!(count(&s, "CREATE"), 0, "{s:?}");
 
     // The socket goes with the daemon (`unionfs umount` returns once the daemon has exited).
-    let socket = unionfs::stats::socket_path(&fs::canonicalize(&m.mnt).unwrap());
+    let socket = unionfs::stats::socket_path(&fs::canonicalize(&m.mnt).unwrap())
+        .expect("root has a run directory");
     assert!(socket.exists(), "{}", socket.display());
     drop(m);
     assert!(!socket.exists(), "{} left behind", socket.display());
