@@ -210,6 +210,24 @@ impl UserDir {
     }
 }
 
+impl Drop for UserDir {
+    /// A test that failed half-way may leave the user's mounts (and their daemons) here: detach
+    /// them, deepest first, so that the next test starts clean and the directory can go.
+    fn drop(&mut self) {
+        let base = self.outer.path().to_string_lossy().into_owned();
+        let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut mounts: Vec<&str> = info
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&base))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = Command::new("umount").args(["-l", m]).status();
+        }
+    }
+}
+
 /// The tun device slirp4netns opens.
 const TUN: &str = "/dev/net/tun";
 
