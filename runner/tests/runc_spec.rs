@@ -9,7 +9,6 @@
 mod common;
 
 use std::fs;
-use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -76,35 +75,15 @@ impl Scratch {
         dir
     }
 
-    /// Run `bin --root ROOT ARGS…` to completion, its output in files (a created container's
-    /// process inherits them and would hold a pipe open).
+    /// Run `bin --root ROOT ARGS…` to completion, its output in files ([`Run::to_files`]).
     fn run(&self, bin: &Path, root: &str, args: &[&str]) -> Run {
-        use std::os::unix::process::ExitStatusExt;
-        let out = tempfile::tempfile().unwrap();
-        let err = tempfile::tempfile().unwrap();
-        let status = Command::new(bin)
-            .arg("--root")
+        let mut cmd = Command::new(bin);
+        cmd.arg("--root")
             .arg(self.dir.path().join(root))
             .args(args)
             .env("UNIONFS_BIN", unionfs_bin().expect("checked by can_run"))
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(err.try_clone().unwrap())
-            .status()
-            .expect("spawning the runtime");
-        let read = |mut f: fs::File| {
-            f.rewind().unwrap();
-            let mut s = String::new();
-            f.read_to_string(&mut s).unwrap();
-            s
-        };
-        Run {
-            code: status
-                .code()
-                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
-            stdout: read(out),
-            stderr: read(err),
-        }
+            .stdin(Stdio::null());
+        Run::to_files(cmd)
     }
 }
 

@@ -230,6 +230,33 @@ impl From<Output> for Run {
 }
 
 impl Run {
+    /// Run `cmd` to completion with its output in files, not pipes: a created container's
+    /// process inherits them (as with runc) and would hold a pipe open.
+    pub fn to_files(mut cmd: Command) -> Run {
+        use std::io::{Read, Seek};
+        use std::os::unix::process::ExitStatusExt;
+        let out = tempfile::tempfile().unwrap();
+        let err = tempfile::tempfile().unwrap();
+        let status = cmd
+            .stdout(out.try_clone().unwrap())
+            .stderr(err.try_clone().unwrap())
+            .status()
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        let read = |mut f: fs::File| {
+            f.rewind().unwrap();
+            let mut s = String::new();
+            f.read_to_string(&mut s).unwrap();
+            s
+        };
+        Run {
+            code: status
+                .code()
+                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+            stdout: read(out),
+            stderr: read(err),
+        }
+    }
+
     /// Assert success and return stdout.
     #[track_caller]
     pub fn ok(&self) -> &str {

@@ -3,7 +3,6 @@
 //! (fixtures/oci/state.schema.json).
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,32 +51,9 @@ impl Oci {
         cmd
     }
 
-    /// Run the runtime to completion. Its output goes to files, not pipes: a created
-    /// container's process inherits them (as with runc) and would hold a pipe open.
+    /// Run the runtime to completion, its output in files ([`Run::to_files`]).
     pub fn runtime(&self, args: &[&str]) -> Run {
-        use std::os::unix::process::ExitStatusExt;
-        let out = tempfile::tempfile().unwrap();
-        let err = tempfile::tempfile().unwrap();
-        let status = self
-            .cmd(args)
-            .stdout(out.try_clone().unwrap())
-            .stderr(err.try_clone().unwrap())
-            .status()
-            .expect("spawning runner");
-        let read = |mut f: fs::File| {
-            use std::io::Seek;
-            f.rewind().unwrap();
-            let mut s = String::new();
-            f.read_to_string(&mut s).unwrap();
-            s
-        };
-        Run {
-            code: status
-                .code()
-                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
-            stdout: read(out),
-            stderr: read(err),
-        }
+        Run::to_files(self.cmd(args))
     }
 
     /// A bundle: `runner spec`'s default config with `process.args` = `args`, edited by `edit`,
