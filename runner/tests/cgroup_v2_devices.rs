@@ -121,13 +121,7 @@ fn oci_device_rules_are_enforced_per_access() {
         .output()
         .unwrap();
     assert!(spec.status.success(), "runner spec: {spec:?}");
-    let cp = Command::new("cp")
-        .arg("-a")
-        .arg(image().join("layers/base"))
-        .arg(bundle.join("rootfs"))
-        .status()
-        .unwrap();
-    assert!(cp.success());
+    common::copy_base_layer(&bundle.join("rootfs"));
     let script = format!(
         "mknod /tmp/disk b {maj} {min} && echo mknod-ok; \
          head -c 16 /tmp/disk; echo \" read=$?\"; \

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{can_run, image, unionfs_bin, Run};
+use common::{can_run, unionfs_bin, Run};
 use serde_json::{json, Value};
 
 /// `runc` from PATH; when missing, fails under `CI=true` and says that it skipped otherwise.
@@ -59,13 +59,7 @@ impl Scratch {
             .output()
             .unwrap();
         assert!(out.status.success(), "runc spec: {out:?}");
-        let status = Command::new("cp")
-            .arg("-a")
-            .arg(image().join("layers/base"))
-            .arg(dir.join("rootfs"))
-            .status()
-            .unwrap();
-        assert!(status.success());
+        common::copy_base_layer(&dir.join("rootfs"));
         let path = dir.join("config.json");
         let mut config: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
         assert_eq!(config["root"]["path"], "rootfs", "runc spec's root.path");

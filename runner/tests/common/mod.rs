@@ -151,6 +151,22 @@ pub fn image() -> &'static Path {
     })
 }
 
+/// A private copy of the test image's base layer at `dir` (a bundle's `rootfs`: the runtime
+/// makes mount points in it, and the shared image must stay untouched).
+pub fn copy_base_layer(dir: &Path) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(image().join("layers/base"))
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cp -a of the base layer to {}",
+        dir.display()
+    );
+}
+
 /// A private store (for containers and committed images) and helpers to run in it.
 pub struct Env {
     pub store: tempfile::TempDir,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::{image, unionfs_bin, Run};
+use super::{unionfs_bin, Run};
 
 /// A state root of its own and bundles in a scratch directory.
 pub struct Oci {
@@ -68,13 +68,7 @@ impl Oci {
             .output()
             .unwrap();
         assert!(out.status.success(), "runner spec: {out:?}");
-        let status = Command::new("cp")
-            .arg("-a")
-            .arg(image().join("layers/base"))
-            .arg(dir.join("rootfs"))
-            .status()
-            .unwrap();
-        assert!(status.success());
+        super::copy_base_layer(&dir.join("rootfs"));
         let path = dir.join("config.json");
         let mut config: Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
         config["process"]["args"] = json!(args);
