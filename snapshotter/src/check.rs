@@ -1,10 +1,19 @@
 //! Before serving, one real union mount made the way containerd will make them: `mount.fuse3
-//! unionfs MNT -o lowerdir=…,upperdir=…,workdir=… -t unionfs`, which runs `unionfs` from `PATH`.
-//! A snapshotter whose mounts containerd cannot perform would fail much later, on the first
-//! container, with a message about some temporary directory; this says what is missing at start.
+//! unionfs MNT -o lowerdir=…,upperdir=…,workdir=…,allow_other -t unionfs`, which runs `unionfs`
+//! from `PATH`. A snapshotter whose mounts containerd cannot perform would fail much later, on the
+//! first container, with a message about some temporary directory; this says what is missing at
+//! start.
+//!
+//! The options are those of a container's root ([`crate::mounts::for_snapshot`]), `allow_other`
+//! included: root and the root of a user namespace owning its mount namespace (rootless
+//! containerd in rootlesskit) mount FUSE themselves and may ask for it, but an ordinary user's
+//! mount goes through fusermount3, which refuses it without `user_allow_other` in
+//! /etc/fuse.conf. Probing without it would pass here and fail on the first container.
 
 use std::path::Path;
 use std::process::Command;
+
+use crate::mounts::{for_snapshot, Access, Dirs};
 
 /// Mounts a one-file union under `root`, reads the file through it, unmounts it. The error
 /// names the command that failed and what it printed.
@@ -19,12 +28,12 @@ pub fn union_mount_works(root: &Path) -> Result<(), String> {
     }
     std::fs::write(p("lower/probe"), "unionfs-snapshotter\n")
         .map_err(|e| format!("writing {}: {e}", p("lower/probe").display()))?;
-    let opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        p("lower").display(),
-        p("upper").display(),
-        p("work").display()
-    );
+    let own = Dirs {
+        fs: p("upper"),
+        work: p("work"),
+    };
+    let mount = for_snapshot(Access::ReadWrite, &own, &[p("lower")]);
+    let opts = mount[0].options.join(",");
     let out = Command::new("mount.fuse3")
         .arg("unionfs")
         .arg(p("mnt"))

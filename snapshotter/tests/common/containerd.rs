@@ -118,20 +118,51 @@ pub fn demo_archive() -> &'static Path {
     })
 }
 
+/// A command that runs a program: the program named, with the environment it needs. The root
+/// tests run programs directly; the rootless test runs them as its user, inside rootlesskit's
+/// namespaces (`nsenter`).
+pub type Launch = Box<dyn Fn(&Path) -> Command>;
+
+/// Runs `program` directly, with `PATH` = [`path_with_unionfs`].
+pub fn direct() -> Launch {
+    Box::new(|program| {
+        let mut c = Command::new(program);
+        c.env("PATH", path_with_unionfs());
+        c
+    })
+}
+
 /// A unionfs-snapshotter daemon serving `socket` with its snapshots under `root`.
 pub struct SnapshotterDaemon {
     pub socket: PathBuf,
     pub root: PathBuf,
     log: PathBuf,
+    binary: PathBuf,
+    launch: Launch,
     child: Option<Child>,
 }
 
 impl SnapshotterDaemon {
     pub fn start(socket: &Path, root: &Path, log: &Path) -> SnapshotterDaemon {
+        let binary = PathBuf::from(env!("CARGO_BIN_EXE_unionfs-snapshotter"));
+        SnapshotterDaemon::start_with(socket, root, log, &binary, direct())
+    }
+
+    /// Starts `binary` through `launch` (whose process must be the daemon itself: signals go to
+    /// it).
+    pub fn start_with(
+        socket: &Path,
+        root: &Path,
+        log: &Path,
+        binary: &Path,
+        launch: Launch,
+    ) -> SnapshotterDaemon {
         let mut d = SnapshotterDaemon {
             socket: socket.to_path_buf(),
             root: root.to_path_buf(),
             log: log.to_path_buf(),
+            binary: binary.to_path_buf(),
+            launch,
             child: None,
         };
         d.spawn();
@@ -145,10 +176,9 @@ impl SnapshotterDaemon {
             .open(&self.log)
             .unwrap();
         let _ = fs::remove_file(&self.socket);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_unionfs-snapshotter"))
+        let mut child = (self.launch)(&self.binary)
             .arg(&self.socket)
             .arg(&self.root)
-            .env("PATH", path_with_unionfs())
             .env("RUST_LOG", "snapshotter=debug,unionfs_snapshotter=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -240,14 +270,42 @@ pub struct Containerd {
     pub dir: PathBuf,
     pub socket: PathBuf,
     pub namespace: String,
-    path: OsString,
+    /// How `ctr` is run.
+    ctr: Launch,
     child: Option<Child>,
+    exit: Option<std::process::ExitStatus>,
 }
 
 impl Containerd {
     /// Starts containerd with `extra` appended to a config.toml that puts everything under
     /// `dir`; `PATH` is `path` (mount.fuse3 runs `unionfs` from it).
     pub fn start(dir: &Path, extra: &str, path: OsString) -> Containerd {
+        let ctr_path = path.clone();
+        Containerd::start_with(
+            dir,
+            extra,
+            move |config: &Path| {
+                let mut c = Command::new("containerd");
+                c.arg("--config").arg(config).env("PATH", &path);
+                c
+            },
+            Box::new(move |program| {
+                let mut c = Command::new(program);
+                c.env("PATH", &ctr_path);
+                c
+            }),
+        )
+    }
+
+    /// Writes the config.toml of [`Containerd::start`] and runs `daemon(CONFIG)`, whose process
+    /// is signalled to stop containerd (containerd itself, or rootlesskit which forwards the
+    /// signal); `ctr` runs `ctr`.
+    pub fn start_with(
+        dir: &Path,
+        extra: &str,
+        daemon: impl FnOnce(&Path) -> Command,
+        ctr: Launch,
+    ) -> Containerd {
         fs::create_dir_all(dir).unwrap();
         let d = dir.display();
         let config = format!(
@@ -264,10 +322,7 @@ state = "{d}/state"
         );
         fs::write(dir.join("config.toml"), config).unwrap();
         let log = fs::File::create(dir.join("containerd.log")).unwrap();
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(dir.join("config.toml"))
-            .env("PATH", &path)
+        let child = daemon(&dir.join("config.toml"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -277,8 +332,9 @@ state = "{d}/state"
             dir: dir.to_path_buf(),
             socket: dir.join("containerd.sock"),
             namespace: format!("unionfs-test-{}", std::process::id()),
-            path,
+            ctr,
             child: Some(child),
+            exit: None,
         };
         wait_for("containerd to answer", Duration::from_secs(60), || {
             if let Some(Ok(Some(status))) = c.child.as_mut().map(|ch| ch.try_wait()) {
@@ -289,18 +345,22 @@ state = "{d}/state"
         c
     }
 
+    /// The process started to run containerd, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
     }
 
     /// `ctr -a SOCKET -n NAMESPACE ARGS...`
     pub fn ctr(&self, args: &[&str]) -> Output {
-        Command::new("ctr")
+        (self.ctr)(Path::new("ctr"))
             .arg("-a")
             .arg(&self.socket)
             .args(["-n", &self.namespace])
             .args(args)
-            .env("PATH", &self.path)
             .stdin(Stdio::null())
             .output()
             .unwrap()
@@ -330,7 +390,13 @@ state = "{d}/state"
         }
         let pid = nix::unistd::Pid::from_raw(child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let _ = child.wait();
+        let status = child.wait();
+        self.exit = status.ok();
+    }
+
+    /// How containerd's process ended, once [`Containerd::stop`] has stopped it.
+    pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
+        self.exit
     }
 }
 
