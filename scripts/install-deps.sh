@@ -28,6 +28,7 @@ packages=(
   runc             # `runc spec` bundles and runc itself (runner/tests/runc_spec.rs); podman's runtime in unionfs' podman tests (crun refuses hybrid cgroups)
   protobuf-compiler # protoc: containerd-snapshots and k8s-cri generate their gRPC code at build time
   containernetworking-plugins # CNI plugins (host-device) for the CRI pod test (runner/tests/cri.rs)
+  rootlesskit      # rootless containerd (user, mount, net namespaces) for snapshotter/tests/rootless.rs
 )
 missing=()
 for p in "${packages[@]}"; do
