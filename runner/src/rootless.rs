@@ -8,8 +8,8 @@
 //! runner, root in its namespace, does not pick root's. Inside ([`inside`]) the runner is the
 //! ordinary one: it mounts the union itself (FUSE may be mounted in a mount namespace its user
 //! namespace owns) and clones the container into new pid, uts, ipc, (net) namespaces owned by
-//! it. What it cannot do, it asks here: no cgroup (the limits asked for are named in a warning,
-//! [`unapplied_limits`]), devices bound from the host instead of made, devpts without the tty
+//! it. What it cannot do, it asks here: a cgroup only in a subtree delegated to the user
+//! ([`crate::cgroup::delegated`], which names the limits not applied), devices bound from the host instead of made, devpts without the tty
 //! group when gid 5 is not mapped ([`adapt_mounts`]), `setgroups` denied under a single mapping.
 //!
 //! Nothing here gains privilege: the maps are the kernel's and the setuid helpers' to check,
@@ -120,33 +120,6 @@ pub fn adapt_mounts(ops: &mut [crate::rootfs::Op]) {
             }
         }
     }
-}
-
-/// The limits that a rootless run cannot apply (no cgroup the user may write), by option name.
-pub fn unapplied_limits(l: &crate::cgroup::Limits) -> Vec<&'static str> {
-    let mut v = Vec::new();
-    if l.memory.is_some() {
-        v.push("--memory");
-    }
-    if l.cpu.is_some() {
-        v.push("--cpus");
-    }
-    if l.pids.is_some() {
-        v.push("--pids-limit");
-    }
-    if l.cpuset_cpus.is_some() {
-        v.push("--cpuset-cpus");
-    }
-    if l.cpuset_mems.is_some() {
-        v.push("cpuset mems");
-    }
-    if l.cpu_shares.is_some() {
-        v.push("cpu shares");
-    }
-    if l.io_weight.is_some() {
-        v.push("--io-weight");
-    }
-    v
 }
 
 #[cfg(test)]

@@ -234,18 +234,19 @@ fn run_blocked(spec: RunSpec, mask: &BlockedSignals) -> Result<i32> {
     if crate::cgroup::device_rules_supported() {
         limits.devices = crate::cgroup::docker_device_rules();
     }
-    if crate::rootless::inside() {
-        // No cgroup a user may write (a delegated v2 subtree is not used yet).
-        let unapplied = crate::rootless::unapplied_limits(&spec.limits);
-        if !unapplied.is_empty() {
-            let _ = writeln!(
-                std::io::stderr(),
-                "runner: warning: without root there is no cgroup to write: {} not applied",
-                unapplied.join(", ")
-            );
+    let cgroup = if crate::rootless::inside() {
+        // A delegated cgroup v2 subtree when the user may write one; the limits it cannot
+        // apply are named, once each.
+        let d =
+            crate::cgroup::delegated::create(Path::new(&format!("runner-{}", dir.id)), &limits)?;
+        for n in &d.not_applied {
+            let _ = writeln!(std::io::stderr(), "runner: warning: {n}");
         }
+        d.cgroup.map(Cgroup::V2)
     } else {
-        let cgroup = Cgroup::create(&format!("runner-{}", dir.id), &limits)?;
+        Some(Cgroup::create(&format!("runner-{}", dir.id), &limits)?)
+    };
+    if let Some(cgroup) = cgroup {
         state.cgroups = cgroup.dirs();
         dir.save(&state)?;
         res.cgroup = Some(cgroup);
