@@ -83,8 +83,146 @@ impl Rootless<'_> {
         c.output().unwrap()
     }
 
+    /// [`Rootless::runner`] started from inside a delegated group.
+    fn runner_in(&self, g: &DelegatedGroup, args: &[&str]) -> Output {
+        let mut c = self.s.command_as(&self.user, &self.runner);
+        c.args(args)
+            .env("XDG_DATA_HOME", &self.data)
+            .env("XDG_RUNTIME_DIR", &self.run);
+        g.wrap(&c)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    }
+
     fn containers(&self) -> PathBuf {
         self.data.join("unionfs/containers")
+    }
+}
+
+/// A cgroup v2 group delegated to the test user as systemd's `Delegate=yes` does it: made by
+/// root under the cgroup2 mount, its directory, `cgroup.procs`, `cgroup.subtree_control` and
+/// `cgroup.threads` given to the user; `hugetlb` (the one controller this host's v2 tree has)
+/// offered to it. Removed on drop, with whatever a failed test left in it.
+struct DelegatedGroup {
+    dir: PathBuf,
+    /// The cgroup2 root's `cgroup.subtree_control` did not list hugetlb before.
+    enabled_hugetlb: bool,
+}
+
+impl DelegatedGroup {
+    /// `None` (with SKIPPED, or a failure under CI=true) when there is no cgroup2 mount.
+    fn new(user: &User, name: &str) -> Option<DelegatedGroup> {
+        let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let Some(mount) = info.lines().find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            (post.split_whitespace().next() == Some("cgroup2"))
+                .then(|| PathBuf::from(pre.split_whitespace().nth(4).unwrap()))
+        }) else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true needs a cgroup2 mount for the delegated-cgroup test"
+            );
+            eprintln!("SKIPPED: no cgroup2 mount to delegate a group from");
+            return None;
+        };
+        let control = mount.join("cgroup.subtree_control");
+        let before = fs::read_to_string(&control).unwrap();
+        let offered = fs::read_to_string(mount.join("cgroup.controllers")).unwrap();
+        let enabled_hugetlb = offered.split_whitespace().any(|c| c == "hugetlb")
+            && !before.split_whitespace().any(|c| c == "hugetlb");
+        if enabled_hugetlb {
+            fs::write(&control, "+hugetlb").unwrap();
+        }
+        let dir = mount.join(name);
+        let _ = fs::create_dir(&dir);
+        let g = DelegatedGroup {
+            dir,
+            enabled_hugetlb,
+        };
+        for f in [
+            "",
+            "cgroup.procs",
+            "cgroup.subtree_control",
+            "cgroup.threads",
+        ] {
+            nix::unistd::chown(
+                &g.dir.join(f),
+                Some(nix::unistd::Uid::from_raw(user.uid)),
+                Some(nix::unistd::Gid::from_raw(user.gid)),
+            )
+            .unwrap();
+        }
+        Some(g)
+    }
+
+    /// `cmd` (a command as the user, from [`Session::command_as`]) started by a root shell
+    /// that first joins the group, as a login in a delegated scope would start.
+    fn wrap(&self, cmd: &Command) -> Command {
+        let mut w = Command::new("/bin/sh");
+        w.arg("-ec")
+            .arg(r#"echo $$ > "$1/cgroup.procs"; shift; exec "$@""#)
+            .arg("sh")
+            .arg(&self.dir)
+            .arg(cmd.get_program())
+            .args(cmd.get_args())
+            .env_clear()
+            .current_dir("/");
+        for (k, v) in cmd.get_envs() {
+            if let Some(v) = v {
+                w.env(k, v);
+            }
+        }
+        w
+    }
+
+    /// The groups below this one, as paths relative to it.
+    fn children(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.dir).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                out.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+impl Drop for DelegatedGroup {
+    fn drop(&mut self) {
+        // Deepest first: kill what is left, then rmdir (EBUSY until the processes are gone).
+        let mut dirs: Vec<PathBuf> = vec![self.dir.clone()];
+        let mut i = 0;
+        while i < dirs.len() {
+            if let Ok(rd) = fs::read_dir(&dirs[i]) {
+                for e in rd.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        dirs.push(e.path());
+                    }
+                }
+            }
+            i += 1;
+        }
+        for d in dirs.iter().rev() {
+            for _ in 0..200 {
+                for pid in fs::read_to_string(d.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+                if fs::remove_dir(d).is_ok() || !d.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+        if self.enabled_hugetlb {
+            let root = self.dir.parent().unwrap().join("cgroup.subtree_control");
+            // Another group may use it by now (EBUSY): then it stays.
+            let _ = fs::write(root, "-hugetlb");
+        }
     }
 }
 
@@ -176,7 +314,7 @@ fn a_user_runs_containers_in_a_user_namespace_of_its_own() {
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("--memory not applied"),
+        err.contains("--memory 64m not applied: no cgroup to write"),
         "the unapplied limit is named: {err}"
     );
     let upper: Vec<PathBuf> = fs::read_dir(r.containers())
@@ -234,6 +372,109 @@ fn a_user_runs_containers_in_a_user_namespace_of_its_own() {
         text.lines().collect::<Vec<_>>(),
         [host_hostname(), host_ifaces.to_string()],
         "{text}"
+    );
+}
+
+/// A user whose login runs in a delegated cgroup v2 group (systemd's `Delegate=yes`): the
+/// container gets a group of its own beneath it, the limits whose controllers the group does
+/// not offer are named (on this host's hybrid tree only hugetlb is offered), and the group is
+/// gone after the container.
+#[test]
+fn a_delegated_cgroup_v2_group_holds_the_container_and_unapplied_limits_are_named() {
+    if !common::can_run("rootless") || !unprivileged::can_run() {
+        return;
+    }
+    let s = Session::start();
+    let d = s.user_dir("runner-rootless-cgroup");
+    let r = Rootless::new(&s, &s.user, &d);
+    let name = format!("runner-test-deleg-{}", std::process::id());
+    let Some(g) = DelegatedGroup::new(&s.user, &name) else {
+        return;
+    };
+    let offered = fs::read_to_string(g.dir.join("cgroup.controllers")).unwrap();
+    let offered: Vec<&str> = offered.split_whitespace().collect();
+    let out = r.runner_in(
+        &g,
+        &[
+            "run",
+            "--rm",
+            "--memory",
+            "64m",
+            "--pids-limit",
+            "20",
+            "demo",
+            "cat",
+            "/proc/self/cgroup",
+        ],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    // The container's own group, a new one beneath the delegated group.
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or_else(|| panic!("a cgroup2 line: {text}"));
+    let id = line
+        .strip_prefix(&format!("/{name}/runner-"))
+        .unwrap_or_else(|| panic!("a group under /{name}: {line}"));
+    assert!(
+        id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{line}"
+    );
+    // Each limit whose controller is not offered is named, with the group and what it offers.
+    let err = String::from_utf8_lossy(&out.stderr);
+    for (what, controller) in [("--memory 64m", "memory"), ("--pids-limit 20", "pids")] {
+        let warning = format!(
+            "runner: warning: {what} not applied: the {controller} controller is not delegated \
+             to {} (available: {})",
+            g.dir.display(),
+            if offered.is_empty() {
+                "none".to_string()
+            } else {
+                offered.join(" ")
+            }
+        );
+        assert_eq!(
+            err.contains(&warning),
+            !offered.contains(&controller),
+            "{warning:?}: {err}"
+        );
+    }
+    // --rm: the container's group is gone (a leaf of the user's own processes may stay).
+    let left: Vec<String> = g
+        .children()
+        .into_iter()
+        .filter(|c| c != "runner-leaf")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    // Without a delegated group (the user's processes in the root group): no cgroup, every
+    // limit named with the reason.
+    let out = r.runner(
+        &[
+            "run",
+            "--rm",
+            "--memory",
+            "64m",
+            "demo",
+            "cat",
+            "/proc/self/cgroup",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--memory 64m not applied: no cgroup to write:")
+            && err.contains("is not delegated to this user"),
+        "{err}"
+    );
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+    let own_line = own.lines().find(|l| l.starts_with("0::")).unwrap();
+    assert_eq!(
+        stdout(&out).lines().find(|l| l.starts_with("0::")),
+        Some(own_line),
+        "the container stays in its runner's group"
     );
 }
 
