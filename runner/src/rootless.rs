@@ -76,7 +76,12 @@ pub fn enter() -> Result<Option<i32>> {
     if !std::path::Path::new("/dev/fuse").exists() {
         bail!("no /dev/fuse: load the fuse module (modprobe fuse); the container's root is a FUSE mount");
     }
-    layer_tool::userns::enter(&[("UNIONFS_STORE", store.into_os_string())])
+    // Chosen here, where owners are the host's (inside, the user's files are root's).
+    let runtime = crate::runtime_dir::choose(&crate::runtime_dir::Env::current())?;
+    layer_tool::userns::enter(&[
+        ("UNIONFS_STORE", store.into_os_string()),
+        (crate::runtime_dir::ENV, runtime.into_os_string()),
+    ])
 }
 
 /// True when this user namespace forbids `setgroups` (`/proc/self/setgroups` is `deny`).

@@ -66,11 +66,8 @@ impl Resources {
                     self.dir.rootfs().display()
                 ));
             } else {
-                if let Err(e) = fs::remove_dir_all(&self.dir.dir) {
-                    first_err.get_or_insert(
-                        anyhow::Error::new(e)
-                            .context(format!("removing {}", self.dir.dir.display())),
-                    );
+                if let Err(e) = self.dir.remove() {
+                    first_err.get_or_insert(e);
                 }
                 self.containers.release_name(&self.name);
             }
@@ -155,7 +152,7 @@ fn run_blocked(spec: RunSpec, mask: &BlockedSignals) -> Result<i32> {
     // Private (0700) before anything of a container goes in: its layers and writable layer
     // hold whatever device nodes an image brought.
     store.secure()?;
-    let containers = Containers::new(store.root());
+    let containers = Containers::for_run(store.root())?;
     let (dir, name) = containers.create(spec.name.as_deref())?;
     let mut res = Resources {
         containers,
@@ -406,7 +403,7 @@ fn start_and_supervise(
             _slirp = Some(crate::slirp::start(
                 pid,
                 allow_host_loopback,
-                &dir.dir.join("slirp4netns.log"),
+                &dir.slirp_log_file(),
             )?);
         }
         state.status = Status::Running;
