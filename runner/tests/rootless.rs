@@ -478,6 +478,110 @@ fn a_delegated_cgroup_v2_group_holds_the_container_and_unapplied_limits_are_name
     );
 }
 
+/// A user's runtime state (the union's mount point, the init layer, the logs) is under
+/// `$XDG_RUNTIME_DIR/runner`, 0700, apart from the store's writable layer and record; other
+/// users cannot read it; `ps` and `rm` still find the container. Without a usable
+/// `$XDG_RUNTIME_DIR`, `$TMPDIR/runner-run-UID`, refused when someone else made it first.
+#[test]
+fn a_users_runtime_state_is_under_xdg_runtime_dir_and_private() {
+    if !common::can_run("rootless") || !unprivileged::can_run() {
+        return;
+    }
+    let s = Session::start();
+    let d = s.user_dir("runner-rootless-state");
+    let r = Rootless::new(&s, &s.user, &d);
+    let out = r.runner(&["run", "--name", "kept", "demo", "true"], None);
+    assert!(out.status.success(), "{}", describe(&out));
+    let runtime = r.run.join("runner");
+    let md = fs::metadata(&runtime).unwrap();
+    assert_eq!(
+        (md.uid(), md.mode() & 0o7777),
+        (s.user.uid, 0o700),
+        "{}",
+        runtime.display()
+    );
+    let ids: Vec<String> = fs::read_dir(runtime.join("containers"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let run_dir = runtime.join("containers").join(&ids[0]);
+    let store_dir = r.containers().join(&ids[0]);
+    for f in ["rootfs", "init/etc/hostname", "unionfs.log"] {
+        assert!(run_dir.join(f).exists(), "{f} in {}", run_dir.display());
+        assert!(!store_dir.join(f).exists(), "{f} not in the store");
+    }
+    for f in ["upper", "state.json"] {
+        assert!(store_dir.join(f).exists(), "{f} in {}", store_dir.display());
+    }
+    // Another user may pass through $XDG_RUNTIME_DIR (0711 here) but not read runner's part.
+    use std::os::unix::fs::PermissionsExt;
+    for p in [&d.dir, &r.run] {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    let other = s.other_user("ufs-rootless-nosub", false);
+    let out = s
+        .command_as(&other, "/bin/ls")
+        .arg("-d")
+        .arg(&runtime)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "reachable: {}", describe(&out));
+    let out = s
+        .command_as(&other, "/bin/ls")
+        .arg(&runtime)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{}",
+        describe(&out)
+    );
+    // ps (no namespace) and rm (in it) find the container; rm removes both parts.
+    let out = r.runner(&["ps"], None);
+    assert!(
+        stdout(&out)
+            .lines()
+            .any(|l| l.contains("kept") && l.contains("exited (0)")),
+        "{}",
+        describe(&out)
+    );
+    let out = r.runner(&["rm", "kept"], None);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(!run_dir.exists() && !store_dir.exists());
+
+    // No XDG_RUNTIME_DIR: $TMPDIR/runner-run-UID, made 0700.
+    let tmp = d.path("tmp");
+    fs::create_dir(&tmp).unwrap();
+    unprivileged::chown_r(&tmp, &s.user);
+    let no_xdg = |args: &[&str]| {
+        s.command_as(&s.user, &r.runner)
+            .args(args)
+            .env("XDG_DATA_HOME", &r.data)
+            .env("TMPDIR", &tmp)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = no_xdg(&["run", "--rm", "demo", "cat", "/etc/hostname"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let fallback = tmp.join(format!("runner-run-{}", s.user.uid));
+    let md = fs::metadata(&fallback).unwrap();
+    assert_eq!((md.uid(), md.mode() & 0o7777), (s.user.uid, 0o700));
+    // Made first by someone else (here root): refused by name, nothing run.
+    fs::remove_dir_all(&fallback).unwrap();
+    fs::create_dir(&fallback).unwrap();
+    let out = no_xdg(&["run", "--rm", "demo", "echo", "ran"]);
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&fallback.display().to_string()) && err.contains("not by you"),
+        "{err}"
+    );
+    assert!(!stdout(&out).contains("ran"));
+}
+
 #[test]
 fn what_the_host_forbids_a_rootless_run_is_named() {
     if !common::can_run("rootless") || !unprivileged::can_run() {
