@@ -161,7 +161,12 @@ impl DelegatedGroup {
     fn wrap(&self, cmd: &Command) -> Command {
         let mut w = Command::new("/bin/sh");
         w.arg("-ec")
-            .arg(r#"echo $$ > "$1/cgroup.procs"; shift; exec "$@""#)
+            // Into the leaf that runner made when it had to enable a controller (the group
+            // itself may then hold no processes), as a systemd user's processes are in leaves.
+            .arg(
+                r#"g=$1; shift; [ -d "$g/runner-leaf" ] && g=$g/runner-leaf
+echo $$ > "$g/cgroup.procs"; exec "$@""#,
+            )
             .arg("sh")
             .arg(&self.dir)
             .arg(cmd.get_program())
@@ -580,6 +585,120 @@ fn a_users_runtime_state_is_under_xdg_runtime_dir_and_private() {
         "{err}"
     );
     assert!(!stdout(&out).contains("ran"));
+}
+
+/// The OCI interface rootless (root of a user namespace of the user's, as podman runs it), in a
+/// delegated group: the container's group is made beneath it, and a hugetlb limit (hugetlb is
+/// the one controller this host's v2 tree offers) enables the controller, which moves the
+/// group's own processes into a leaf first (cgroup v2 allows no controllers with them).
+#[test]
+fn the_oci_interface_rootless_uses_a_delegated_group_and_enables_what_a_limit_needs() {
+    if !common::can_run("rootless") || !unprivileged::can_run() {
+        return;
+    }
+    let s = Session::start();
+    let d = s.user_dir("runner-rootless-oci-cgroup");
+    let runner = s.reachable_binary(&d.dir, env!("CARGO_BIN_EXE_runner"));
+    let name = format!("runner-test-deleg-oci-{}", std::process::id());
+    let Some(g) = DelegatedGroup::new(&s.user, &name) else {
+        return;
+    };
+    let bundle = d.path("bundle");
+    for dir in ["bin", "proc", "dev", "sys", "tmp"] {
+        fs::create_dir_all(bundle.join("rootfs").join(dir)).unwrap();
+    }
+    fs::copy(common::BUSYBOX, bundle.join("rootfs/bin/busybox")).unwrap();
+    for applet in ["sh", "cat", "true"] {
+        std::os::unix::fs::symlink("busybox", bundle.join("rootfs/bin").join(applet)).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["spec", "--bundle"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let config_path = bundle.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&fs::read(&config_path).unwrap()).unwrap();
+    config["process"]["args"] = serde_json::json!(["true"]);
+    config["process"]["terminal"] = serde_json::json!(false);
+    // A single mapping (unshare --map-root-user) has no gid 5 for devpts, as `runc spec
+    // --rootless` leaves it out.
+    for m in config["mounts"].as_array_mut().unwrap() {
+        if m["type"] == "devpts" {
+            m["options"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|o| o != "gid=5");
+        }
+    }
+    config["linux"]["resources"]["hugepageLimits"] =
+        serde_json::json!([{"pageSize": "2MB", "limit": 4194304}]);
+    fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    unprivileged::chown_r(&d.dir, &s.user);
+    let state = d.path("state");
+    let oci = |args: &[&str]| {
+        let mut c = s.command_as(&s.user, "/usr/bin/unshare");
+        c.args(["--user", "--map-root-user", "--"])
+            .arg(&runner)
+            .arg("--root")
+            .arg(&state)
+            .args(args);
+        // Output in files: the container of `create` keeps the runtime's stdout and stderr
+        // open until it runs, so pipes would not reach their end.
+        let (out_path, err_path) = (d.path("oci.out"), d.path("oci.err"));
+        let status = g
+            .wrap(&c)
+            .stdin(std::process::Stdio::null())
+            .stdout(fs::File::create(&out_path).unwrap())
+            .stderr(fs::File::create(&err_path).unwrap())
+            .status()
+            .unwrap();
+        Output {
+            status,
+            stdout: fs::read(&out_path).unwrap(),
+            stderr: fs::read(&err_path).unwrap(),
+        }
+    };
+    let offered = fs::read_to_string(g.dir.join("cgroup.controllers")).unwrap();
+    let out = oci(&["create", "--bundle", bundle.to_str().unwrap(), "c1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let group = g.dir.join("runner-oci-c1");
+    assert!(group.is_dir(), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    if offered.split_whitespace().any(|c| c == "hugetlb") {
+        assert_eq!(
+            fs::read_to_string(group.join("hugetlb.2MB.max"))
+                .unwrap()
+                .trim(),
+            "4194304"
+        );
+        let control = fs::read_to_string(g.dir.join("cgroup.subtree_control")).unwrap();
+        assert!(
+            control.split_whitespace().any(|c| c == "hugetlb"),
+            "{control}"
+        );
+        // The group's own processes (the runner's chain) went to the leaf; none are left in it.
+        assert!(g.dir.join("runner-leaf").is_dir());
+        assert_eq!(fs::read_to_string(g.dir.join("cgroup.procs")).unwrap(), "");
+        assert!(!err.contains("not applied"), "{err}");
+    } else {
+        assert!(
+            err.contains("linux.resources.hugepageLimits not applied: the hugetlb controller"),
+            "{err}"
+        );
+    }
+    // The container's process is in the group.
+    let procs = fs::read_to_string(group.join("cgroup.procs")).unwrap();
+    assert_eq!(procs.lines().count(), 1, "{procs:?}");
+    let out = oci(&["start", "c1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = oci(&["delete", "--force", "c1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        !group.exists(),
+        "the container's group is gone after delete"
+    );
 }
 
 #[test]

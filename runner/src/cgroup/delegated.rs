@@ -356,9 +356,14 @@ pub fn locate(
     let target_path = if path.is_absolute() {
         path.to_path_buf()
     } else {
-        let Some(own) = own_path(proc_cgroup) else {
+        let Some(mut own) = own_path(proc_cgroup) else {
             return Err("no cgroup2 (0::) line in /proc/self/cgroup".to_string());
         };
+        // A leaf that an earlier run moved the user's processes into: the delegated group is
+        // its parent (else every run would nest one level deeper).
+        if own.file_name().is_some_and(|n| n == LEAF) {
+            own.pop();
+        }
         own.join(path)
     };
     let Some(target) = group_dir(&mount_point, &mount_root, &target_path) else {
@@ -463,6 +468,11 @@ mod tests {
         assert_eq!(
             locate(&mountinfo, "0::/deleg\n", Path::new("runner-1")),
             Ok((deleg.clone(), "runner-1".into()))
+        );
+        assert_eq!(
+            locate(&mountinfo, "0::/deleg/runner-leaf\n", Path::new("runner-1")),
+            Ok((deleg.clone(), "runner-1".into())),
+            "from the leaf an earlier run made, beside it"
         );
         assert_eq!(
             locate(&mountinfo, "0::/\n", Path::new("/deleg/pod/ctr")),
