@@ -397,6 +397,18 @@ pub fn locate(
 /// A group for a run without root: under the delegated subtree that holds `path` when this
 /// process may write it (see [`locate`]); else none, every asked limit named as not applied.
 pub fn create(path: &Path, limits: &Limits) -> Result<Delegation> {
+    // `..` would climb out of the cgroup2 mount (to any directory of the user's that has a
+    // `cgroup.procs` file), and "." names nothing.
+    if path
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_) | Component::RootDir))
+        || path.components().all(|c| c == Component::RootDir)
+    {
+        bail!(
+            "invalid cgroup path {}: it must name a group without '..'",
+            path.display()
+        );
+    }
     let mountinfo =
         fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
     let own = fs::read_to_string("/proc/self/cgroup").context("reading /proc/self/cgroup")?;
@@ -589,6 +601,17 @@ mod tests {
         assert!(got.not_applied[0].why.contains("available: none"));
         // A name that climbs out is refused.
         assert!(create_under(tmp2.path(), Path::new("../x"), &l).is_err());
+    }
+
+    #[test]
+    fn a_path_that_climbs_is_refused_before_anything_is_looked_up() {
+        for bad in ["/deleg/../../../tmp/x", "../x", "/", "./x"] {
+            let err = format!(
+                "{:#}",
+                create(Path::new(bad), &Limits::default()).unwrap_err()
+            );
+            assert!(err.contains("invalid cgroup path"), "{bad}: {err}");
+        }
     }
 
     #[test]
