@@ -134,6 +134,19 @@ impl DelegatedGroup {
         if enabled_hugetlb {
             fs::write(&control, "+hugetlb").unwrap();
         }
+        // What an earlier run of this test left when it was killed (its pid is gone).
+        for e in fs::read_dir(&mount).unwrap().flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = n
+                .rsplit('-')
+                .next()
+                .filter(|_| n.starts_with("runner-test-deleg-"))
+            {
+                if !Path::new("/proc").join(pid).exists() {
+                    remove_group_tree(&e.path());
+                }
+            }
+        }
         let dir = mount.join(name);
         let _ = fs::create_dir(&dir);
         let g = DelegatedGroup {
@@ -196,37 +209,42 @@ echo $$ > "$g/cgroup.procs"; exec "$@""#,
 
 impl Drop for DelegatedGroup {
     fn drop(&mut self) {
-        // Deepest first: kill what is left, then rmdir (EBUSY until the processes are gone).
-        let mut dirs: Vec<PathBuf> = vec![self.dir.clone()];
-        let mut i = 0;
-        while i < dirs.len() {
-            if let Ok(rd) = fs::read_dir(&dirs[i]) {
-                for e in rd.flatten() {
-                    if e.file_type().is_ok_and(|t| t.is_dir()) {
-                        dirs.push(e.path());
-                    }
-                }
-            }
-            i += 1;
-        }
-        for d in dirs.iter().rev() {
-            for _ in 0..200 {
-                for pid in fs::read_to_string(d.join("cgroup.procs"))
-                    .unwrap_or_default()
-                    .lines()
-                {
-                    let _ = Command::new("kill").args(["-9", pid]).status();
-                }
-                if fs::remove_dir(d).is_ok() || !d.exists() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-        }
+        remove_group_tree(&self.dir);
         if self.enabled_hugetlb {
             let root = self.dir.parent().unwrap().join("cgroup.subtree_control");
             // Another group may use it by now (EBUSY): then it stays.
             let _ = fs::write(root, "-hugetlb");
+        }
+    }
+}
+
+/// Remove a cgroup and its descendants, deepest first: kill what is left in each, then rmdir
+/// (EBUSY until the processes are gone).
+fn remove_group_tree(top: &Path) {
+    let mut dirs: Vec<PathBuf> = vec![top.to_path_buf()];
+    let mut i = 0;
+    while i < dirs.len() {
+        if let Ok(rd) = fs::read_dir(&dirs[i]) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs.push(e.path());
+                }
+            }
+        }
+        i += 1;
+    }
+    for d in dirs.iter().rev() {
+        for _ in 0..200 {
+            for pid in fs::read_to_string(d.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+            {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+            if fs::remove_dir(d).is_ok() || !d.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
 }

@@ -206,22 +206,21 @@ pub fn split(parent: &Path, limits: &Limits) -> (Limits, Vec<NotApplied>) {
             not.push(missing(a.what, a.controller));
         }
     }
-    let keep = |c: &str| has(c);
-    if keep("memory") {
+    if has("memory") {
         applied.memory = limits.memory;
     }
-    if keep("cpu") {
+    if has("cpu") {
         applied.cpu = limits.cpu;
         applied.cpu_shares = limits.cpu_shares;
     }
-    if keep("pids") {
+    if has("pids") {
         applied.pids = limits.pids;
     }
-    if keep("cpuset") {
+    if has("cpuset") {
         applied.cpuset_cpus = limits.cpuset_cpus.clone();
         applied.cpuset_mems = limits.cpuset_mems.clone();
     }
-    if keep("io") {
+    if has("io") {
         applied.io_weight = limits.io_weight;
     }
     // The OCI interface's v1 writes: hugetlb has a v2 file of its own; the others are v1's.
