@@ -9,8 +9,10 @@
 //! ordinary one: it mounts the union itself (FUSE may be mounted in a mount namespace its user
 //! namespace owns) and clones the container into new pid, uts, ipc, (net) namespaces owned by
 //! it. What it cannot do, it asks here: a cgroup only in a subtree delegated to the user
-//! ([`crate::cgroup::delegated`], which names the limits not applied), devices bound from the host instead of made, devpts without the tty
-//! group when gid 5 is not mapped ([`adapt_mounts`]), `setgroups` denied under a single mapping.
+//! ([`crate::cgroup::delegated`], which names the limits not applied), devices bound from the
+//! host instead of made, devpts without the tty group when gid 5 is not mapped
+//! ([`adapt_mounts`]), `setgroups` denied under a single mapping. Its runtime state goes to the
+//! user's runtime directory, which [`enter`] chooses ([`crate::runtime_dir`]).
 //!
 //! Nothing here gains privilege: the maps are the kernel's and the setuid helpers' to check,
 //! and every capability the inner runner has is confined to namespaces the user owns.
