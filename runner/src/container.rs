@@ -2,16 +2,20 @@
 //!
 //! ```text
 //! STORE/containers/<id>/upper/        the writable layer (kept after exit unless --rm)
-//! STORE/containers/<id>/init/         the init layer: hostname, hosts, resolv.conf, mount points
-//! STORE/containers/<id>/rootfs/       where the union is mounted while the container runs
 //! STORE/containers/<id>/state.json    what `ps`, `rm` and `commit` read
-//! STORE/containers/<id>/unionfs.log   output of `unionfs mount` (unionfs-daemon.log: the daemon's)
 //! STORE/containers/names/<name>       symlink to ../<id>: names are unique by construction
+//! RUN/<id>/init/                      the init layer: hostname, hosts, resolv.conf, mount points
+//! RUN/<id>/rootfs/                    where the union is mounted while the container runs
+//! RUN/<id>/unionfs.log                output of `unionfs mount` (unionfs-daemon.log: the daemon's)
 //! ```
+//!
+//! RUN is `STORE/containers` for root, and a user's runtime directory in a run without root
+//! ([`crate::runtime_dir`]).
 #![forbid(unsafe_code)]
 
 use std::fs;
 use std::io::{Read, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -55,19 +59,50 @@ pub struct State {
 #[derive(Debug, Clone)]
 pub struct Containers {
     root: PathBuf,
+    /// Where the runtime part of each container goes (`root` unless a user's run says else).
+    run_root: PathBuf,
 }
 
-/// One container's directory.
+/// One container's directories: in the store, and its runtime part (the same for root).
 #[derive(Debug, Clone)]
 pub struct ContainerDir {
     pub id: String,
     pub dir: PathBuf,
+    pub run: PathBuf,
 }
 
 impl Containers {
     pub fn new(store_root: &Path) -> Containers {
+        let root = store_root.join("containers");
+        Containers {
+            run_root: root.clone(),
+            root,
+        }
+    }
+
+    /// The containers of a store, with their runtime part where this run keeps it (a user's
+    /// runtime directory in a run without root; beside the rest for root).
+    pub fn for_run(store_root: &Path) -> Result<Containers> {
+        Ok(match crate::runtime_dir::containers_root()? {
+            Some(run) => Containers::with_run_root(store_root, &run),
+            None => Containers::new(store_root),
+        })
+    }
+
+    /// The containers of a store whose runtime parts are in `run_root`.
+    pub fn with_run_root(store_root: &Path, run_root: &Path) -> Containers {
         Containers {
             root: store_root.join("containers"),
+            run_root: run_root.to_path_buf(),
+        }
+    }
+
+    /// The directories of container `id`.
+    pub fn dir(&self, id: &str) -> ContainerDir {
+        ContainerDir {
+            id: id.to_string(),
+            dir: self.root.join(id),
+            run: self.run_root.join(id),
         }
     }
 
@@ -104,12 +139,17 @@ impl Containers {
                 anyhow::Error::new(e).context(format!("creating {}", link.display()))
             }
         })?;
-        let c = ContainerDir {
-            dir: self.root.join(&id),
-            id,
-        };
+        let c = self.dir(&id);
         let made = (|| -> Result<()> {
             fs::create_dir(&c.dir).with_context(|| format!("creating {}", c.dir.display()))?;
+            if c.run != c.dir {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&self.run_root)
+                    .with_context(|| format!("creating {}", self.run_root.display()))?;
+                fs::create_dir(&c.run).with_context(|| format!("creating {}", c.run.display()))?;
+            }
             for d in [c.upper(), c.init(), c.rootfs()] {
                 fs::create_dir(&d).with_context(|| format!("creating {}", d.display()))?;
             }
@@ -117,7 +157,7 @@ impl Containers {
         })();
         if let Err(e) = made {
             let _ = fs::remove_file(&link);
-            let _ = fs::remove_dir_all(&c.dir);
+            let _ = c.remove();
             return Err(e);
         }
         Ok((c, name))
@@ -129,12 +169,9 @@ impl Containers {
         if !name_or_id.contains('/') && !name_or_id.is_empty() {
             if let Ok(target) = fs::read_link(&link) {
                 if let Some(id) = target.file_name().and_then(|f| f.to_str()) {
-                    let dir = self.root.join(id);
-                    if dir.is_dir() {
-                        return Ok(ContainerDir {
-                            id: id.to_string(),
-                            dir,
-                        });
+                    let c = self.dir(id);
+                    if c.dir.is_dir() {
+                        return Ok(c);
                     }
                 }
             }
@@ -143,10 +180,7 @@ impl Containers {
             .ids()?
             .into_iter()
             .filter(|id| id.starts_with(name_or_id) && !name_or_id.is_empty())
-            .map(|id| ContainerDir {
-                dir: self.root.join(&id),
-                id,
-            })
+            .map(|id| self.dir(&id))
             .collect();
         match matches.len() {
             1 => Ok(matches.into_iter().next().expect("one match")),
@@ -185,21 +219,37 @@ impl ContainerDir {
         self.dir.join("upper")
     }
     pub fn init(&self) -> PathBuf {
-        self.dir.join("init")
+        self.run.join("init")
     }
     pub fn rootfs(&self) -> PathBuf {
-        self.dir.join("rootfs")
+        self.run.join("rootfs")
     }
     pub fn state_file(&self) -> PathBuf {
         self.dir.join("state.json")
     }
     /// Output of the `unionfs mount` command.
     pub fn log_file(&self) -> PathBuf {
-        self.dir.join("unionfs.log")
+        self.run.join("unionfs.log")
     }
     /// The union daemon's log while it serves the container.
     pub fn daemon_log_file(&self) -> PathBuf {
-        self.dir.join("unionfs-daemon.log")
+        self.run.join("unionfs-daemon.log")
+    }
+    /// slirp4netns's output (`--net slirp4netns`).
+    pub fn slirp_log_file(&self) -> PathBuf {
+        self.run.join("slirp4netns.log")
+    }
+
+    /// Remove the runtime part, then the rest (the union must be unmounted).
+    pub fn remove(&self) -> Result<()> {
+        for d in [&self.run, &self.dir] {
+            match fs::remove_dir_all(d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("removing {}", d.display())),
+            }
+        }
+        Ok(())
     }
 
     pub fn load(&self) -> Result<State> {
@@ -286,7 +336,37 @@ mod tests {
         assert_eq!(dname, d.id[..12]);
 
         // A removed container's name is free again.
-        fs::remove_dir_all(&c.dir).unwrap();
+        c.remove().unwrap();
+        assert!(!c.dir.exists());
         cs.create(Some("web")).unwrap();
+        // Also when only the store's directory went.
+        fs::remove_dir_all(cs.find("web").unwrap().dir).unwrap();
+        cs.create(Some("web")).unwrap();
+    }
+
+    #[test]
+    fn a_users_runtime_part_is_apart_from_the_store() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = tmp.path().join("xdg/runner/containers");
+        let cs = Containers::with_run_root(&tmp.path().join("store"), &run);
+        let (c, _) = cs.create(Some("web")).unwrap();
+        assert_eq!(c.dir, tmp.path().join("store/containers").join(&c.id));
+        assert_eq!(c.rootfs(), run.join(&c.id).join("rootfs"));
+        assert!(c.upper().is_dir() && c.init().is_dir() && c.rootfs().is_dir());
+        assert!(c.init().starts_with(&run) && c.log_file().starts_with(&run));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            fs::metadata(&run).unwrap().permissions().mode() & 0o7777,
+            0o700
+        );
+        c.save(&state(&c, "web")).unwrap();
+        assert!(c.state_file().starts_with(tmp.path().join("store")));
+        let found = cs.find("web").unwrap();
+        assert_eq!(
+            (found.dir.clone(), found.run.clone()),
+            (c.dir.clone(), c.run.clone())
+        );
+        found.remove().unwrap();
+        assert!(!c.dir.exists() && !c.run.exists());
     }
 }

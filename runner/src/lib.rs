@@ -21,6 +21,7 @@ pub mod process;
 pub mod rootfs;
 pub mod rootless;
 pub mod run;
+pub mod runtime_dir;
 pub mod slirp;
 pub mod spawn;
 pub mod spec;

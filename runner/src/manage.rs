@@ -2,14 +2,13 @@
 #![forbid(unsafe_code)]
 
 use std::fmt::Write as _;
-use std::fs;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use layer_tool::store::Store;
 
-use crate::container::{now, pid_alive, ContainerDir, Containers, State, Status};
+use crate::container::{now, pid_alive, Containers, State, Status};
 use crate::initlayer::INIT_FILES;
 use crate::union;
 
@@ -65,8 +64,7 @@ pub fn ps() -> Result<()> {
     let containers = Containers::new(Store::from_env().root());
     let mut states = Vec::new();
     for id in containers.ids()? {
-        let dir = containers.root().join(&id);
-        let c = ContainerDir { id, dir };
+        let c = containers.dir(&id);
         match c.load() {
             Ok(s) => states.push(s),
             Err(e) => tracing::warn!("skipping {}: {e:#}", c.dir.display()),
@@ -80,7 +78,7 @@ pub fn ps() -> Result<()> {
 /// Remove a kept container: its writable layer, and whatever a runner that died left (its
 /// processes, cgroup and mount).
 pub fn rm(name: &str, force: bool) -> Result<()> {
-    let containers = Containers::new(Store::from_env().root());
+    let containers = Containers::for_run(Store::from_env().root())?;
     let c = containers.find(name)?;
     let state = c.load().ok();
     if let Some(s) = &state {
@@ -119,9 +117,7 @@ pub fn rm(name: &str, force: bool) -> Result<()> {
             rootfs.display()
         );
     }
-    if c.dir.exists() {
-        fs::remove_dir_all(&c.dir).with_context(|| format!("removing {}", c.dir.display()))?;
-    }
+    c.remove()?;
     if let Some(s) = &state {
         containers.release_name(&s.name);
     }

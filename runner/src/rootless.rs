@@ -8,9 +8,11 @@
 //! runner, root in its namespace, does not pick root's. Inside ([`inside`]) the runner is the
 //! ordinary one: it mounts the union itself (FUSE may be mounted in a mount namespace its user
 //! namespace owns) and clones the container into new pid, uts, ipc, (net) namespaces owned by
-//! it. What it cannot do, it asks here: no cgroup (the limits asked for are named in a warning,
-//! [`unapplied_limits`]), devices bound from the host instead of made, devpts without the tty
-//! group when gid 5 is not mapped ([`adapt_mounts`]), `setgroups` denied under a single mapping.
+//! it. What it cannot do, it asks here: a cgroup only in a subtree delegated to the user
+//! ([`crate::cgroup::delegated`], which names the limits not applied), devices bound from the
+//! host instead of made, devpts without the tty group when gid 5 is not mapped
+//! ([`adapt_mounts`]), `setgroups` denied under a single mapping. Its runtime state goes to the
+//! user's runtime directory, which [`enter`] chooses ([`crate::runtime_dir`]).
 //!
 //! Nothing here gains privilege: the maps are the kernel's and the setuid helpers' to check,
 //! and every capability the inner runner has is confined to namespaces the user owns.
@@ -76,7 +78,12 @@ pub fn enter() -> Result<Option<i32>> {
     if !std::path::Path::new("/dev/fuse").exists() {
         bail!("no /dev/fuse: load the fuse module (modprobe fuse); the container's root is a FUSE mount");
     }
-    layer_tool::userns::enter(&[("UNIONFS_STORE", store.into_os_string())])
+    // Chosen here, where owners are the host's (inside, the user's files are root's).
+    let runtime = crate::runtime_dir::choose(&crate::runtime_dir::Env::current())?;
+    layer_tool::userns::enter(&[
+        ("UNIONFS_STORE", store.into_os_string()),
+        (crate::runtime_dir::ENV, runtime.into_os_string()),
+    ])
 }
 
 /// True when this user namespace forbids `setgroups` (`/proc/self/setgroups` is `deny`).
@@ -120,33 +127,6 @@ pub fn adapt_mounts(ops: &mut [crate::rootfs::Op]) {
             }
         }
     }
-}
-
-/// The limits that a rootless run cannot apply (no cgroup the user may write), by option name.
-pub fn unapplied_limits(l: &crate::cgroup::Limits) -> Vec<&'static str> {
-    let mut v = Vec::new();
-    if l.memory.is_some() {
-        v.push("--memory");
-    }
-    if l.cpu.is_some() {
-        v.push("--cpus");
-    }
-    if l.pids.is_some() {
-        v.push("--pids-limit");
-    }
-    if l.cpuset_cpus.is_some() {
-        v.push("--cpuset-cpus");
-    }
-    if l.cpuset_mems.is_some() {
-        v.push("cpuset mems");
-    }
-    if l.cpu_shares.is_some() {
-        v.push("cpu shares");
-    }
-    if l.io_weight.is_some() {
-        v.push("--io-weight");
-    }
-    v
 }
 
 #[cfg(test)]

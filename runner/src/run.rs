@@ -66,11 +66,8 @@ impl Resources {
                     self.dir.rootfs().display()
                 ));
             } else {
-                if let Err(e) = fs::remove_dir_all(&self.dir.dir) {
-                    first_err.get_or_insert(
-                        anyhow::Error::new(e)
-                            .context(format!("removing {}", self.dir.dir.display())),
-                    );
+                if let Err(e) = self.dir.remove() {
+                    first_err.get_or_insert(e);
                 }
                 self.containers.release_name(&self.name);
             }
@@ -155,7 +152,7 @@ fn run_blocked(spec: RunSpec, mask: &BlockedSignals) -> Result<i32> {
     // Private (0700) before anything of a container goes in: its layers and writable layer
     // hold whatever device nodes an image brought.
     store.secure()?;
-    let containers = Containers::new(store.root());
+    let containers = Containers::for_run(store.root())?;
     let (dir, name) = containers.create(spec.name.as_deref())?;
     let mut res = Resources {
         containers,
@@ -234,18 +231,19 @@ fn run_blocked(spec: RunSpec, mask: &BlockedSignals) -> Result<i32> {
     if crate::cgroup::device_rules_supported() {
         limits.devices = crate::cgroup::docker_device_rules();
     }
-    if crate::rootless::inside() {
-        // No cgroup a user may write (a delegated v2 subtree is not used yet).
-        let unapplied = crate::rootless::unapplied_limits(&spec.limits);
-        if !unapplied.is_empty() {
-            let _ = writeln!(
-                std::io::stderr(),
-                "runner: warning: without root there is no cgroup to write: {} not applied",
-                unapplied.join(", ")
-            );
+    let cgroup = if crate::rootless::inside() {
+        // A delegated cgroup v2 subtree when the user may write one; the limits it cannot
+        // apply are named, once each.
+        let d =
+            crate::cgroup::delegated::create(Path::new(&format!("runner-{}", dir.id)), &limits)?;
+        for n in &d.not_applied {
+            let _ = writeln!(std::io::stderr(), "runner: warning: {n}");
         }
+        d.cgroup.map(Cgroup::V2)
     } else {
-        let cgroup = Cgroup::create(&format!("runner-{}", dir.id), &limits)?;
+        Some(Cgroup::create(&format!("runner-{}", dir.id), &limits)?)
+    };
+    if let Some(cgroup) = cgroup {
         state.cgroups = cgroup.dirs();
         dir.save(&state)?;
         res.cgroup = Some(cgroup);
@@ -405,7 +403,7 @@ fn start_and_supervise(
             _slirp = Some(crate::slirp::start(
                 pid,
                 allow_host_loopback,
-                &dir.dir.join("slirp4netns.log"),
+                &dir.slirp_log_file(),
             )?);
         }
         state.status = Status::Running;

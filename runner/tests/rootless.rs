@@ -83,8 +83,169 @@ impl Rootless<'_> {
         c.output().unwrap()
     }
 
+    /// [`Rootless::runner`] started from inside a delegated group.
+    fn runner_in(&self, g: &DelegatedGroup, args: &[&str]) -> Output {
+        let mut c = self.s.command_as(&self.user, &self.runner);
+        c.args(args)
+            .env("XDG_DATA_HOME", &self.data)
+            .env("XDG_RUNTIME_DIR", &self.run);
+        g.wrap(&c)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    }
+
     fn containers(&self) -> PathBuf {
         self.data.join("unionfs/containers")
+    }
+}
+
+/// A cgroup v2 group delegated to the test user as systemd's `Delegate=yes` does it: made by
+/// root under the cgroup2 mount, its directory, `cgroup.procs`, `cgroup.subtree_control` and
+/// `cgroup.threads` given to the user; `hugetlb` (the one controller this host's v2 tree has)
+/// offered to it. Removed on drop, with whatever a failed test left in it.
+struct DelegatedGroup {
+    dir: PathBuf,
+    /// The cgroup2 root's `cgroup.subtree_control` did not list hugetlb before.
+    enabled_hugetlb: bool,
+}
+
+impl DelegatedGroup {
+    /// `None` (with SKIPPED, or a failure under CI=true) when there is no cgroup2 mount.
+    fn new(user: &User, name: &str) -> Option<DelegatedGroup> {
+        let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let Some(mount) = info.lines().find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            (post.split_whitespace().next() == Some("cgroup2"))
+                .then(|| PathBuf::from(pre.split_whitespace().nth(4).unwrap()))
+        }) else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true needs a cgroup2 mount for the delegated-cgroup test"
+            );
+            eprintln!("SKIPPED: no cgroup2 mount to delegate a group from");
+            return None;
+        };
+        let control = mount.join("cgroup.subtree_control");
+        let before = fs::read_to_string(&control).unwrap();
+        let offered = fs::read_to_string(mount.join("cgroup.controllers")).unwrap();
+        let enabled_hugetlb = offered.split_whitespace().any(|c| c == "hugetlb")
+            && !before.split_whitespace().any(|c| c == "hugetlb");
+        if enabled_hugetlb {
+            fs::write(&control, "+hugetlb").unwrap();
+        }
+        // What an earlier run of this test left when it was killed (its pid is gone).
+        for e in fs::read_dir(&mount).unwrap().flatten() {
+            let n = e.file_name().to_string_lossy().into_owned();
+            if let Some(pid) = n
+                .rsplit('-')
+                .next()
+                .filter(|_| n.starts_with("runner-test-deleg-"))
+            {
+                if !Path::new("/proc").join(pid).exists() {
+                    remove_group_tree(&e.path());
+                }
+            }
+        }
+        let dir = mount.join(name);
+        let _ = fs::create_dir(&dir);
+        let g = DelegatedGroup {
+            dir,
+            enabled_hugetlb,
+        };
+        for f in [
+            "",
+            "cgroup.procs",
+            "cgroup.subtree_control",
+            "cgroup.threads",
+        ] {
+            nix::unistd::chown(
+                &g.dir.join(f),
+                Some(nix::unistd::Uid::from_raw(user.uid)),
+                Some(nix::unistd::Gid::from_raw(user.gid)),
+            )
+            .unwrap();
+        }
+        Some(g)
+    }
+
+    /// `cmd` (a command as the user, from [`Session::command_as`]) started by a root shell
+    /// that first joins the group, as a login in a delegated scope would start.
+    fn wrap(&self, cmd: &Command) -> Command {
+        let mut w = Command::new("/bin/sh");
+        w.arg("-ec")
+            // Into the leaf that runner made when it had to enable a controller (the group
+            // itself may then hold no processes), as a systemd user's processes are in leaves.
+            .arg(
+                r#"g=$1; shift; [ -d "$g/runner-leaf" ] && g=$g/runner-leaf
+echo $$ > "$g/cgroup.procs"; exec "$@""#,
+            )
+            .arg("sh")
+            .arg(&self.dir)
+            .arg(cmd.get_program())
+            .args(cmd.get_args())
+            .env_clear()
+            .current_dir("/");
+        for (k, v) in cmd.get_envs() {
+            if let Some(v) = v {
+                w.env(k, v);
+            }
+        }
+        w
+    }
+
+    /// The groups below this one, as paths relative to it.
+    fn children(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in fs::read_dir(&self.dir).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                out.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+impl Drop for DelegatedGroup {
+    fn drop(&mut self) {
+        remove_group_tree(&self.dir);
+        if self.enabled_hugetlb {
+            let root = self.dir.parent().unwrap().join("cgroup.subtree_control");
+            // Another group may use it by now (EBUSY): then it stays.
+            let _ = fs::write(root, "-hugetlb");
+        }
+    }
+}
+
+/// Remove a cgroup and its descendants, deepest first: kill what is left in each, then rmdir
+/// (EBUSY until the processes are gone).
+fn remove_group_tree(top: &Path) {
+    let mut dirs: Vec<PathBuf> = vec![top.to_path_buf()];
+    let mut i = 0;
+    while i < dirs.len() {
+        if let Ok(rd) = fs::read_dir(&dirs[i]) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    dirs.push(e.path());
+                }
+            }
+        }
+        i += 1;
+    }
+    for d in dirs.iter().rev() {
+        for _ in 0..200 {
+            for pid in fs::read_to_string(d.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+            {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+            if fs::remove_dir(d).is_ok() || !d.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }
 
@@ -176,7 +337,7 @@ fn a_user_runs_containers_in_a_user_namespace_of_its_own() {
     assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("--memory not applied"),
+        err.contains("--memory 64m not applied: no cgroup to write"),
         "the unapplied limit is named: {err}"
     );
     let upper: Vec<PathBuf> = fs::read_dir(r.containers())
@@ -234,6 +395,327 @@ fn a_user_runs_containers_in_a_user_namespace_of_its_own() {
         text.lines().collect::<Vec<_>>(),
         [host_hostname(), host_ifaces.to_string()],
         "{text}"
+    );
+}
+
+/// A user whose login runs in a delegated cgroup v2 group (systemd's `Delegate=yes`): the
+/// container gets a group of its own beneath it, the limits whose controllers the group does
+/// not offer are named (on this host's hybrid tree only hugetlb is offered), and the group is
+/// gone after the container.
+#[test]
+fn a_delegated_cgroup_v2_group_holds_the_container_and_unapplied_limits_are_named() {
+    if !common::can_run("rootless") || !unprivileged::can_run() {
+        return;
+    }
+    let s = Session::start();
+    let d = s.user_dir("runner-rootless-cgroup");
+    let r = Rootless::new(&s, &s.user, &d);
+    let name = format!("runner-test-deleg-{}", std::process::id());
+    let Some(g) = DelegatedGroup::new(&s.user, &name) else {
+        return;
+    };
+    let offered = fs::read_to_string(g.dir.join("cgroup.controllers")).unwrap();
+    let offered: Vec<&str> = offered.split_whitespace().collect();
+    let out = r.runner_in(
+        &g,
+        &[
+            "run",
+            "--rm",
+            "--memory",
+            "64m",
+            "--pids-limit",
+            "20",
+            "demo",
+            "cat",
+            "/proc/self/cgroup",
+        ],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    // The container's own group, a new one beneath the delegated group.
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or_else(|| panic!("a cgroup2 line: {text}"));
+    let id = line
+        .strip_prefix(&format!("/{name}/runner-"))
+        .unwrap_or_else(|| panic!("a group under /{name}: {line}"));
+    assert!(
+        id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{line}"
+    );
+    // Each limit whose controller is not offered is named, with the group and what it offers.
+    let err = String::from_utf8_lossy(&out.stderr);
+    for (what, controller) in [("--memory 64m", "memory"), ("--pids-limit 20", "pids")] {
+        let warning = format!(
+            "runner: warning: {what} not applied: the {controller} controller is not delegated \
+             to {} (available: {})",
+            g.dir.display(),
+            if offered.is_empty() {
+                "none".to_string()
+            } else {
+                offered.join(" ")
+            }
+        );
+        assert_eq!(
+            err.contains(&warning),
+            !offered.contains(&controller),
+            "{warning:?}: {err}"
+        );
+    }
+    // --rm: the container's group is gone (a leaf of the user's own processes may stay).
+    let left: Vec<String> = g
+        .children()
+        .into_iter()
+        .filter(|c| c != "runner-leaf")
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+
+    // Without a delegated group (the user's processes in the root group): no cgroup, every
+    // limit named with the reason.
+    let out = r.runner(
+        &[
+            "run",
+            "--rm",
+            "--memory",
+            "64m",
+            "demo",
+            "cat",
+            "/proc/self/cgroup",
+        ],
+        None,
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--memory 64m not applied: no cgroup to write:")
+            && err.contains("is not delegated to this user"),
+        "{err}"
+    );
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+    let own_line = own.lines().find(|l| l.starts_with("0::")).unwrap();
+    assert_eq!(
+        stdout(&out).lines().find(|l| l.starts_with("0::")),
+        Some(own_line),
+        "the container stays in its runner's group"
+    );
+}
+
+/// A user's runtime state (the union's mount point, the init layer, the logs) is under
+/// `$XDG_RUNTIME_DIR/runner`, 0700, apart from the store's writable layer and record; other
+/// users cannot read it; `ps` and `rm` still find the container. Without a usable
+/// `$XDG_RUNTIME_DIR`, `$TMPDIR/runner-run-UID`, refused when someone else made it first.
+#[test]
+fn a_users_runtime_state_is_under_xdg_runtime_dir_and_private() {
+    if !common::can_run("rootless") || !unprivileged::can_run() {
+        return;
+    }
+    let s = Session::start();
+    let d = s.user_dir("runner-rootless-state");
+    let r = Rootless::new(&s, &s.user, &d);
+    let out = r.runner(&["run", "--name", "kept", "demo", "true"], None);
+    assert!(out.status.success(), "{}", describe(&out));
+    let runtime = r.run.join("runner");
+    let md = fs::metadata(&runtime).unwrap();
+    assert_eq!(
+        (md.uid(), md.mode() & 0o7777),
+        (s.user.uid, 0o700),
+        "{}",
+        runtime.display()
+    );
+    let ids: Vec<String> = fs::read_dir(runtime.join("containers"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let run_dir = runtime.join("containers").join(&ids[0]);
+    let store_dir = r.containers().join(&ids[0]);
+    for f in ["rootfs", "init/etc/hostname", "unionfs.log"] {
+        assert!(run_dir.join(f).exists(), "{f} in {}", run_dir.display());
+        assert!(!store_dir.join(f).exists(), "{f} not in the store");
+    }
+    for f in ["upper", "state.json"] {
+        assert!(store_dir.join(f).exists(), "{f} in {}", store_dir.display());
+    }
+    // Another user may pass through $XDG_RUNTIME_DIR (0711 here) but not read runner's part.
+    use std::os::unix::fs::PermissionsExt;
+    for p in [&d.dir, &r.run] {
+        fs::set_permissions(p, fs::Permissions::from_mode(0o711)).unwrap();
+    }
+    let other = s.other_user("ufs-rootless-nosub", false);
+    let out = s
+        .command_as(&other, "/bin/ls")
+        .arg("-d")
+        .arg(&runtime)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "reachable: {}", describe(&out));
+    let out = s
+        .command_as(&other, "/bin/ls")
+        .arg(&runtime)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{}",
+        describe(&out)
+    );
+    // ps (no namespace) and rm (in it) find the container; rm removes both parts.
+    let out = r.runner(&["ps"], None);
+    assert!(
+        stdout(&out)
+            .lines()
+            .any(|l| l.contains("kept") && l.contains("exited (0)")),
+        "{}",
+        describe(&out)
+    );
+    let out = r.runner(&["rm", "kept"], None);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(!run_dir.exists() && !store_dir.exists());
+
+    // No XDG_RUNTIME_DIR: $TMPDIR/runner-run-UID, made 0700.
+    let tmp = d.path("tmp");
+    fs::create_dir(&tmp).unwrap();
+    unprivileged::chown_r(&tmp, &s.user);
+    let no_xdg = |args: &[&str]| {
+        s.command_as(&s.user, &r.runner)
+            .args(args)
+            .env("XDG_DATA_HOME", &r.data)
+            .env("TMPDIR", &tmp)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = no_xdg(&["run", "--rm", "demo", "cat", "/etc/hostname"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let fallback = tmp.join(format!("runner-run-{}", s.user.uid));
+    let md = fs::metadata(&fallback).unwrap();
+    assert_eq!((md.uid(), md.mode() & 0o7777), (s.user.uid, 0o700));
+    // Made first by someone else (here root): refused by name, nothing run.
+    fs::remove_dir_all(&fallback).unwrap();
+    fs::create_dir(&fallback).unwrap();
+    let out = no_xdg(&["run", "--rm", "demo", "echo", "ran"]);
+    assert_eq!(out.status.code(), Some(125), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&fallback.display().to_string()) && err.contains("not by you"),
+        "{err}"
+    );
+    assert!(!stdout(&out).contains("ran"));
+}
+
+/// The OCI interface rootless (root of a user namespace of the user's, as podman runs it), in a
+/// delegated group: the container's group is made beneath it, and a hugetlb limit (hugetlb is
+/// the one controller this host's v2 tree offers) enables the controller, which moves the
+/// group's own processes into a leaf first (cgroup v2 allows no controllers with them).
+#[test]
+fn the_oci_interface_rootless_uses_a_delegated_group_and_enables_what_a_limit_needs() {
+    if !common::can_run("rootless") || !unprivileged::can_run() {
+        return;
+    }
+    let s = Session::start();
+    let d = s.user_dir("runner-rootless-oci-cgroup");
+    let runner = s.reachable_binary(&d.dir, env!("CARGO_BIN_EXE_runner"));
+    let name = format!("runner-test-deleg-oci-{}", std::process::id());
+    let Some(g) = DelegatedGroup::new(&s.user, &name) else {
+        return;
+    };
+    let bundle = d.path("bundle");
+    for dir in ["bin", "proc", "dev", "sys", "tmp"] {
+        fs::create_dir_all(bundle.join("rootfs").join(dir)).unwrap();
+    }
+    fs::copy(common::BUSYBOX, bundle.join("rootfs/bin/busybox")).unwrap();
+    for applet in ["sh", "cat", "true"] {
+        std::os::unix::fs::symlink("busybox", bundle.join("rootfs/bin").join(applet)).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .args(["spec", "--bundle"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe(&out));
+    let config_path = bundle.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&fs::read(&config_path).unwrap()).unwrap();
+    config["process"]["args"] = serde_json::json!(["true"]);
+    config["process"]["terminal"] = serde_json::json!(false);
+    // A single mapping (unshare --map-root-user) has no gid 5 for devpts, as `runc spec
+    // --rootless` leaves it out.
+    for m in config["mounts"].as_array_mut().unwrap() {
+        if m["type"] == "devpts" {
+            m["options"]
+                .as_array_mut()
+                .unwrap()
+                .retain(|o| o != "gid=5");
+        }
+    }
+    config["linux"]["resources"]["hugepageLimits"] =
+        serde_json::json!([{"pageSize": "2MB", "limit": 4194304}]);
+    fs::write(&config_path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    unprivileged::chown_r(&d.dir, &s.user);
+    let state = d.path("state");
+    let oci = |args: &[&str]| {
+        let mut c = s.command_as(&s.user, "/usr/bin/unshare");
+        c.args(["--user", "--map-root-user", "--"])
+            .arg(&runner)
+            .arg("--root")
+            .arg(&state)
+            .args(args);
+        // Output in files: the container of `create` keeps the runtime's stdout and stderr
+        // open until it runs, so pipes would not reach their end.
+        let (out_path, err_path) = (d.path("oci.out"), d.path("oci.err"));
+        let status = g
+            .wrap(&c)
+            .stdin(std::process::Stdio::null())
+            .stdout(fs::File::create(&out_path).unwrap())
+            .stderr(fs::File::create(&err_path).unwrap())
+            .status()
+            .unwrap();
+        Output {
+            status,
+            stdout: fs::read(&out_path).unwrap(),
+            stderr: fs::read(&err_path).unwrap(),
+        }
+    };
+    let offered = fs::read_to_string(g.dir.join("cgroup.controllers")).unwrap();
+    let out = oci(&["create", "--bundle", bundle.to_str().unwrap(), "c1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let group = g.dir.join("runner-oci-c1");
+    assert!(group.is_dir(), "{}", describe(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    if offered.split_whitespace().any(|c| c == "hugetlb") {
+        assert_eq!(
+            fs::read_to_string(group.join("hugetlb.2MB.max"))
+                .unwrap()
+                .trim(),
+            "4194304"
+        );
+        let control = fs::read_to_string(g.dir.join("cgroup.subtree_control")).unwrap();
+        assert!(
+            control.split_whitespace().any(|c| c == "hugetlb"),
+            "{control}"
+        );
+        // The group's own processes (the runner's chain) went to the leaf; none are left in it.
+        assert!(g.dir.join("runner-leaf").is_dir());
+        assert_eq!(fs::read_to_string(g.dir.join("cgroup.procs")).unwrap(), "");
+        assert!(!err.contains("not applied"), "{err}");
+    } else {
+        assert!(
+            err.contains("linux.resources.hugepageLimits not applied: the hugetlb controller"),
+            "{err}"
+        );
+    }
+    // The container's process is in the group.
+    let procs = fs::read_to_string(group.join("cgroup.procs")).unwrap();
+    assert_eq!(procs.lines().count(), 1, "{procs:?}");
+    let out = oci(&["start", "c1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let out = oci(&["delete", "--force", "c1"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert!(
+        !group.exists(),
+        "the container's group is gone after delete"
     );
 }
 

@@ -7,6 +7,7 @@
 //! driven. Both writers take plain directory paths, so their tests run on a temporary directory.
 #![forbid(unsafe_code)]
 
+pub mod delegated;
 pub mod v1;
 pub mod v2;
 

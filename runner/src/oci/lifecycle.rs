@@ -159,25 +159,24 @@ fn create_inner(root: &Root, id: &str, opts: &CreateOpts) -> Result<Created> {
     let cgroup = match Cgroup::create_at(&cg_path, &cfg.limits) {
         Ok(cg) => Some(cg),
         // Root of a user namespace (rootless podman runs its runtime so) may not write the
-        // host's cgroups unless a subtree was delegated to the user: as runc's rootless mode
-        // on cgroup v1, no cgroup, and the limits are named as not applied.
+        // host's cgroups: a path in a cgroup v2 subtree delegated to the user is used, with the
+        // limits it can apply; otherwise, as runc's rootless mode on cgroup v1, no cgroup.
         Err(e) if crate::rootless::oci_rootless() => {
-            let unapplied = crate::rootless::unapplied_limits(&cfg.limits);
-            if unapplied.is_empty() && cfg.cgroups_path.is_none() {
-                // Nothing asked of a cgroup (rootless podman on cgroup v1 asks nothing).
-                tracing::info!("rootless: no cgroup ({e:#})");
-            } else {
-                eprintln!(
-                    "runner: warning: rootless: no cgroup at linux.cgroupsPath {} ({e:#}){}",
-                    cg_path.display(),
-                    if unapplied.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; not applied: {}", unapplied.join(", "))
-                    }
-                );
+            tracing::info!("rootless: {e:#}; looking for a delegated cgroup v2 subtree");
+            let d = crate::cgroup::delegated::create(&cg_path, &cfg.limits)
+                .with_context(|| format!("linux.cgroupsPath {}", cg_path.display()))?;
+            if let Some(why) = &d.no_cgroup {
+                if !d.not_applied.is_empty() || cfg.cgroups_path.is_some() {
+                    eprintln!(
+                        "runner: warning: rootless: no cgroup at linux.cgroupsPath {}: {why}",
+                        cg_path.display()
+                    );
+                }
             }
-            None
+            for n in &d.not_applied {
+                eprintln!("runner: warning: rootless: {n}");
+            }
+            d.cgroup.map(Cgroup::V2)
         }
         Err(e) => {
             return Err(e).with_context(|| format!("linux.cgroupsPath {}", cg_path.display()))

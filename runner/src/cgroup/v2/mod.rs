@@ -173,9 +173,17 @@ fn missing_in_subtree(dir: &Path, wanted: &[&'static str]) -> Vec<&'static str> 
     let enabled = fs::read_to_string(dir.join("cgroup.subtree_control")).unwrap_or_default();
     wanted
         .iter()
-        .filter(|c| !enabled.split_whitespace().any(|e| e == **c))
+        .filter(|c| !lists(&enabled, c))
         .copied()
         .collect()
+}
+
+/// Whether a `cgroup.subtree_control` text lists `controller` (the kernel writes `pids`; a
+/// file of a test written as the kernel is written to, `+pids`).
+pub(crate) fn lists(subtree_control: &str, controller: &str) -> bool {
+    subtree_control
+        .split_whitespace()
+        .any(|e| e.trim_start_matches('+') == controller)
 }
 
 /// Where to create the container's group: the runner's own group `own` (under `root`) when the
