@@ -382,6 +382,7 @@ fn start_and_supervise(
             flags,
             cgroup_dir: cgroup.and_then(|c| c.clone_into_dir()),
             tty_channel: tty_theirs,
+            confine_gate: true,
             ..Default::default()
         },
     )?;
@@ -389,13 +390,16 @@ fn start_and_supervise(
     // Held until the container is gone (the user-mode network serves it).
     let mut _slirp = None;
     let started = (|| -> Result<()> {
-        if let Some(cgroup) = cgroup.filter(|_| !child.joined_cgroup) {
-            cgroup.add(pid)?;
-        }
         if spec.userns {
             // Before the go: the child's first step needs its capabilities in the namespace,
             // which it has only once it maps to an id.
             write_id_maps(pid)?;
+        }
+        // The child builds its root while we join it to the cgroup (on v1 each start waits
+        // there for an RCU grace period); it executes nothing before the final go below.
+        child.release_setup()?;
+        if let Some(cgroup) = cgroup.filter(|_| !child.joined_cgroup) {
+            cgroup.add(pid)?;
         }
         if let Net::Slirp4netns {
             allow_host_loopback,
@@ -411,12 +415,16 @@ fn start_and_supervise(
         state.status = Status::Running;
         state.pid = Some(pid.as_raw());
         dir.save(state)?;
-        child.release()
+        child.release_confined()
     })();
     if let Err(e) = started {
         // The child sees end-of-file on the go pipe (or is killed here) and exits.
         child.abort();
-        return Err(e);
+        // It may have failed its set-up first (then the join found it gone): its words say why.
+        return Err(match child.error_message() {
+            Some(msg) => e.context(msg),
+            None => e,
+        });
     }
     res.delete_dir = spec.remove;
     // The container sends its pty master once its /dev/pts exists (or closes the socket on error).
