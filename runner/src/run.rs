@@ -42,6 +42,8 @@ struct Resources {
     delete_dir: bool,
     mount: Option<UnionMount>,
     cgroup: Option<Cgroup>,
+    /// Reaped once the container's process is attached (or with the rest).
+    early_attach: Option<crate::cgroup::v1::EarlyAttach>,
 }
 
 impl Resources {
@@ -111,6 +113,14 @@ fn run_blocked(spec: RunSpec, mask: &BlockedSignals) -> Result<i32> {
     if !Path::new("/dev/fuse").exists() {
         bail!("no /dev/fuse: load the fuse module (modprobe fuse); the container's root is a FUSE mount");
     }
+    // The first cgroup v1 attach's grace period runs alongside the preparations
+    // (cgroup::v1::EarlyAttach); reaped after the container's attach.
+    let early_attach = match crate::cgroup::detect(Path::new(crate::cgroup::CGROUP_ROOT)) {
+        Ok(crate::cgroup::Mode::V1 { .. }) if !crate::rootless::inside() => {
+            crate::cgroup::v1::EarlyAttach::start()
+        }
+        _ => None,
+    };
     let store = Store::from_env();
     // A registry reference is pulled (by layer-tool's library) when the store lacks it.
     let pull_opts = layer_tool::registry::pull::PullOptions {
@@ -164,6 +174,7 @@ fn run_blocked(spec: RunSpec, mask: &BlockedSignals) -> Result<i32> {
         delete_dir: true,
         mount: None,
         cgroup: None,
+        early_attach,
     };
     let hostname = match (&spec.hostname, spec.net) {
         (Some(h), _) => h.clone(),
@@ -401,6 +412,7 @@ fn start_and_supervise(
         if let Some(cgroup) = cgroup.filter(|_| !child.joined_cgroup) {
             cgroup.add(pid)?;
         }
+        res.early_attach = None;
         if let Net::Slirp4netns {
             allow_host_loopback,
         } = spec.net
