@@ -115,6 +115,9 @@ pub struct ChildFds {
     /// OCI `create`: the container's exec fifo, (read end, a write end of our own so the read
     /// blocks instead of seeing end-of-file); `start` writes one byte.
     pub exec_gate: Option<(OwnedFd, OwnedFd)>,
+    /// A second byte on `go` is awaited before anything of the container's runs
+    /// ([`crate::spawn::Spawn::confine_gate`]).
+    pub confine_gate: bool,
 }
 
 /// Run in the cloned child; never returns.
@@ -125,13 +128,20 @@ pub fn run(cfg: &ChildConfig, fds: ChildFds) -> ! {
         tty_channel,
         ready,
         exec_gate,
+        confine_gate,
     } = fds;
     let err = fs::File::from(err);
     let mut err_out = &err;
     // A panic must not unwind out of here: the frames above belong to the runner's copy of
     // itself, whose destructors would unmount and delete the container from inside it.
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        setup_and_exec(cfg, go, tty_channel, ready, exec_gate, &err)
+        let gates = Gates {
+            go,
+            confine_gate,
+            ready,
+            exec_gate,
+        };
+        setup_and_exec(cfg, gates, tty_channel, &err)
     }));
     let result = result.unwrap_or_else(|_| {
         Err(Failure::Setup(anyhow::anyhow!(
@@ -170,19 +180,37 @@ impl From<anyhow::Error> for Failure {
 
 enum Never {}
 
-fn setup_and_exec(
-    cfg: &ChildConfig,
+/// The points where the child waits for its runtime.
+struct Gates {
     go: OwnedFd,
-    tty_channel: Option<OwnedFd>,
+    confine_gate: bool,
     ready: Option<OwnedFd>,
     exec_gate: Option<(OwnedFd, OwnedFd)>,
+}
+
+/// One byte from the go pipe; end-of-file (the runner died or gave up) ends the child quietly.
+fn wait_for_go(go: &mut fs::File) -> Result<(), Failure> {
+    let mut byte = [0u8; 1];
+    match go.read(&mut byte) {
+        Ok(1) => Ok(()),
+        _ => Err(Failure::Quiet),
+    }
+}
+
+fn setup_and_exec(
+    cfg: &ChildConfig,
+    gates: Gates,
+    tty_channel: Option<OwnedFd>,
     err: &fs::File,
 ) -> Result<Never, Failure> {
-    let mut byte = [0u8; 1];
-    match fs::File::from(go).read(&mut byte) {
-        Ok(1) => {}
-        _ => return Err(Failure::Quiet),
-    }
+    let Gates {
+        go,
+        confine_gate,
+        ready,
+        exec_gate,
+    } = gates;
+    let mut go = fs::File::from(go);
+    wait_for_go(&mut go)?;
     // First, while the host's /proc is still there for the fallback and long before a seccomp
     // filter could refuse the syscalls: only what we open from here on (all close-on-exec) and
     // the passed descriptors survive exec.
@@ -338,6 +366,12 @@ fn setup_and_exec(
     let program_c = CString::new(program.as_os_str().as_encoded_bytes())
         .context("program path has a NUL byte")?;
 
+    if confine_gate {
+        // The runner has joined us to the container's cgroup once this byte comes: from here
+        // on, what runs (the command, the --init fork) is confined.
+        wait_for_go(&mut go)?;
+    }
+    drop(go);
     if let Some(ready) = ready {
         fs::File::from(ready)
             .write_all(b"r")

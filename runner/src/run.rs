@@ -42,6 +42,8 @@ struct Resources {
     delete_dir: bool,
     mount: Option<UnionMount>,
     cgroup: Option<Cgroup>,
+    /// Reaped once the container's process is attached (or with the rest).
+    early_attach: Option<crate::cgroup::v1::EarlyAttach>,
 }
 
 impl Resources {
@@ -108,6 +110,14 @@ fn run_blocked(spec: RunSpec, mask: &BlockedSignals) -> Result<i32> {
     if !Path::new("/dev/fuse").exists() {
         bail!("no /dev/fuse: load the fuse module (modprobe fuse); the container's root is a FUSE mount");
     }
+    // The first cgroup v1 attach's grace period runs alongside the preparations
+    // (cgroup::v1::EarlyAttach); reaped after the container's attach.
+    let early_attach = match crate::cgroup::detect(Path::new(crate::cgroup::CGROUP_ROOT)) {
+        Ok(crate::cgroup::Mode::V1 { .. }) if !crate::rootless::inside() => {
+            crate::cgroup::v1::EarlyAttach::start()
+        }
+        _ => None,
+    };
     let store = Store::from_env();
     // A registry reference is pulled (by layer-tool's library) when the store lacks it.
     let pull_opts = layer_tool::registry::pull::PullOptions {
@@ -161,6 +171,7 @@ fn run_blocked(spec: RunSpec, mask: &BlockedSignals) -> Result<i32> {
         delete_dir: true,
         mount: None,
         cgroup: None,
+        early_attach,
     };
     let hostname = match (&spec.hostname, spec.net) {
         (Some(h), _) => h.clone(),
@@ -380,6 +391,7 @@ fn start_and_supervise(
             flags,
             cgroup_dir: cgroup.and_then(|c| c.clone_into_dir()),
             tty_channel: tty_theirs,
+            confine_gate: true,
             ..Default::default()
         },
     )?;
@@ -387,14 +399,18 @@ fn start_and_supervise(
     // Held until the container is gone (the user-mode network serves it).
     let mut _slirp = None;
     let started = (|| -> Result<()> {
-        if let Some(cgroup) = cgroup.filter(|_| !child.joined_cgroup) {
-            cgroup.add(pid)?;
-        }
         if spec.userns {
             // Before the go: the child's first step needs its capabilities in the namespace,
             // which it has only once it maps to an id.
             write_id_maps(pid)?;
         }
+        // The child builds its root while we join it to the cgroup (on v1 each start waits
+        // there for an RCU grace period); it executes nothing before the final go below.
+        child.release_setup()?;
+        if let Some(cgroup) = cgroup.filter(|_| !child.joined_cgroup) {
+            cgroup.add(pid)?;
+        }
+        res.early_attach = None;
         if let Net::Slirp4netns {
             allow_host_loopback,
         } = spec.net
@@ -409,12 +425,16 @@ fn start_and_supervise(
         state.status = Status::Running;
         state.pid = Some(pid.as_raw());
         dir.save(state)?;
-        child.release()
+        child.release_confined()
     })();
     if let Err(e) = started {
         // The child sees end-of-file on the go pipe (or is killed here) and exits.
         child.abort();
-        return Err(e);
+        // It may have failed its set-up first (then the join found it gone): its words say why.
+        return Err(match child.error_message() {
+            Some(msg) => e.context(msg),
+            None => e,
+        });
     }
     res.delete_dir = spec.remove;
     // The container sends its pty master once its /dev/pts exists (or closes the socket on error).

@@ -1,7 +1,8 @@
 //! Cloning a container process and letting it go: the one sequence `runner run`, OCI `create`
 //! and OCI `exec` share. The clone waits on a go pipe until the caller has done its part (joined
 //! it to the cgroup on v1, written its id maps), reports set-up errors on an error pipe that
-//! closes at `execve`, and, for OCI, says on a ready pipe when its set-up is complete.
+//! closes at `execve`, and, for OCI, says on a ready pipe when its set-up is complete. With
+//! [`Spawn::confine_gate`] the go comes in two steps: set up, then execute.
 #![forbid(unsafe_code)]
 
 use std::fs;
@@ -29,6 +30,12 @@ pub struct Spawn<'a> {
     pub exec_gate: Option<(OwnedFd, OwnedFd)>,
     /// Ask the child to report when its set-up is done (before exec, or before the gate).
     pub ready: bool,
+    /// Two-step go: [`Spawned::release_setup`] lets the child build its root while the caller
+    /// joins it to its cgroup (a v1 attach waits for an RCU grace period, ~10 ms: the two
+    /// overlap), and [`Spawned::release`] lets it go on to execute. Nothing of the container's
+    /// runs before the second step: the child waits for it before the command's `execve`, the
+    /// `--init` fork and the ready report.
+    pub confine_gate: bool,
 }
 
 impl Default for Spawn<'_> {
@@ -39,6 +46,7 @@ impl Default for Spawn<'_> {
             tty_channel: None,
             exec_gate: None,
             ready: false,
+            confine_gate: false,
         }
     }
 }
@@ -90,6 +98,7 @@ pub fn spawn(cfg: &ChildConfig, s: Spawn<'_>) -> Result<Spawned> {
                     tty_channel: s.tty_channel,
                     ready: ready_write,
                     exec_gate: s.exec_gate,
+                    confine_gate: s.confine_gate,
                 },
             )
         }
@@ -119,6 +128,33 @@ pub fn open_cgroup_dir(dir: &Path) -> Result<OwnedFd> {
 }
 
 impl Spawned {
+    /// Let a [`Spawn::confine_gate`] process set itself up; it then waits for [`Self::release`]
+    /// before it executes anything of the container's.
+    pub fn release_setup(&mut self) -> Result<()> {
+        let go = self.go.as_ref().context("released already")?;
+        nix::unistd::write(go, b"s").context("letting the container process set up")?;
+        Ok(())
+    }
+
+    /// The second step of a [`Spawn::confine_gate`] go: let the process execute. A process
+    /// that failed its set-up has exited already (the go pipe is broken): that is no error
+    /// here, its exit status and error pipe say what happened to whoever waits for it.
+    pub fn release_confined(&mut self) -> Result<()> {
+        let go = self.go.take().context("released twice")?;
+        match nix::unistd::write(&go, b"g") {
+            Ok(_) | Err(nix::errno::Errno::EPIPE) => Ok(()),
+            Err(e) => Err(e).context("releasing the container process"),
+        }
+    }
+
+    /// What the process wrote on its error pipe before it died (after [`Self::abort`]).
+    pub fn error_message(&mut self) -> Option<String> {
+        let mut msg = String::new();
+        let _ = fs::File::from(self.err.take()?).read_to_string(&mut msg);
+        let msg = msg.trim();
+        (!msg.is_empty()).then(|| msg.to_string())
+    }
+
     /// Let the process go.
     pub fn release(&mut self) -> Result<()> {
         let go = self.go.take().context("released twice")?;

@@ -161,6 +161,22 @@ pub fn fork() -> io::Result<Option<Pid>> {
     }
 }
 
+/// `fork(2)` for a short-lived helper of the runner (see `cgroup::v1::EarlyAttach`).
+pub fn fork_helper() -> io::Result<Option<Pid>> {
+    if thread_count()? != 1 {
+        return Err(io::Error::other(
+            "fork of a helper with more than one thread",
+        ));
+    }
+    // SAFETY: checked just above that this process has one thread, so the child has a
+    // consistent copy of every lock (allocator included); the child makes one write and calls
+    // `exit_now`.
+    match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+        nix::unistd::ForkResult::Child => Ok(None),
+        nix::unistd::ForkResult::Parent { child } => Ok(Some(child)),
+    }
+}
+
 /// `_exit(2)`: leave a forked child without running the parent's exit handlers.
 pub fn exit_now(code: i32) -> ! {
     // SAFETY: `_exit` has no preconditions; it never returns.

@@ -262,14 +262,20 @@ impl UnionMount {
         self.daemon.as_ref()
     }
 
-    /// `unionfs umount MNT`; falls back to a lazy unmount (logged) if that fails.
-    /// Then wait for the daemon to exit: `umount` returns once the kernel has dropped the mount,
-    /// and the daemon leaves a moment later.
+    /// Unmount, then wait for the daemon to exit: the unmount returns once the kernel has
+    /// dropped the mount, and the daemon leaves a moment later (after cleaning its branches).
+    /// With the daemon's pidfd in hand, `umount2` is called here and its exit awaited on the
+    /// pidfd: no `unionfs umount` process to start, and no polling. Where `umount2` is refused
+    /// (a user namespace that does not own the mount: rootless runs), or without a pidfd,
+    /// `unionfs umount` does it as before.
     pub fn unmount(mut self) -> Result<()> {
         self.mounted = false;
         match self.daemon.take() {
             Some(d) => {
-                unmount_path(&self.bin, &self.mnt)?;
+                if let Err(e) = nix::mount::umount2(&self.mnt, nix::mount::MntFlags::empty()) {
+                    tracing::debug!(mnt = %self.mnt.display(), "umount2: {e}; running unionfs umount");
+                    unmount_path(&self.bin, &self.mnt)?;
+                }
                 wait_for_exit(&d.pidfd, &self.mnt);
                 Ok(())
             }

@@ -134,17 +134,9 @@ fn exec_and_a_pid_namespace_sharing_create_never_expose_the_runtime_binary() {
     rt.run(&["create", "--bundle", b.to_str().unwrap(), joiner])
         .ok();
     let joiner_pid = rt.pid(joiner);
-    // It runs from a sealed memfd copy, not from the file on the host.
-    let exe = fs::read_link(format!("/proc/{joiner_pid}/exe")).unwrap();
-    assert!(
-        exe.to_string_lossy().starts_with("/memfd:"),
-        "the created process runs from {}",
-        exe.display()
-    );
-    let exe_file = fs::File::open(format!("/proc/{joiner_pid}/exe")).unwrap();
-    let seals = nix::fcntl::fcntl(exe_file.as_fd(), nix::fcntl::FcntlArg::F_GET_SEALS).unwrap();
-    let needed = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
-    assert_eq!(seals & needed, needed, "seals {seals:#x}");
+    // It runs from a sealed view, not from the file on the host, and even the host's root
+    // cannot write it through /proc/PID/exe.
+    assert_sealed_exe(joiner_pid);
     std::thread::sleep(Duration::from_secs(2));
     rt.run(&["start", joiner]).ok();
     rt.wait_stopped(joiner);
@@ -164,6 +156,73 @@ fn exec_and_a_pid_namespace_sharing_create_never_expose_the_runtime_binary() {
     for run in &execs {
         run.ok();
     }
+}
+
+/// The process runs from a view of the runtime that cannot be written (crate::exeseal):
+/// a read-only overlayfs (root's zero-copy way) or a memfd with the write seals. Either way an
+/// open for writing through `/proc/PID/exe`, here by the host's root, fails.
+#[track_caller]
+fn assert_sealed_exe(pid: i64) {
+    let exe = fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    let exe_file = fs::File::open(format!("/proc/{pid}/exe")).unwrap();
+    let fs_type = nix::sys::statfs::fstatfs(&exe_file)
+        .unwrap()
+        .filesystem_type();
+    if exe.to_string_lossy().starts_with("/memfd:") {
+        let seals = nix::fcntl::fcntl(exe_file.as_fd(), nix::fcntl::FcntlArg::F_GET_SEALS).unwrap();
+        let needed =
+            libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+        assert_eq!(seals & needed, needed, "seals {seals:#x}");
+    } else {
+        assert_eq!(
+            fs_type,
+            nix::sys::statfs::OVERLAYFS_SUPER_MAGIC,
+            "the process runs from {} (neither a memfd nor an overlayfs view)",
+            exe.display()
+        );
+        // A detached mount: neither the process's mount table nor ours lists it.
+        let fdinfo = fs::read_to_string(format!(
+            "/proc/self/fdinfo/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&exe_file)
+        ))
+        .unwrap();
+        let mnt_id = fdinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("mnt_id:"))
+            .unwrap()
+            .trim()
+            .to_string();
+        for table in [
+            format!("/proc/{pid}/mountinfo"),
+            "/proc/self/mountinfo".into(),
+        ] {
+            let info = fs::read_to_string(&table).unwrap();
+            assert!(
+                !info.lines().any(|l| l.split(' ').next() == Some(&mnt_id)),
+                "mount {mnt_id} of the runtime's exe is listed in {table}"
+            );
+        }
+    }
+    let write = fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/exe"));
+    let err = write.expect_err("the runtime's exe opened for writing");
+    assert!(
+        matches!(
+            err.raw_os_error(),
+            Some(libc::EROFS | libc::EPERM | libc::ETXTBSY)
+        ),
+        "opening the runtime's exe for writing: {err}"
+    );
+    let mut buf = Vec::new();
+    fs::File::open(format!("/proc/{pid}/exe"))
+        .unwrap()
+        .read_to_end(&mut buf)
+        .unwrap();
+    assert!(
+        buf.starts_with(b"\x7fELF"),
+        "the sealed view is not the binary"
+    );
 }
 
 /// An image directory (the test image plus a layer holding `files` at its root).

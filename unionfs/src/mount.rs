@@ -412,23 +412,27 @@ pub fn daemon_pid(mountpoint: &Path) -> Option<nix::unistd::Pid> {
     (names_it && is_running(pid)).then_some(pid)
 }
 
-/// Waits (a bounded time) for the daemon recorded for `mountpoint` to exit.
-fn wait_for_daemon(mountpoint: &Path) {
-    let Some(file) = pid_file(mountpoint) else {
-        return;
-    };
-    let Some(pid) = std::fs::read_to_string(&file)
-        .ok()
-        .and_then(|s| s.trim().parse::<i32>().ok())
-    else {
-        return;
-    };
-    let pid = nix::unistd::Pid::from_raw(pid);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while is_running(pid) && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(2));
+/// The daemon recorded for `mountpoint`, held by a pidfd (taken while it still serves the mount,
+/// so that a recycled pid is never waited for).
+fn daemon_pidfd(mountpoint: &Path) -> Option<OwnedFd> {
+    let pid = daemon_pid(mountpoint)?;
+    crate::sys::pidfd_open(pid).ok()
+}
+
+/// Waits (a bounded time) for the daemon behind `pidfd` to exit (its pidfd polls readable),
+/// then removes its pid record of `mountpoint` if it left one.
+fn wait_for_daemon(mountpoint: &Path, pidfd: Option<OwnedFd>) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    if let Some(pidfd) = pidfd {
+        let mut fds = [PollFd::new(
+            std::os::fd::AsFd::as_fd(&pidfd),
+            PollFlags::POLLIN,
+        )];
+        let _ = poll(&mut fds, PollTimeout::from(10_000u16));
     }
-    let _ = std::fs::remove_file(file);
+    if let Some(file) = pid_file(mountpoint) {
+        let _ = std::fs::remove_file(file);
+    }
 }
 
 /// True while `pid` exists and is not a zombie (an exited daemon waits for its reaper, which
@@ -447,9 +451,10 @@ fn is_running(pid: nix::unistd::Pid) -> bool {
 /// daemon to finish.
 pub fn unmount(mountpoint: &Path, lazy: bool) -> anyhow::Result<()> {
     let canonical = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    let daemon = if lazy { None } else { daemon_pidfd(&canonical) };
     unmount_only(mountpoint, lazy)?;
     if !lazy {
-        wait_for_daemon(&canonical);
+        wait_for_daemon(&canonical, daemon);
     }
     Ok(())
 }

@@ -363,3 +363,17 @@ pub fn return_free_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// `pidfd_open(pid, 0)`: a descriptor that polls readable once the process has exited, for
+/// waiting on a process that is not our child.
+pub fn pidfd_open(pid: nix::unistd::Pid) -> std::io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes two integers and returns a new descriptor or -1; nothing is
+    // borrowed.
+    let ret = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if ret < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a non-negative return is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(ret as i32) })
+}

@@ -92,6 +92,52 @@ fn find_mount<'a>(mountinfo: &'a str, controller: &str) -> Option<(&'a str, &'a 
     })
 }
 
+/// A helper process that starts the RCU grace period of the first attach early.
+///
+/// Every `cgroup.procs` write takes the kernel's global `cgroup_threadgroup_rwsem` for writing,
+/// a percpu rwsem: the first writer in a while waits for an RCU grace period (rcu_sync) before
+/// it has it, 5-16 ms on the loaded 2-core test host; writers within about one grace period
+/// after that find it passed and take 0.1 ms. So at the start of `runner run` a forked helper
+/// moves itself into its own group (a no-op move, but a writer all the same) and exits: the
+/// wait runs while the runner finds the image and mounts the union, and the container's attach
+/// after the clone finds it passed (or shares it while in progress). Where the lock has no
+/// such wait (a kernel with `favordynmods`), it costs a fork. It changes no group: the helper
+/// writes `0` (itself) into the group it is already in, in one hierarchy.
+#[derive(Debug)]
+pub struct EarlyAttach {
+    pid: Pid,
+}
+
+impl EarlyAttach {
+    /// Fork the helper; `None` (nothing to do, or the fork failed: the attach then just waits)
+    /// without a v1 hierarchy we join.
+    pub fn start() -> Option<EarlyAttach> {
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let proc_cgroup = fs::read_to_string("/proc/self/cgroup").ok()?;
+        let dirs = own_cgroup_dirs(&mountinfo, &proc_cgroup).ok()?;
+        // pids: the hierarchy every container joins.
+        let procs = dirs.get("pids")?.join("cgroup.procs");
+        match crate::sys::fork_helper() {
+            Ok(Some(pid)) => Some(EarlyAttach { pid }),
+            Ok(None) => {
+                let code = if fs::write(&procs, "0").is_ok() { 0 } else { 1 };
+                crate::sys::exit_now(code)
+            }
+            Err(e) => {
+                tracing::debug!("fork of the early attach helper: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for EarlyAttach {
+    fn drop(&mut self) {
+        // Reap it: done by now, or just finishing its grace period.
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+    }
+}
+
 /// The container's group: one directory per joined hierarchy.
 #[derive(Debug)]
 pub struct Cgroup {

@@ -255,6 +255,7 @@ fn create_inner(root: &Root, id: &str, opts: &CreateOpts) -> Result<Created> {
             tty_channel: console,
             exec_gate: Some((gate_read, gate_write)),
             ready: true,
+            confine_gate: false,
         },
     )?;
     // The clone holds its own copy of the writer now.
