@@ -65,6 +65,11 @@ impl Found {
     }
 }
 
+/// True for a symlink's stat.
+pub(crate) fn is_symlink(st: &FileStat) -> bool {
+    st.st_mode & libc::S_IFMT == libc::S_IFLNK
+}
+
 /// A node found by its id: its merged path, its resolution, and the view of the directory
 /// holding it (None for the root).
 #[derive(Debug)]
@@ -81,11 +86,13 @@ pub struct Attr {
     pub st: FileStat,
 }
 
-/// A name the kernel now knows: its node id and attributes.
+/// A name the kernel now knows: its node id, attributes and generation (see
+/// [`Union::generation_of`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
     pub node: u64,
     pub attr: Attr,
+    pub generation: u64,
 }
 
 /// The union filesystem.
@@ -620,12 +627,57 @@ impl Union {
     /// Registers a kernel lookup of `parent/name` and returns its entry.
     pub fn entry_for(&self, parent: u64, name: &OsStr, found: &Found) -> Entry {
         let attr = self.attr_of(&found.st);
+        let generation = if is_symlink(&found.st) && self.changes_only_through_us() {
+            self.dir_view(parent)
+                .and_then(|(ppath, view)| {
+                    self.branch_dir(&view, &ppath, found.top())
+                        .ctx(|| format!("open {ppath:?}"))
+                })
+                .map_or(0, |dir| self.generation_of(&dir, name, &found.st))
+        } else {
+            0
+        };
         if self.inodes.lookup(parent, name, attr.ino) {
             self.layers_changed();
         }
         Entry {
             node: attr.ino,
             attr,
+            generation,
+        }
+    }
+
+    /// The FUSE generation of branch entry `dir/name` (stat `st`): 0, but for a symlink a hash
+    /// of its target, when the kernel caches symlink targets (`FUSE_CACHE_SYMLINKS`, asked for
+    /// in `fuse.rs` only when every change goes through us).
+    ///
+    /// Why: the kernel keeps a symlink's target in its inode's page cache until the inode is
+    /// evicted, and nothing in an entry or attribute reply invalidates it. A target never
+    /// changes in place (a new target is a new symlink: a new branch inode), and a copy-up
+    /// keeps it. But node ids are branch inode numbers, and ext4 hands a freed inode number to
+    /// the next new inode at once: a symlink removed through the mount while the kernel still
+    /// holds its inode (an `O_PATH` descriptor on it, a lookup racing the unlink) could leave
+    /// that inode, with the old target cached, to be found again under the same node id for
+    /// a new symlink. The kernel compares the generation of every entry with its inode's
+    /// (`fuse_stale_inode`) and, when they differ, retires the old inode and makes a new one,
+    /// with an empty cache. A different target always gives a different generation (up to a
+    /// 64-bit hash collision); the same target may keep the cached page, which is then right.
+    /// Hardlinks of one symlink share their target, so they share the generation too.
+    /// An unreadable link gives 0, which differs from any target's hash (never 0).
+    pub(crate) fn generation_of(&self, dir: &OwnedFd, name: &OsStr, st: &FileStat) -> u64 {
+        if !is_symlink(st) {
+            return 0;
+        }
+        match nix::fcntl::readlinkat(dir.as_fd(), name) {
+            Ok(target) => {
+                use std::hash::{Hash, Hasher};
+                // SipHash with fixed keys: the same target gives the same number for the
+                // daemon's lifetime (the kernel's inodes do not outlive the mount).
+                let mut h = std::hash::DefaultHasher::new();
+                target.hash(&mut h);
+                h.finish().max(1)
+            }
+            Err(_) => 0,
         }
     }
 
