@@ -120,6 +120,8 @@ pub struct Union {
     /// interleaves with an unlink or rename of the same name.
     pub(crate) path_locks: crate::pathlock::PathLocks,
     tmp_seq: AtomicU64,
+    /// Serialises making a branch's shared whiteout file (see `link_whiteout`).
+    whiteout_lock: parking_lot::Mutex<()>,
 }
 
 impl Union {
@@ -170,12 +172,16 @@ impl Union {
             link_groups: Default::default(),
             names_gen: AtomicU64::new(0),
             tmp_seq: AtomicU64::new(0),
+            whiteout_lock: Default::default(),
         })
     }
 
     /// At unmount: removes the `.wh..wh.work` directories this union made in its branches when
     /// they are empty, so a branch left behind holds only the user's changes.
     pub fn cleanup(&self) {
+        for work in self.work.iter().flatten() {
+            remove_whiteout_base(work);
+        }
         for root in self.own_work_roots() {
             remove_work_dir(root);
         }
@@ -189,7 +195,16 @@ impl Union {
             .into_iter()
             .filter_map(|r| r.try_clone().ok())
             .collect();
-        move || roots.iter().for_each(remove_work_dir)
+        let works: Vec<OwnedFd> = self
+            .work
+            .iter()
+            .flatten()
+            .filter_map(|w| w.try_clone().ok())
+            .collect();
+        move || {
+            works.iter().for_each(remove_whiteout_base);
+            roots.iter().for_each(remove_work_dir)
+        }
     }
 
     /// The roots of the writable branches whose work directory is their own `.wh..wh.work`.
@@ -776,6 +791,71 @@ impl Union {
         })
     }
 
+    /// Makes `wh` in branch `t`'s directory `dir` a hardlink of the branch's shared whiteout
+    /// file, an empty 0600 file in its work directory, made on first use (as aufs links its
+    /// whiteouts to one file, and overlayfs to one inode). A whiteout's content and inode
+    /// mean nothing (only its name counts), and a link costs the branch filesystem no inode:
+    /// on ext4 a new inode took 150-330 us here against 8-17 us for a link, and the links
+    /// are as cheap to remove again (rmdir of a whited-out directory empties it first).
+    /// Atomic as the create it replaces: the whiteout is there or not. The shared file is
+    /// named `tmp.*`, so a crash leaves nothing a mount does not clean, and is removed at
+    /// unmount; the whiteouts linked to it stay, as plain empty files with a link count.
+    /// False when no link could be made (no work directory, a filesystem without hardlinks):
+    /// the caller then creates the whiteout as a file of its own.
+    pub(crate) fn link_whiteout(&self, t: usize, dir: &OwnedFd, wh: &OsStr) -> bool {
+        let Ok(work) = self.work_dir(t) else {
+            return false;
+        };
+        let base = whiteout_base_name();
+        let link = || {
+            nix::unistd::linkat(
+                work,
+                base.as_os_str(),
+                dir,
+                wh,
+                nix::fcntl::AtFlags::empty(),
+            )
+        };
+        for _ in 0..3 {
+            match link() {
+                // An existing whiteout is fine, as it was for the create.
+                Ok(()) | Err(nix::errno::Errno::EEXIST) => return true,
+                // Not made yet, or full (ext4: 65,000 links): a new shared file. A link made
+                // to the old one stays valid.
+                Err(e @ (nix::errno::Errno::ENOENT | nix::errno::Errno::EMLINK)) => {
+                    let _g = self.whiteout_lock.lock();
+                    if e == nix::errno::Errno::EMLINK {
+                        match link() {
+                            Err(nix::errno::Errno::EMLINK) => {}
+                            // Another thread renewed it meanwhile.
+                            _ => continue,
+                        }
+                        let _ = nix::unistd::unlinkat(
+                            work,
+                            base.as_os_str(),
+                            nix::unistd::UnlinkatFlags::NoRemoveDir,
+                        );
+                    }
+                    match nix::fcntl::openat(
+                        work,
+                        base.as_os_str(),
+                        OFlag::O_CREAT
+                            | OFlag::O_EXCL
+                            | OFlag::O_WRONLY
+                            | OFlag::O_CLOEXEC
+                            | OFlag::O_NOFOLLOW,
+                        Mode::from_bits_truncate(0o600),
+                    ) {
+                        Ok(_) | Err(nix::errno::Errno::EEXIST) => {}
+                        Err(_) => return false,
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+
     /// A fresh temporary name inside a work directory.
     pub(crate) fn tmp_name(&self) -> PathBuf {
         let n = self
@@ -783,6 +863,21 @@ impl Union {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         PathBuf::from(format!("tmp.{}.{n}", std::process::id()))
     }
+}
+
+/// The name of a branch's shared whiteout file in its work directory: `tmp.*`, so that a mount
+/// removes one an earlier daemon left behind.
+fn whiteout_base_name() -> std::ffi::OsString {
+    format!("tmp.whiteout.{}", std::process::id()).into()
+}
+
+/// Removes the shared whiteout file from a work directory (the whiteouts linked to it stay).
+fn remove_whiteout_base(work: &OwnedFd) {
+    let _ = nix::unistd::unlinkat(
+        work.as_fd(),
+        whiteout_base_name().as_os_str(),
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    );
 }
 
 /// Removes a branch's `.wh..wh.work` if it is empty (a copy-up cut short leaves it to the next
