@@ -214,7 +214,7 @@ fn reply_entry(
     match r {
         Ok(e) => {
             // fuser sends attr.ino as the node id too: the union inode number is both.
-            reply.entry(ttl, &file_attr(&e.attr), Generation(0));
+            reply.entry(ttl, &file_attr(&e.attr), Generation(e.generation));
         }
         Err(e) => reply.error(errno(stats, op, &e)),
     }
@@ -249,6 +249,17 @@ impl Filesystem for UnionFuse {
         // The kernel enforces and caches POSIX ACLs (of lower files too); the umask is then
         // ours to apply (see `Union::creation_mode`).
         let _ = config.add_capabilities(fuser::InitFlags::FUSE_POSIX_ACL);
+        // The kernel keeps a symlink's target in the page cache: one READLINK per symlink, not
+        // one per path walk through it (a compiler's include path, `/lib64` and the `.so`
+        // links a loader follows: 22,000 READLINKs in a `make -j4` of 300 files). A target
+        // never changes in place and a copy-up keeps it; a node id that a new symlink reuses
+        // comes with another generation (`Union::generation_of`), so the kernel drops the old
+        // inode and its cache. Only when every change goes through us: a symlink of a `ro`
+        // branch replaced from outside must be seen within SHORT_TTL, and nothing would drop
+        // a cached target of an inode the kernel keeps.
+        if self.ttl == LONG_TTL {
+            let _ = config.add_capabilities(fuser::InitFlags::FUSE_CACHE_SYMLINKS);
+        }
         // Data moves between the application and the branch file without the daemon (kernel
         // 6.9+, CAP_SYS_ADMIN). Stack depth 1: our branches are plain filesystems.
         if config
@@ -636,7 +647,7 @@ impl Filesystem for UnionFuse {
                     &e.name,
                     ttl,
                     &file_attr(&attr),
-                    Generation(0),
+                    Generation(listed.generation),
                 ) {
                     break 'batches;
                 }
@@ -777,7 +788,7 @@ impl Filesystem for UnionFuse {
                     Some(id) => reply.created_passthrough(
                         &self.ttl,
                         &attr,
-                        Generation(0),
+                        Generation(e.generation),
                         FileHandle(fh),
                         FopenFlags::empty(),
                         &id,
@@ -785,7 +796,7 @@ impl Filesystem for UnionFuse {
                     None => reply.created(
                         &self.ttl,
                         &attr,
-                        Generation(0),
+                        Generation(e.generation),
                         FileHandle(fh),
                         self.cached_flags(),
                     ),

@@ -254,3 +254,103 @@ fn parent_dir(p: &Path) -> std::os::fd::OwnedFd {
     )
     .unwrap()
 }
+
+/// With every change going through the daemon (`rw`/`rr`), the kernel caches symlink targets
+/// (`FUSE_CACHE_SYMLINKS`): a link followed or read again sends no READLINK. A symlink replaced
+/// through the mount (renamed over, or removed and made again, which on ext4 reuses the freed
+/// inode number, so the node id, at once) reads its new target.
+#[test]
+fn a_symlink_is_read_once_and_a_replaced_one_shows_its_new_target() {
+    if !can_mount() {
+        return;
+    }
+    let fx = Fixture::new();
+    fx.mkdir("upper");
+    fx.write("lower/a", "a");
+    fx.write("lower/b", "b");
+    std::os::unix::fs::symlink("a", fx.path("lower/link")).unwrap();
+    let spec = format!(
+        "{}=rw:{}=rr",
+        fx.path("upper").display(),
+        fx.path("lower").display()
+    );
+    let m = mount(&spec, &fx.path("mnt"), &[]);
+    let link = m.path("link");
+    assert_eq!(fs::read_link(&link).unwrap(), Path::new("a"));
+    stats(&m.mnt, true);
+    for _ in 0..5 {
+        assert_eq!(fs::read_link(&link).unwrap(), Path::new("a"));
+        assert_eq!(read(&link), "a");
+    }
+    let s = stats(&m.mnt, true);
+    assert_eq!(count(&s, "READLINK"), 0, "{s:?}");
+
+    // Renamed over: the name now reaches another inode, with its own target.
+    std::os::unix::fs::symlink("b", m.path("new")).unwrap();
+    fs::rename(m.path("new"), &link).unwrap();
+    assert_eq!(fs::read_link(&link).unwrap(), Path::new("b"));
+    assert_eq!(read(&link), "b");
+
+    // Removed and made again while the kernel still holds the old inode (an O_PATH descriptor
+    // on it): the new symlink may get the old one's inode number, hence its node id; the
+    // kernel must not show the target it cached for the old one.
+    for i in 0..20 {
+        let old = format!("t{i}-old");
+        let new = format!("t{i}-new");
+        std::os::unix::fs::symlink(&old, &link).unwrap_or_else(|_| {
+            fs::remove_file(&link).unwrap();
+            std::os::unix::fs::symlink(&old, &link).unwrap()
+        });
+        assert_eq!(fs::read_link(&link).unwrap(), Path::new(&old));
+        let held = nix::fcntl::open(
+            &link,
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_NOFOLLOW,
+            nix::sys::stat::Mode::empty(),
+        )
+        .unwrap();
+        fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(&new, &link).unwrap();
+        assert_eq!(fs::read_link(&link).unwrap(), Path::new(&new), "round {i}");
+        fs::remove_file(&link).unwrap();
+        drop(held);
+    }
+}
+
+/// A `ro` branch may change behind the mount: its symlink targets are not cached, so a link
+/// replaced there is seen within the SEMANTICS bound (the 1 s entry timeout).
+#[test]
+fn a_symlink_replaced_in_a_ro_branch_behind_the_mount_shows_its_new_target() {
+    if !can_mount() {
+        return;
+    }
+    let fx = Fixture::new();
+    fx.mkdir("upper");
+    fx.write("lower/a", "a");
+    std::os::unix::fs::symlink("a", fx.path("lower/link")).unwrap();
+    let spec = format!(
+        "{}=rw:{}=ro",
+        fx.path("upper").display(),
+        fx.path("lower").display()
+    );
+    let m = mount(&spec, &fx.path("mnt"), &[]);
+    let link = m.path("link");
+    assert_eq!(fs::read_link(&link).unwrap(), Path::new("a"));
+    // Replaced in place, as `ln -sfn` does it, and removed then made again (ext4 reuses the
+    // inode number: same node id, new target).
+    std::os::unix::fs::symlink("b", fx.path("lower/tmp")).unwrap();
+    fs::rename(fx.path("lower/tmp"), fx.path("lower/link")).unwrap();
+    let seen = |want: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while fs::read_link(&link).ok().as_deref() != Some(Path::new(want)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{want}: a symlink replaced in a ro branch kept its old target"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    seen("b");
+    fs::remove_file(fx.path("lower/link")).unwrap();
+    std::os::unix::fs::symlink("c", fx.path("lower/link")).unwrap();
+    seen("c");
+}

@@ -278,6 +278,66 @@ fn removal_leaves_whiteouts_and_rmdir_needs_an_empty_merged_directory() {
     u.assert_lower_unchanged();
 }
 
+/// Whiteouts are hardlinks of one empty file (as aufs and overlayfs make them): a deletion
+/// costs the branch no inode. They hide what they should across a remount, the shared file
+/// leaves the work directory at unmount, and a name made again, or its directory removed,
+/// takes its whiteout away as before.
+#[test]
+fn whiteouts_share_one_inode_and_hide_across_a_remount() {
+    if !can_mount() {
+        return;
+    }
+    const N: usize = 20;
+    let mut u = Union2::new(|fx| {
+        for i in 0..N {
+            fx.write(&format!("B/d/f{i}"), "x");
+        }
+        fx.write("B/top", "x");
+    });
+    for i in 0..N {
+        fs::remove_file(u.u(&format!("d/f{i}"))).unwrap();
+    }
+    fs::remove_file(u.u("top")).unwrap();
+    let wh: Vec<fs::Metadata> = (0..N)
+        .map(|i| fs::symlink_metadata(u.upper(&format!("d/.wh.f{i}"))).unwrap())
+        .chain([fs::symlink_metadata(u.upper(".wh.top")).unwrap()])
+        .collect();
+    for m in &wh {
+        assert!(m.is_file() && m.len() == 0, "{m:?}");
+        assert_eq!(m.ino(), wh[0].ino(), "one inode for every whiteout");
+    }
+    // Every whiteout, plus the shared file in the work directory.
+    assert_eq!(wh[0].nlink(), N as u64 + 2);
+    assert_eq!(names(&u.m.as_ref().unwrap().mnt), vec!["d".to_string()]);
+    assert_eq!(names(&u.u("d")), Vec::<String>::new());
+
+    u.remount();
+    // The shared file went with the first daemon; the new one has not needed one yet.
+    assert_eq!(
+        fs::symlink_metadata(u.upper("d/.wh.f0")).unwrap().nlink(),
+        N as u64 + 1
+    );
+    assert_eq!(names(&u.u("d")), Vec::<String>::new());
+    assert!(fs::metadata(u.u("top")).is_err());
+    // A name made again replaces its whiteout; the others still hide.
+    fs::write(u.u("d/f3"), "new").unwrap();
+    assert!(!u.upper("d/.wh.f3").exists());
+    assert_eq!(names(&u.u("d")), vec!["f3".to_string()]);
+    assert_eq!(read(&u.u("d/f3")), "new");
+    fs::remove_file(u.u("d/f3")).unwrap();
+    // The directory, empty as the union shows it, goes with its whiteouts.
+    fs::remove_dir(u.u("d")).unwrap();
+    assert!(!u.upper("d").exists());
+    assert!(u.upper(".wh.d").exists());
+    assert_eq!(names(&u.m.as_ref().unwrap().mnt), Vec::<String>::new());
+    u.m = None;
+    assert!(
+        !u.upper(".wh..wh.work").exists(),
+        "the work directory, shared whiteout file included, is gone after unmount"
+    );
+    u.assert_lower_unchanged();
+}
+
 #[test]
 fn a_directory_made_where_a_whiteout_stood_is_opaque() {
     if !can_mount() {

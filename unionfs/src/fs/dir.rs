@@ -138,6 +138,7 @@ impl Union {
                 out.push(self.getattr(dir, None).ok().map(|attr| Listed {
                     attr,
                     settled: true,
+                    generation: 0,
                 }));
                 continue;
             };
@@ -170,9 +171,16 @@ impl Union {
             if settled {
                 self.count_visible_links(&mut found)?;
             }
+            // As a lookup would send it: the kernel retires an inode whose generation differs.
+            let generation = if crate::fs::is_symlink(&found.st) && self.changes_only_through_us() {
+                self.generation_of(&fds[&branch], &e.name, &found.st)
+            } else {
+                0
+            };
             out.push(Some(Listed {
                 attr: self.attr_of(&found.st),
                 settled,
+                generation,
             }));
         }
         Ok(out)
@@ -226,6 +234,8 @@ impl Union {
 pub struct Listed {
     pub attr: Attr,
     pub settled: bool,
+    /// As [`Entry::generation`](crate::fs::Entry).
+    pub generation: u64,
 }
 
 fn dtype_of(t: nix::dir::Type) -> u8 {

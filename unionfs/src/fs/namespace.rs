@@ -99,7 +99,24 @@ impl Union {
             .get(t)
             .dir(ppath)
             .ctx(|| format!("open {ppath:?}"))?;
-        write_whiteout(&dir, ppath, name)
+        self.write_whiteout(t, &dir, ppath, name)
+    }
+
+    /// Writes `.wh.NAME` into `dir` (directory `ppath` of branch `t`, where the removal
+    /// happened), as a hardlink of the branch's shared whiteout file (see
+    /// [`Union::link_whiteout`]); as a file of its own where no link can be made.
+    pub(crate) fn write_whiteout(
+        &self,
+        t: usize,
+        dir: &OwnedFd,
+        ppath: &Path,
+        name: &OsStr,
+    ) -> Result<()> {
+        let wh = whiteout::whiteout_name(name);
+        if self.link_whiteout(t, dir, &wh) {
+            return Ok(());
+        }
+        create_marker(dir, &wh).ctx(|| format!("create whiteout {:?}", child_path(ppath, &wh)))
     }
 
     /// Writes `.wh..wh..opq` into directory `rel` of branch `t`.
@@ -179,7 +196,7 @@ impl Union {
             true
         };
         if whiteout {
-            write_whiteout(&dir, &ppath, name)?;
+            self.write_whiteout(t, &dir, &ppath, name)?;
         }
         // After every change: a count cached in between would be stale.
         self.names_changed();
@@ -454,12 +471,6 @@ pub(crate) struct NewName {
     pub ppath: PathBuf,
     pub t: usize,
     pub dir: Arc<OwnedFd>,
-}
-
-/// Writes `.wh.NAME` into `dir` (directory `ppath` of the branch the removal happened in).
-fn write_whiteout(dir: &OwnedFd, ppath: &Path, name: &OsStr) -> Result<()> {
-    let wh = whiteout::whiteout_name(name);
-    create_marker(dir, &wh).ctx(|| format!("create whiteout {:?}", child_path(ppath, &wh)))
 }
 
 /// Names that may not be made through the mount: `.wh.*` (EPERM, as aufs), and over-long ones.
