@@ -59,6 +59,11 @@ pub fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
     Ok(names)
 }
 
+fn is_whiteout_name(name: &std::ffi::OsStr) -> bool {
+    name.as_bytes()
+        .starts_with(unionfs::whiteout::WH_PREFIX.as_bytes())
+}
+
 fn write_dir<W: Write>(
     builder: &mut tar::Builder<W>,
     root: &Path,
@@ -80,8 +85,12 @@ fn write_dir<W: Write>(
         header.set_mtime(meta.mtime.max(0) as u64);
         header.set_size(0);
         let ctx = || format!("writing tar entry for {}", path.display());
-        let is_link = !ft.is_dir() && md.nlink() > 1 && links.contains_key(&(md.dev(), md.ino()));
-        if !is_link && !ft.is_dir() && !ft.is_socket() && md.nlink() > 1 {
+        // unionfs makes a branch's whiteouts hardlinks of one empty file (a link is much cheaper
+        // than a new inode); in a layer each stays an empty file of its own, as OCI describes
+        // whiteouts, so no tool has to resolve a link to learn that a name is deleted.
+        let linked = md.nlink() > 1 && !is_whiteout_name(&name);
+        let is_link = !ft.is_dir() && linked && links.contains_key(&(md.dev(), md.ino()));
+        if !is_link && !ft.is_dir() && !ft.is_socket() && linked {
             // The first name of a link group (in this order) carries the data; the rest link to it.
             links.insert((md.dev(), md.ino()), rel_path.clone());
         }

@@ -303,3 +303,42 @@ fn squash_leaves_out_aufs_bookkeeping() {
         vec![Path::new("a").to_path_buf(), Path::new("x").to_path_buf()]
     );
 }
+
+/// unionfs makes a branch's whiteouts hardlinks of one empty file; in the layer's tar each is an
+/// empty regular file of its own (OCI's form), while real hardlinks stay links.
+#[test]
+fn hardlinked_whiteouts_become_separate_files_in_the_tar() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = Store::at(tmp.path().join("store"));
+    let base = tmp.path().join("base");
+    write(&base, "d/a", "a");
+    write(&base, "d/b", "b");
+    write(&base, "c", "c");
+    build(&store, &base, "base", &BuildOptions::default()).unwrap();
+
+    let upper = tmp.path().join("upper");
+    write(&upper, "d/.wh.a", "");
+    fs::hard_link(upper.join("d/.wh.a"), upper.join("d/.wh.b")).unwrap();
+    fs::hard_link(upper.join("d/.wh.a"), upper.join(".wh.c")).unwrap();
+    write(&upper, "x", "data");
+    fs::hard_link(upper.join("x"), upper.join("y")).unwrap();
+    let image = commit_layer(&store, &upper, "base", "c", &[]).unwrap();
+    let layer = store.layer_path(&image.layers[1].digest).unwrap();
+
+    let (tar_bytes, _, _) = layer_tool::tarball::write_layer(&layer, Vec::new()).unwrap();
+    let mut archive = tar::Archive::new(&tar_bytes[..]);
+    let mut kinds = std::collections::BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        kinds.insert(path, (entry.header().entry_type(), entry.size()));
+    }
+    for wh in [".wh.c", "d/.wh.a", "d/.wh.b"] {
+        assert_eq!(kinds[wh], (tar::EntryType::Regular, 0), "{wh}: {kinds:?}");
+    }
+    let links = [&kinds["x"].0, &kinds["y"].0];
+    assert!(
+        links.contains(&&tar::EntryType::Link) && links.contains(&&tar::EntryType::Regular),
+        "x and y stay one file and a link to it: {kinds:?}"
+    );
+}
