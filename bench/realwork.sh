@@ -156,10 +156,15 @@ fi
 
 # ---------------------------------------------------------------- scratch
 ctl=$S/ctl bundle=$S/bundle copy=$S/copy
+# unmount_all DIR: every mount stacked on DIR (lazily when busy: a killed container's last
+# process may still hold it).
+unmount_all() {
+    while mountpoint -q "$1" 2>/dev/null; do umount "$1" 2>/dev/null || umount -l "$1"; done
+}
 cleanup() {
     set +e
     runc delete -f "rw-$$" >/dev/null 2>&1
-    mountpoint -q "$bundle/rootfs" 2>/dev/null && { umount "$bundle/rootfs" 2>/dev/null || umount -l "$bundle/rootfs"; }
+    unmount_all "$bundle/rootfs"
     rm -rf "$S"
 }
 trap cleanup EXIT
@@ -214,6 +219,7 @@ start_runner() {
 peer_down_runner() { :; }
 
 runc_root() { # runc_root overlayfs|fuse-overlayfs: a fresh upper and work dir over $lower
+    unmount_all "$bundle/rootfs"
     rm -rf "$S/upper" "$S/work"
     mkdir -p "$S/upper" "$S/work"
     local o="lowerdir=$lower,upperdir=$S/upper,workdir=$S/work"
@@ -225,7 +231,7 @@ runc_root() { # runc_root overlayfs|fuse-overlayfs: a fresh upper and work dir o
 }
 runc_down() {
     runc delete -f "rw-$$" >/dev/null 2>&1 || true
-    if mountpoint -q "$bundle/rootfs"; then umount "$bundle/rootfs"; fi
+    unmount_all "$bundle/rootfs"
     rm -rf "$S/upper" "$S/work"
 }
 peer_up_runc-overlayfs() { runc_root overlayfs; }

@@ -136,11 +136,12 @@ def main(raw_path, meta_path, prefix):
     errors = defaultdict(int)  # (group, fs) -> count
     groups_of = {}
     rw = defaultdict(list)  # (task, peer) -> [float]
+    rw_errors = defaultdict(int)  # (task, peer) -> count
     with open(raw_path) as f:
         for row in csv.DictReader(f):
             if row["group"] == "realwork":
                 if row["value"] == "error":
-                    errors[("realwork", row["fs"], row["metric"])] += 1
+                    rw_errors[(row["metric"], row["fs"])] += 1
                 else:
                     rw[(row["metric"], row["fs"])].append(float(row["value"]))
                 continue
@@ -188,7 +189,7 @@ def main(raw_path, meta_path, prefix):
     ctr_errors = {fs: n for (g, fs), n in errors.items() if g == "container"}
 
     # ---- real work
-    rw_rows = realwork_rows(rw, errors, raw_path.replace(".raw.csv", ".counts.csv"))
+    rw_rows = realwork_rows(rw, rw_errors, raw_path.replace(".raw.csv", ".counts.csv"))
 
     out = {"meta": meta, "workloads": rows, "container_start": ctr,
            "container_errors": ctr_errors, "realwork": rw_rows}
@@ -273,8 +274,9 @@ def realwork_rows(rw, errors, counts_path):
     except FileNotFoundError:
         pass
     out = []
-    for task in [t for t in RW_TASKS if any(k[0] == t for k in rw)] + sorted(
-            {t for (t, _) in rw if t not in RW_TASKS}):
+    seen = set(rw) | set(errors)
+    for task in [t for t in RW_TASKS if any(k[0] == t for k in seen)] + sorted(
+            {t for (t, _) in seen if t not in RW_TASKS}):
         st = {p: stats(rw[(task, p)]) if rw.get((task, p)) else None
               for p in ["runner"] + RW_PEERS}
         u = st["runner"]["median"] if st["runner"] else None
@@ -294,7 +296,7 @@ def realwork_rows(rw, errors, counts_path):
         out.append({"task": task, "label": RW_TASKS.get(task, task), "stats": st,
                     "runner_slower_than": ratios,
                     "targets": [{"target": t, "met": ok} for t, ok in tg],
-                    "errors": {p: errors.get(("realwork", p, task), 0)
+                    "errors": {p: errors.get((task, p), 0)
                                for p in ["runner"] + RW_PEERS},
                     "requests_total": total["count"], "requests_ms": total["ms"],
                     "requests": dict(sorted(by_type.items(), key=lambda kv: -kv[1]["count"]))})
