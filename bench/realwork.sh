@@ -4,6 +4,8 @@
 #   runc-overlayfs       `runc run` of a bundle whose rootfs is a kernel overlayfs mount
 #   runc-fuse-overlayfs  the same with a fuse-overlayfs mount (the "never slower than" peer)
 #   chroot               `chroot` into a plain `cp -a` copy of the tree (no union at all)
+#   runner-base          (only when asked for with --peers) runner with $UNIONFS_BASE_BIN as
+#                        its unionfs: a before/after comparison of two unionfs builds in one run
 # every one over the same tree (the image's layer in a scratch store), interleaved, the order
 # rotating from run to run. Called by `bash bench/run.sh --only realwork` (which also writes the
 # report); can run alone for a look at the figures.
@@ -73,7 +75,10 @@ for t in "${task_list[@]}"; do
     case $t in git|dpkg|rmdoc|compileall|files|make) ;; *) die "unknown task $t" ;; esac
 done
 for p in "${peer_list[@]}"; do
-    case $p in runner|runc-overlayfs|runc-fuse-overlayfs|chroot) ;; *) die "unknown peer $p" ;; esac
+    case $p in
+        runner|runner-base|runc-overlayfs|runc-fuse-overlayfs|chroot) ;;
+        *) die "unknown peer $p" ;;
+    esac
 done
 
 # ---------------------------------------------------------------- the Debian root (cached)
@@ -180,6 +185,7 @@ for p in "${peer_list[@]}"; do
         runc-*) command -v runc >/dev/null || die "runc is not installed (apt-get install runc)" ;;&
         *fuse-overlayfs) command -v fuse-overlayfs >/dev/null || die "fuse-overlayfs is not installed" ;;
         runner) [ -x "$RUNNER" ] && [ -x "$UNIONFS" ] || die "no runner/unionfs at $RUNNER, $UNIONFS" ;;
+        runner-base) [ -x "${UNIONFS_BASE_BIN:-}" ] || die "--peers runner-base needs UNIONFS_BASE_BIN" ;;
     esac
 done
 
@@ -217,6 +223,9 @@ start_runner() {
     UNIONFS_BIN=$UNIONFS "$RUNNER" run --rm -v "$ctl:/bench" "$image" sh /bench/start
 }
 peer_down_runner() { :; }
+peer_up_runner-base() { :; }
+start_runner-base() { UNIONFS=$UNIONFS_BASE_BIN start_runner; }
+peer_down_runner-base() { :; }
 
 runc_root() { # runc_root overlayfs|fuse-overlayfs: a fresh upper and work dir over $lower
     unmount_all "$bundle/rootfs"
@@ -289,10 +298,10 @@ run_one() {
     pid=$!
     trap "kill $pid 2>/dev/null; wait $pid 2>/dev/null; peer_down_$peer" EXIT
     wait_line "$fr" "$pid" >/dev/null
-    if [ "$peer" = runner ]; then
+    if [ "$peer" = runner ] || [ "$peer" = runner-base ]; then
         mnt=$(union_mount)
         [ -n "$mnt" ] || { echo "no union under $UNIONFS_STORE/containers" >&2; return 1; }
-        "$UNIONFS" stats --reset "$mnt" >/dev/null
+        "$UNIONFS" stats --reset "$mnt" >/dev/null # either build's daemon answers it
     fi
     sync # the preparation's dirty pages are not the task's to write
     echo go >&"$fg"

@@ -60,6 +60,12 @@ RW_TASKS = {
     "make": "`make -j4` of 300 C files",
 }
 RW_PEERS = ["runc-overlayfs", "runc-fuse-overlayfs", "chroot"]
+RW_BASE = "runner-base"  # runner with a second unionfs build (realwork.sh --peers ...,runner-base)
+RW_NAMES = {"runner": "runner (unionfs)", "runc-overlayfs": "runc, overlayfs",
+            "runc-fuse-overlayfs": "runc, fuse-overlayfs", "chroot": "chroot, copy",
+            RW_BASE: "runner, unionfs-base"}
+RW_SHORT = {"runc-overlayfs": "r/overlayfs", "runc-fuse-overlayfs": "r/fuse-ovl",
+            "chroot": "r/chroot", RW_BASE: "r/base"}
 RW_TOP = 6  # request types shown per task
 
 
@@ -264,10 +270,15 @@ def main(raw_path, meta_path, prefix):
 def realwork_rows(rw, errors, counts_path):
     """One row per task: stats per peer, runner/peer ratios, issue 15's targets, and runner's
     requests (median per type over the runs, from counts.csv)."""
+    peers = RW_PEERS + ([RW_BASE] if any(p == RW_BASE for (_, p) in rw) else [])
     reqs = defaultdict(lambda: defaultdict(dict))  # task -> request -> run -> (count, ms)
+    base_total = defaultdict(dict)  # task -> run -> requests of runner-base
     try:
         with open(counts_path) as f:
             for row in csv.DictReader(f):
+                if (row["group"] == "realwork" and row["fs"] == RW_BASE
+                        and row["request"] == "TOTAL"):
+                    base_total[row["metric"]][row["run"]] = int(row["count"])
                 if row["group"] == "realwork" and row["fs"] == "runner":
                     reqs[row["metric"]][row["request"]][row["run"]] = (
                         int(row["count"]), float(row["ms"]))
@@ -278,10 +289,10 @@ def realwork_rows(rw, errors, counts_path):
     for task in [t for t in RW_TASKS if any(k[0] == t for k in seen)] + sorted(
             {t for (t, _) in seen if t not in RW_TASKS}):
         st = {p: stats(rw[(task, p)]) if rw.get((task, p)) else None
-              for p in ["runner"] + RW_PEERS}
+              for p in ["runner"] + peers}
         u = st["runner"]["median"] if st["runner"] else None
         ratios = {p: (u / st[p]["median"]) if u and st[p] and st[p]["median"] else None
-                  for p in RW_PEERS}
+                  for p in peers}
         tg = []
         if ratios["runc-overlayfs"] is not None:
             tg.append(("within 1.5x of overlayfs", ratios["runc-overlayfs"] <= 1.5))
@@ -297,8 +308,10 @@ def realwork_rows(rw, errors, counts_path):
                     "runner_slower_than": ratios,
                     "targets": [{"target": t, "met": ok} for t, ok in tg],
                     "errors": {p: errors.get((task, p), 0)
-                               for p in ["runner"] + RW_PEERS},
+                               for p in ["runner"] + peers},
                     "requests_total": total["count"], "requests_ms": total["ms"],
+                    "base_requests_total": (statistics.median(base_total[task].values())
+                                            if base_total[task] else None),
                     "requests": dict(sorted(by_type.items(), key=lambda kv: -kv[1]["count"]))})
     return out
 
@@ -307,19 +320,20 @@ def realwork_md(rows, quick):
     def ratio(r):
         return "-" if r is None else f"{r:.2f}"
 
+    peers = [p for p in rows[0]["stats"] if p != "runner"]
     lines = ["", "Real work (bench/realwork.sh: the task alone, timed inside the container; "
              "median (min-max) s; ratios runner/peer, > 1: runner slower"
              + ("; --quick: smaller sizes than the labels say" if quick else "") + "):", "",
-             "| task | runner (unionfs) | runc, overlayfs | runc, fuse-overlayfs | chroot, copy "
-             "| r/overlayfs | r/fuse-ovl | r/chroot | issue 15 target |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| task | " + " | ".join(RW_NAMES[p] for p in ["runner"] + peers) + " | "
+             + " | ".join(RW_SHORT[p] for p in peers) + " | issue 15 target |",
+             "|" + "---|" * (2 * len(peers) + 3)]
     for r in rows:
-        cells = [fmt_cell(r["stats"][p], "s", r["errors"][p]) for p in ["runner"] + RW_PEERS]
+        cells = [fmt_cell(r["stats"][p], "s", r["errors"][p]) for p in ["runner"] + peers]
         rt = r["runner_slower_than"]
         missed = [t["target"] for t in r["targets"] if not t["met"]]
         tcell = ("MISSED: " + "; ".join(missed)) if missed else ("met" if r["targets"] else "-")
         lines.append(f"| {r['label']} | " + " | ".join(cells) + " | "
-                     + " | ".join(ratio(rt[p]) for p in RW_PEERS) + f" | {tcell} |")
+                     + " | ".join(ratio(rt[p]) for p in peers) + f" | {tcell} |")
     lines += ["", "Requests runner's union answered during each task (`unionfs stats`; median "
               "per type over the runs; daemon ms = time from the callback's start to its reply, "
               "summed):", "", "| task | requests (daemon ms) | largest types: count (daemon ms) |",
@@ -327,8 +341,10 @@ def realwork_md(rows, quick):
     for r in rows:
         top = ", ".join(f"{q} {v['count']:,.0f} ({v['ms']:,.0f})"
                         for q, v in list(r["requests"].items())[:RW_TOP])
+        base = (f"; runner-base: {r['base_requests_total']:,.0f} requests"
+                if r.get("base_requests_total") is not None else "")
         lines.append(f"| {r['task']} | {r['requests_total']:,.0f} ({r['requests_ms']:,.0f}) "
-                     f"| {top or '-'} |")
+                     f"| {top or '-'}{base} |")
     return lines
 
 
