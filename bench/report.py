@@ -320,7 +320,7 @@ def realwork_md(rows, quick):
     def ratio(r):
         return "-" if r is None else f"{r:.2f}"
 
-    peers = [p for p in rows[0]["stats"] if p != "runner"]
+    peers = [p for p in rows[0]["stats"] if p != "runner" and any(r["stats"][p] for r in rows)]
     lines = ["", "Real work (bench/realwork.sh: the task alone, timed inside the container; "
              "median (min-max) s; ratios runner/peer, > 1: runner slower"
              + ("; --quick: smaller sizes than the labels say" if quick else "") + "):", "",

@@ -453,8 +453,10 @@ EOF
         fi
         umount "$b/rootfs"
     done
+    local i n=${#rts[@]}
     for r in $(seq "$runs"); do
-        for rt in "${rts[@]}"; do
+        for i in $(seq 0 $((n - 1))); do
+            rt=${rts[$(((i + r - 1) % n))]} # the order rotates from run to run
             local t
             set +e
             t=$(
