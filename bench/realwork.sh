@@ -273,12 +273,15 @@ make_ctl() { # make_ctl TASK
 }
 
 # wait_line FD PID: the next line on FD, while PID lives (a measurement may take minutes).
+# A read that times out may already have taken the first bytes of the line (bash reads a pipe
+# a byte at a time and keeps what it read in the variable): they are kept, not lost.
 wait_line() {
-    local line
-    until read -r -t 1 -u "$1" line; do
+    local line= part
+    until IFS= read -r -t 1 -u "$1" part; do
+        line+=$part
         kill -0 "$2" 2>/dev/null || { echo "the container exited before answering" >&2; return 1; }
     done
-    echo "$line"
+    echo "$line$part"
 }
 
 # union_mount: the mount point of the union runner is serving (under the scratch store).
