@@ -48,6 +48,27 @@ METRICS = {
 }
 
 
+# The realwork group (bench/realwork.sh): task -> label (full sizes; --quick shrinks them), and
+# its peers; ratios are runner / peer. Targets (issue 15): within 1.5x of runc on kernel
+# overlayfs, never slower than fuse-overlayfs.
+RW_TASKS = {
+    "git": "git: 2,000 files, init, add, commit, gc, status, fsck",
+    "dpkg": "`dpkg -i` of five packages + `dpkg --verify`",
+    "rmdoc": "`rm -rf /usr/share/doc /usr/share/locale`",
+    "compileall": "`python3 -m compileall -f -q` of the stdlib",
+    "files": "create, stat, delete 5,000 small files",
+    "make": "`make -j4` of 300 C files",
+}
+RW_PEERS = ["runc-overlayfs", "runc-fuse-overlayfs", "chroot"]
+RW_BASE = "runner-base"  # runner with a second unionfs build (realwork.sh --peers ...,runner-base)
+RW_NAMES = {"runner": "runner (unionfs)", "runc-overlayfs": "runc, overlayfs",
+            "runc-fuse-overlayfs": "runc, fuse-overlayfs", "chroot": "chroot, copy",
+            RW_BASE: "runner, unionfs-base"}
+RW_SHORT = {"runc-overlayfs": "r/overlayfs", "runc-fuse-overlayfs": "r/fuse-ovl",
+            "chroot": "r/chroot", RW_BASE: "r/base"}
+RW_TOP = 6  # request types shown per task
+
+
 def stats(values):
     return {
         "median": statistics.median(values),
@@ -120,8 +141,16 @@ def main(raw_path, meta_path, prefix):
     values = defaultdict(list)  # (metric, fs) -> [float]
     errors = defaultdict(int)  # (group, fs) -> count
     groups_of = {}
+    rw = defaultdict(list)  # (task, peer) -> [float]
+    rw_errors = defaultdict(int)  # (task, peer) -> count
     with open(raw_path) as f:
         for row in csv.DictReader(f):
+            if row["group"] == "realwork":
+                if row["value"] == "error":
+                    rw_errors[(row["metric"], row["fs"])] += 1
+                else:
+                    rw[(row["metric"], row["fs"])].append(float(row["value"]))
+                continue
             if row["value"] == "error":
                 errors[(row["group"], row["fs"])] += 1
                 continue
@@ -165,8 +194,11 @@ def main(raw_path, meta_path, prefix):
            for rt in ["runner", "crun", "runc"] if values.get(("container_start", rt))}
     ctr_errors = {fs: n for (g, fs), n in errors.items() if g == "container"}
 
+    # ---- real work
+    rw_rows = realwork_rows(rw, rw_errors, raw_path.replace(".raw.csv", ".counts.csv"))
+
     out = {"meta": meta, "workloads": rows, "container_start": ctr,
-           "container_errors": ctr_errors}
+           "container_errors": ctr_errors, "realwork": rw_rows}
     json.dump(out, open(prefix + ".json", "w"), indent=2)
     with open(prefix + ".csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -176,6 +208,11 @@ def main(raw_path, meta_path, prefix):
         for rt, s in ctr.items():
             r = (ctr["runner"]["median"] / s["median"]) if "runner" in ctr and rt != "runner" else ""
             w.writerow(["container_start", "s", rt, s["n"], s["median"], s["min"], s["max"], r])
+        for r in rw_rows:
+            for peer, s in r["stats"].items():
+                if s:
+                    w.writerow(["realwork_" + r["task"], "s", peer, s["n"], s["median"], s["min"],
+                                s["max"], r["runner_slower_than"].get(peer) or ""])
 
     # ---- the markdown table
     def ratio(r):
@@ -187,9 +224,10 @@ def main(raw_path, meta_path, prefix):
                  f"Ratios: how many times slower unionfs is (unionfs/peer for times, peer/unionfs "
                  f"for IOPS); > 1 slower, < 1 faster.")
     lines.append("")
-    lines.append("| workload | unit | " + " | ".join(FS) + " | "
-                 + " | ".join(f"u/{p}" for p in PEERS) + " | issue 7 target |")
-    lines.append("|" + "---|" * (len(FS) + len(PEERS) + 3))
+    if rows:
+        lines.append("| workload | unit | " + " | ".join(FS) + " | "
+                     + " | ".join(f"u/{p}" for p in PEERS) + " | issue 7 target |")
+        lines.append("|" + "---|" * (len(FS) + len(PEERS) + 3))
     for r in rows:
         cells = [fmt_cell(r["stats"][fs], r["unit"], r["errors"][fs]) for fs in FS]
         rt = r["unionfs_slower_than"]
@@ -219,12 +257,95 @@ def main(raw_path, meta_path, prefix):
     else:
         note = meta.get("container_note") or "not run (--only)"
         lines.append(f"| runner run demo true | not available: {note} | - |")
+    if rw_rows:
+        lines += realwork_md(rw_rows, meta.get("quick"))
     if meta.get("failures"):
         lines.append("")
         lines.append("Failed: " + "; ".join(meta["failures"]))
     md = "\n".join(lines) + "\n"
     open(prefix + ".md", "w").write(md)
     print(md)
+
+
+def realwork_rows(rw, errors, counts_path):
+    """One row per task: stats per peer, runner/peer ratios, issue 15's targets, and runner's
+    requests (median per type over the runs, from counts.csv)."""
+    peers = RW_PEERS + ([RW_BASE] if any(p == RW_BASE for (_, p) in rw) else [])
+    reqs = defaultdict(lambda: defaultdict(dict))  # task -> request -> run -> (count, ms)
+    base_total = defaultdict(dict)  # task -> run -> requests of runner-base
+    try:
+        with open(counts_path) as f:
+            for row in csv.DictReader(f):
+                if (row["group"] == "realwork" and row["fs"] == RW_BASE
+                        and row["request"] == "TOTAL"):
+                    base_total[row["metric"]][row["run"]] = int(row["count"])
+                if row["group"] == "realwork" and row["fs"] == "runner":
+                    reqs[row["metric"]][row["request"]][row["run"]] = (
+                        int(row["count"]), float(row["ms"]))
+    except FileNotFoundError:
+        pass
+    out = []
+    seen = set(rw) | set(errors)
+    for task in [t for t in RW_TASKS if any(k[0] == t for k in seen)] + sorted(
+            {t for (t, _) in seen if t not in RW_TASKS}):
+        st = {p: stats(rw[(task, p)]) if rw.get((task, p)) else None
+              for p in ["runner"] + peers}
+        u = st["runner"]["median"] if st["runner"] else None
+        ratios = {p: (u / st[p]["median"]) if u and st[p] and st[p]["median"] else None
+                  for p in peers}
+        tg = []
+        if ratios["runc-overlayfs"] is not None:
+            tg.append(("within 1.5x of overlayfs", ratios["runc-overlayfs"] <= 1.5))
+        if ratios["runc-fuse-overlayfs"] is not None:
+            tg.append(("never slower than fuse-overlayfs", ratios["runc-fuse-overlayfs"] <= 1))
+        by_type = {q: {"count": statistics.median(c for c, _ in runs.values()),
+                       "ms": statistics.median(m for _, m in runs.values())}
+                   for q, runs in reqs[task].items()}
+        total = by_type.pop("TOTAL", None) or {
+            "count": sum(v["count"] for v in by_type.values()),
+            "ms": sum(v["ms"] for v in by_type.values())}
+        out.append({"task": task, "label": RW_TASKS.get(task, task), "stats": st,
+                    "runner_slower_than": ratios,
+                    "targets": [{"target": t, "met": ok} for t, ok in tg],
+                    "errors": {p: errors.get((task, p), 0)
+                               for p in ["runner"] + peers},
+                    "requests_total": total["count"], "requests_ms": total["ms"],
+                    "base_requests_total": (statistics.median(base_total[task].values())
+                                            if base_total[task] else None),
+                    "requests": dict(sorted(by_type.items(), key=lambda kv: -kv[1]["count"]))})
+    return out
+
+
+def realwork_md(rows, quick):
+    def ratio(r):
+        return "-" if r is None else f"{r:.2f}"
+
+    peers = [p for p in rows[0]["stats"] if p != "runner" and any(r["stats"][p] for r in rows)]
+    lines = ["", "Real work (bench/realwork.sh: the task alone, timed inside the container; "
+             "median (min-max) s; ratios runner/peer, > 1: runner slower"
+             + ("; --quick: smaller sizes than the labels say" if quick else "") + "):", "",
+             "| task | " + " | ".join(RW_NAMES[p] for p in ["runner"] + peers) + " | "
+             + " | ".join(RW_SHORT[p] for p in peers) + " | issue 15 target |",
+             "|" + "---|" * (2 * len(peers) + 3)]
+    for r in rows:
+        cells = [fmt_cell(r["stats"][p], "s", r["errors"][p]) for p in ["runner"] + peers]
+        rt = r["runner_slower_than"]
+        missed = [t["target"] for t in r["targets"] if not t["met"]]
+        tcell = ("MISSED: " + "; ".join(missed)) if missed else ("met" if r["targets"] else "-")
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + " | "
+                     + " | ".join(ratio(rt[p]) for p in peers) + f" | {tcell} |")
+    lines += ["", "Requests runner's union answered during each task (`unionfs stats`; median "
+              "per type over the runs; daemon ms = time from the callback's start to its reply, "
+              "summed):", "", "| task | requests (daemon ms) | largest types: count (daemon ms) |",
+              "|---|---|---|"]
+    for r in rows:
+        top = ", ".join(f"{q} {v['count']:,.0f} ({v['ms']:,.0f})"
+                        for q, v in list(r["requests"].items())[:RW_TOP])
+        base = (f"; runner-base: {r['base_requests_total']:,.0f} requests"
+                if r.get("base_requests_total") is not None else "")
+        lines.append(f"| {r['task']} | {r['requests_total']:,.0f} ({r['requests_ms']:,.0f}) "
+                     f"| {top or '-'}{base} |")
+    return lines
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@
 #   --quick       small sizes, one run each: a smoke test (a minute or two). It never looks at
 #                 times; it fails only when a workload fails.
 #   --runs N      runs per workload and file system (default 5; 1 with --quick)
-#   --only G,G    run only these workload groups (see GROUPS below), e.g. --only tree,delete
+#   --only G,G    run only these workload groups (see GROUPS below), e.g. --only tree,delete;
+#                 realwork (bench/realwork.sh: git, dpkg, ... in a Debian root under runner,
+#                 runc on overlayfs and fuse-overlayfs, chroot) and container start
 #   --fs F,F      only these file systems (native,overlayfs,fuse-overlayfs,unionfs; and
 #                 unionfs-base: $UNIONFS_BASE_BIN, a second unionfs build interleaved with the
 #                 first for a before/after comparison in one run)
@@ -57,6 +59,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 
+runs_given=$runs # the realwork group's default is 3 runs, not 5 (each run is minutes)
 # Workload sizes. The full sizes are the ones issue 7 names.
 if [ $quick = 1 ]; then
     : "${runs:=1}"
@@ -67,7 +70,7 @@ else
     big_mb=1024 tree_dirs=1000 tree_per_dir=50 n_create=20000 n_delete=10000 fio_runtime=5
     layer_dirs=300
 fi
-GROUPS_ALL=(seqread seqwrite randread copyup copyup_fsync tree layers createunlink untar delete container)
+GROUPS_ALL=(seqread seqwrite randread copyup copyup_fsync tree layers createunlink untar delete container realwork)
 IFS=, read -r -a groups <<<"${only:-$(IFS=,; echo "${GROUPS_ALL[*]}")}"
 IFS=, read -r -a filesystems <<<"$fs_list"
 
@@ -158,9 +161,12 @@ has_group() { [[ " ${groups[*]} " == *" $1 "* ]]; }
 need_big=0 need_tar=0
 for g in seqread randread copyup copyup_fsync; do has_group $g && need_big=1; done
 has_group untar && need_tar=1
+# The realwork and container groups bring their own roots: no lower layer for them alone.
+need_lower=0
+for g in "${groups[@]}"; do case $g in realwork|container) ;; *) need_lower=1 ;; esac; done
 layer_id="big=$big_mb:$need_big tar=$need_tar tree=${tree_dirs}x$tree_per_dir del=$n_delete"
 mkdir -p "$S"
-if [ "$(cat "$S/.layer-id" 2>/dev/null)" != "$layer_id" ]; then
+if [ $need_lower = 1 ] && [ "$(cat "$S/.layer-id" 2>/dev/null)" != "$layer_id" ]; then
     say "building the lower layer in $lower ($layer_id)"
     rm -rf "$lower" "$S/tree.tar" "$S/.layer-id"
     mkdir -p "$lower"
@@ -378,12 +384,26 @@ measure() {
 }
 
 # ---------------------------------------------------------------- containers
+# oci_run RUNTIME ARGS...: an OCI runtime in a private mount namespace without the cgroup2
+# mount at /sys/fs/cgroup/unified. crun 1.8.1 refuses this machine's hybrid layout ("cgroups in
+# hybrid mode not supported, drop all controllers from cgroupv2": that mount offers hugetlb);
+# without it crun sees a cgroup v1 host, as runner and runc use the v1 controllers. crun and
+# runc both run this way, so both pay the same unshare (a fork and an exec, about a millisecond).
+oci_run() {
+    unshare -m --propagation private sh -c \
+        'if mountpoint -q /sys/fs/cgroup/unified; then umount /sys/fs/cgroup/unified; fi; exec "$@"' \
+        sh "$@"
+}
+
 # `runner run demo true` against crun and runc starting `true` on the same rootfs (the demo
 # image's layers) with fuse-overlayfs as the root. Each timed start includes mounting and
 # unmounting the root, as runner does both. Skipped (a "not available" row) when runner cannot run.
 container_note=
 container_bench() {
-    local store=${UNIONFS_STORE:-/var/lib/unionfs} image layers lowers="" l r rt
+    # A store of the bench's own, kept between runs (the user's store is never touched); the
+    # demo image is built into it once.
+    local store=${UNIONFS_STORE:-/var/tmp/unionfs-bench-cache/store} image layers lowers="" l r rt
+    export UNIONFS_STORE=$store
     if [ $build = 1 ]; then
         (cd "$repo" && cargo build --release -q -p runner) >>"$log" 2>&1 ||
             { container_note="cargo build --release -p runner failed"; return 0; }
@@ -392,7 +412,7 @@ container_bench() {
     export UNIONFS_BIN=$UNIONFS # runner spawns this unionfs for the container's root
     image=$store/images/demo/image.json
     if [ ! -f "$image" ]; then
-        bash "$repo/scripts/build-demo-image.sh" >>"$log" 2>&1 ||
+        LAYER_TOOL=${LAYER_TOOL_BIN:-} bash "$repo/scripts/build-demo-image.sh" >>"$log" 2>&1 ||
             { container_note="scripts/build-demo-image.sh failed"; return 0; }
     fi
     if ! "$RUNNER" run --rm demo true >>"$log" 2>&1; then
@@ -423,7 +443,7 @@ EOF
     for rt in crun runc; do
         rm -rf "$b/upper" "$b/work"; mkdir -p "$b/upper" "$b/work"
         fuse-overlayfs -o "lowerdir=$lowers,upperdir=$b/upper,workdir=$b/work" "$b/rootfs" 2>>"$log"
-        if why=$($rt run --bundle "$b" "bench-$$" 2>&1); then
+        if why=$(oci_run $rt run --bundle "$b" "bench-$$" 2>&1); then
             rts+=("$rt")
         else
             why=$(printf '%s' "$why" | grep -v lazytime | head -n1)
@@ -433,8 +453,10 @@ EOF
         fi
         umount "$b/rootfs"
     done
+    local i n=${#rts[@]}
     for r in $(seq "$runs"); do
-        for rt in "${rts[@]}"; do
+        for i in $(seq 0 $((n - 1))); do
+            rt=${rts[$(((i + r - 1) % n))]} # the order rotates from run to run
             local t
             set +e
             t=$(
@@ -445,7 +467,7 @@ EOF
                     rm -rf "$b/upper" "$b/work"; mkdir -p "$b/upper" "$b/work"
                     tstart
                     fuse-overlayfs -o "lowerdir=$lowers,upperdir=$b/upper,workdir=$b/work" "$b/rootfs"
-                    $rt run --bundle "$b" "bench-$$" >&2
+                    oci_run $rt run --bundle "$b" "bench-$$" >&2
                     umount "$b/rootfs"
                     tstop
                 fi
@@ -466,10 +488,27 @@ EOF
     done
 }
 
+# ---------------------------------------------------------------- real work
+# bench/realwork.sh: its own roots, peers and task protocol, so a script of its own; its
+# figures go into this run's raw and counts CSVs (group realwork) and report.py tables them.
+realwork_bench() {
+    if [ $build = 1 ]; then
+        (cd "$repo" && cargo build --release -q -p runner -p layer-tool) >>"$log" 2>&1 ||
+            die "cargo build --release -p runner -p layer-tool failed (see $log)"
+    fi
+    local args=()
+    if [ -n "$runs_given" ]; then args+=(--runs "$runs_given"); fi
+    if [ $quick = 1 ]; then args+=(--quick); fi
+    BENCH_DIR=$S BENCH_RAW=$raw BENCH_COUNTS=$counts BENCH_LOG=$log UNIONFS_BIN=$UNIONFS \
+        RUNNER_BIN=$RUNNER bash "$bench/realwork.sh" "${args[@]}" ||
+        failures+=("realwork (see $log)")
+}
+
 # ---------------------------------------------------------------- main loop
 say "scratch $S, runs $runs, groups ${groups[*]}, file systems ${filesystems[*]}"
 for g in "${groups[@]}"; do
     if [ "$g" = container ]; then container_bench; continue; fi
+    if [ "$g" = realwork ]; then realwork_bench; continue; fi
     declare -F "wl_$g" >/dev/null || die "unknown workload group $g"
     # fio runs are time-based averages already: three of them are enough in a full run.
     group_runs=$runs
