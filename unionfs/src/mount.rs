@@ -451,7 +451,9 @@ fn is_running(pid: nix::unistd::Pid) -> bool {
 /// daemon to finish.
 pub fn unmount(mountpoint: &Path, lazy: bool) -> anyhow::Result<()> {
     let canonical = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
-    let daemon = if lazy { None } else { daemon_pidfd(&canonical) };
+    // As given: the daemon's command line names the mountpoint as its `mount` was given it
+    // (a relative `C` stays `C`), and `daemon_pid` compares that spelling and the canonical one.
+    let daemon = if lazy { None } else { daemon_pidfd(mountpoint) };
     unmount_only(mountpoint, lazy)?;
     if !lazy {
         wait_for_daemon(&canonical, daemon);
