@@ -318,6 +318,11 @@ state = "{d}/state"
   address = "{d}/containerd.sock.ttrpc"
 [plugins."io.containerd.internal.v1.opt"]
   path = "{d}/opt"
+# A collection after every deletion: by default containerd waits an interval that grows with
+# its last collection's duration (pause_threshold 2%), which on a loaded machine outlasts the
+# tests' waits for removed snapshots to leave the snapshotter.
+[plugins."io.containerd.gc.v1.scheduler"]
+  deletion_threshold = 1
 {extra}"#
         );
         fs::write(dir.join("config.toml"), config).unwrap();
