@@ -499,6 +499,8 @@ realwork_bench() {
     local args=()
     if [ -n "$runs_given" ]; then args+=(--runs "$runs_given"); fi
     if [ $quick = 1 ]; then args+=(--quick); fi
+    # REALWORK_PEERS=runner,runner-base,... adds a second unionfs build (UNIONFS_BASE_BIN).
+    if [ -n "${REALWORK_PEERS:-}" ]; then args+=(--peers "$REALWORK_PEERS"); fi
     BENCH_DIR=$S BENCH_RAW=$raw BENCH_COUNTS=$counts BENCH_LOG=$log UNIONFS_BIN=$UNIONFS \
         RUNNER_BIN=$RUNNER bash "$bench/realwork.sh" "${args[@]}" ||
         failures+=("realwork (see $log)")
