@@ -8,23 +8,12 @@ use std::fs;
 use std::time::Duration;
 
 use common::containerd::{
-    demo_archive, missing, mounts_mentioning, processes_mentioning, wait_for, Containerd,
-    SnapshotterDaemon, DEMO_REF,
+    demo_archive, missing, mounts_mentioning, processes_mentioning, proxy_config, wait_for,
+    Containerd, SnapshotterDaemon, DEMO_REF,
 };
 
 fn can_run(test: &str) -> bool {
     common::can_run(test) && common::can_run_with(test, missing())
-}
-
-fn proxy_config(socket: &std::path::Path) -> String {
-    format!(
-        r#"disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[proxy_plugins.unionfs]
-  type = "snapshot"
-  address = "{}"
-"#,
-        socket.display()
-    )
 }
 
 #[test]

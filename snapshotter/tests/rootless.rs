@@ -22,7 +22,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use common::containerd::{
-    demo_archive, mounts_mentioning, wait_for, workspace_bin, Containerd, Launch,
+    demo_archive, mounts_mentioning, proxy_config, wait_for, workspace_bin, Containerd, Launch,
     SnapshotterDaemon, DEMO_REF,
 };
 use unprivileged::{Session, UserDir};
@@ -154,14 +154,7 @@ impl UserNode {
         let dir = self.d.path("containerd");
         fs::create_dir_all(&dir).unwrap();
         unprivileged::chown_r(&dir, &self.s.user);
-        let extra = format!(
-            r#"disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[proxy_plugins.unionfs]
-  type = "snapshot"
-  address = "{}"
-"#,
-            snap_socket.display()
-        );
+        let extra = proxy_config(snap_socket);
         let rootlesskit = |config: &Path| {
             let mut c = self.command("rootlesskit");
             c.arg(format!(

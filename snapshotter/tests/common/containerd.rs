@@ -30,6 +30,19 @@ pub fn missing() -> Option<String> {
     None
 }
 
+/// The config lines that make the snapshotter on `socket` containerd's proxy plugin `unionfs`
+/// (the CRI plugin off: these tests drive containerd through ctr only).
+pub fn proxy_config(socket: &Path) -> String {
+    format!(
+        r#"disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[proxy_plugins.unionfs]
+  type = "snapshot"
+  address = "{}"
+"#,
+        socket.display()
+    )
+}
+
 /// Polls `f` every 50 ms until it gives `Some`, or panics after `timeout` saying `what`.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
