@@ -13,6 +13,8 @@ if [ -f scripts/build-demo-image.sh ]; then
   bash scripts/build-demo-image.sh
 fi
 cargo test --workspace -- --test-threads=2
+# The vendored fuser's own tests of this project's patch (vendor/README.md).
+cargo test --manifest-path vendor/fuser/Cargo.toml --target-dir target/vendor-fuser --lib percpu
 # The fuzz targets (fuzz/, cargo-fuzz), briefly and without a sanitizer (a cold build takes
 # about 2 minutes): a crash fails the run and leaves its input in target/fuzz/artifacts/.
 # `bash scripts/fuzz.sh 600` fuzzes for longer, with AddressSanitizer.

@@ -42,7 +42,7 @@ pub enum Command {
         /// Branches, top first, `:`-separated, each DIR or DIR=rw|ro|rr (`\:` escapes a colon)
         branches: String,
         mountpoint: PathBuf,
-        /// Mount options, comma-separated (allow_other (default as root), noallow_other, allow_root, ro, nodev, nosuid, threads=N, ...)
+        /// Mount options, comma-separated (allow_other (default as root), noallow_other, allow_root, ro, nodev, nosuid, threads=N, nocpu_affine, ...)
         #[arg(short = 'o', value_name = "OPTIONS")]
         options: Vec<String>,
         /// Stay in the foreground and log to stderr

@@ -50,6 +50,9 @@ pub struct Config {
     pub read_only: bool,
     pub foreground: bool,
     pub threads: usize,
+    /// One request poller pinned to each CPU in front of the `threads` workers, so a request
+    /// is usually served on its caller's CPU (`cpu_affine`, the default; `nocpu_affine`).
+    pub cpu_affine: bool,
     pub fsname: String,
     pub nodev: bool,
     pub nosuid: bool,
@@ -232,6 +235,7 @@ pub struct MountOptions {
     pub allow_root: bool,
     pub read_only: bool,
     pub threads: Option<usize>,
+    pub nocpu_affine: bool,
     pub fsname: Option<String>,
     pub nodev: bool,
     pub nosuid: bool,
@@ -273,6 +277,8 @@ impl MountOptions {
                     }
                     o.threads = Some(n);
                 }
+                "cpu_affine" => o.nocpu_affine = false,
+                "nocpu_affine" => o.nocpu_affine = true,
                 "fsname" => o.fsname = value,
                 k if value.is_none() && IGNORED_OPTIONS.contains(&k) => {}
                 k if value.is_some() && IGNORED_KEYS.contains(&k) => {}
@@ -440,6 +446,7 @@ pub fn build_config(
         read_only,
         foreground,
         threads: opts.threads.unwrap_or(4),
+        cpu_affine: !opts.nocpu_affine,
         nodev: opts.nodev,
         nosuid: opts.nosuid,
         noexec: opts.noexec,

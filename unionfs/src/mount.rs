@@ -23,6 +23,7 @@ pub fn session_config(cfg: &Config) -> fuser::Config {
     c.acl = session_acl(cfg);
     c.n_threads = Some(cfg.threads.max(1));
     c.clone_fd = true;
+    c.cpu_affine_workers = cfg.cpu_affine;
     c
 }
 
