@@ -27,6 +27,15 @@
 # BENCH_COUNTS (CSV files to append to; run.sh sets them; alone: $REALWORK_CACHE/last.*.csv),
 # BENCH_LOG.
 #
+# Where writes go: every measurement gets a fresh ext4 (with a journal, as mkfs.ext4 makes it
+# on a default Debian install) on a sparse loop image under the scratch directory, mounted
+# where the peer writes: runner's containers directory (its writable layers), the runc peers'
+# upper and work directories, chroot's copy. Why: this machine's own disk is ext4 without a
+# journal, where ext4 skips every inode freed in the last 60-360 s on each allocation
+# (`recently_deleted`); after one peer deleted 5,000 files, the next peer's creates in the same
+# block group cost up to 0.5 ms each, so whoever ran next paid for whoever ran before.
+# REALWORK_WRITE_FS=host keeps the old way (everything on the scratch directory's disk).
+#
 # Needs root. Installs mmdebstrap with apt-get when missing. Never touches the user's store:
 # runner and layer-tool see only UNIONFS_STORE=$REALWORK_CACHE/store.
 set -euo pipefail
@@ -160,16 +169,41 @@ else
 fi
 
 # ---------------------------------------------------------------- scratch
-ctl=$S/ctl bundle=$S/bundle copy=$S/copy
+ctl=$S/ctl bundle=$S/bundle W=$S/w copy=$S/w/copy
+write_fs=${REALWORK_WRITE_FS:-fresh}
+case $write_fs in fresh|host) ;; *) die "REALWORK_WRITE_FS: fresh or host, not $write_fs" ;; esac
 # unmount_all DIR: every mount stacked on DIR (lazily when busy: a killed container's last
 # process may still hold it).
 unmount_all() {
     while mountpoint -q "$1" 2>/dev/null; do umount "$1" 2>/dev/null || umount -l "$1"; done
 }
+# writes_up DIR...: a fresh, empty file system for this measurement's writes (see the top),
+# mounted at each DIR (the first mount, then bind mounts); writes_down undoes it.
+writes_up() {
+    mkdir -p "$W" "$@"
+    if [ "$write_fs" = fresh ]; then
+        truncate -s 8G "$S/w.img"
+        mkfs.ext4 -q -F -E lazy_itable_init=1,lazy_journal_init=1 "$S/w.img" ||
+            die "mkfs.ext4 $S/w.img failed"
+        mount -o loop "$S/w.img" "$W"
+    fi
+    local d
+    for d in "$@"; do
+        mkdir -p "$W/${d##*/}"
+        mount --bind "$W/${d##*/}" "$d"
+    done
+}
+writes_down() {
+    local d
+    for d in "$@"; do unmount_all "$d"; done
+    unmount_all "$W"
+    rm -rf "$W" "$S/w.img"
+}
 cleanup() {
     set +e
     runc delete -f "rw-$$" >/dev/null 2>&1
     unmount_all "$bundle/rootfs"
+    writes_down "$UNIONFS_STORE/containers"
     rm -rf "$S"
 }
 trap cleanup EXIT
@@ -218,20 +252,21 @@ EOF
 # ---------------------------------------------------------------- the peers
 # peer_up_P (untimed: a fresh root), start_P (the container, in the background), peer_down_P.
 # Each root starts from the same tree, $lower, with nothing written yet.
-peer_up_runner() { :; } # runner makes a fresh writable layer itself
+# runner makes a fresh writable layer itself, in its store's containers directory.
+peer_up_runner() { writes_up "$UNIONFS_STORE/containers"; }
 start_runner() {
     UNIONFS_BIN=$UNIONFS "$RUNNER" run --rm -v "$ctl:/bench" "$image" sh /bench/start
 }
-peer_down_runner() { :; }
-peer_up_runner-base() { :; }
+peer_down_runner() { writes_down "$UNIONFS_STORE/containers"; }
+peer_up_runner-base() { peer_up_runner; }
 start_runner-base() { UNIONFS=$UNIONFS_BASE_BIN start_runner; }
-peer_down_runner-base() { :; }
+peer_down_runner-base() { peer_down_runner; }
 
 runc_root() { # runc_root overlayfs|fuse-overlayfs: a fresh upper and work dir over $lower
     unmount_all "$bundle/rootfs"
-    rm -rf "$S/upper" "$S/work"
-    mkdir -p "$S/upper" "$S/work"
-    local o="lowerdir=$lower,upperdir=$S/upper,workdir=$S/work"
+    writes_up
+    mkdir -p "$W/upper" "$W/work"
+    local o="lowerdir=$lower,upperdir=$W/upper,workdir=$W/work"
     if [ "$1" = overlayfs ]; then
         mount -t overlay overlay -o "$o" "$bundle/rootfs"
     else
@@ -241,7 +276,7 @@ runc_root() { # runc_root overlayfs|fuse-overlayfs: a fresh upper and work dir o
 runc_down() {
     runc delete -f "rw-$$" >/dev/null 2>&1 || true
     unmount_all "$bundle/rootfs"
-    rm -rf "$S/upper" "$S/work"
+    writes_down
 }
 peer_up_runc-overlayfs() { runc_root overlayfs; }
 peer_up_runc-fuse-overlayfs() { runc_root fuse-overlayfs; }
@@ -252,14 +287,14 @@ peer_down_runc-fuse-overlayfs() { runc_down; }
 
 # chroot into a plain copy; /dev, /proc and /bench are mounted in a private mount namespace of
 # its own, so they vanish with it, whatever happens.
-peer_up_chroot() { rm -rf "$copy"; cp -a "$lower" "$copy"; }
+peer_up_chroot() { writes_up; cp -a "$lower" "$copy"; }
 start_chroot() {
     unshare -m --propagation private sh -c '
         mount --bind /dev "$1/dev" && mount -t proc proc "$1/proc" && mount --bind "$2" "$1/bench" &&
         exec chroot "$1" env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
             HOME=/root sh /bench/start' sh "$copy" "$ctl"
 }
-peer_down_chroot() { rm -rf "$copy"; }
+peer_down_chroot() { writes_down; }
 
 # ---------------------------------------------------------------- one measurement
 # The control directory: the task script, the start line and four fifos. The driver holds each
