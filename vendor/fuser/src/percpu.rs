@@ -9,7 +9,10 @@
 //! caller again on the same CPU. The others find nothing (`EAGAIN`) and poll again.
 //!
 //! The `n_threads` workers stand by behind the pollers and read only while every poller is
-//! busy (a slow `fsync`, a long copy-up), so concurrency stays what it was.
+//! busy (a slow `fsync`, a long copy-up), so concurrency stays what it was. A poller serving a
+//! release or a forget does not count as busy: those are over in a moment, and calling a
+//! standby worker in for them cost a futex wake-up each and let it take the next request on
+//! another CPU.
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -94,6 +97,16 @@ impl Gate {
         let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         self.needed.notify_all();
     }
+}
+
+/// Requests that never wait on anything (the kernel does not wait for their answer either):
+/// a poller serving one does not count as busy.
+pub(crate) fn is_quick(op: &crate::ll::Operation<'_>) -> bool {
+    use crate::ll::Operation::*;
+    matches!(
+        op,
+        Forget(_) | BatchForget(_) | Release(_) | ReleaseDir(_) | Interrupt(_)
+    )
 }
 
 /// The CPUs this process may run on, in order.

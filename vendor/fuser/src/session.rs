@@ -578,7 +578,13 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                 Ok(size) => match RequestWithSender::new(self.ch.sender(), &buf[..size]) {
                     // Dispatch request
                     Some(req) => {
+                        let op = req.request.operation();
                         let _busy = match self.role {
+                            // A release or forget is over in a moment: no cause to call in a
+                            // standby worker (and take a request from the caller's CPU).
+                            percpu::Role::Poller(_) if op.as_ref().is_ok_and(percpu::is_quick) => {
+                                None
+                            }
                             percpu::Role::Poller(_) => Some(self.gate.busy()),
                             percpu::Role::Standby => {
                                 self.gate.standby_took_request();
@@ -586,7 +592,7 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
                             }
                             percpu::Role::Plain => None,
                         };
-                        if let Ok(Operation::Destroy(_)) = req.request.operation() {
+                        if let Ok(Operation::Destroy(_)) = op {
                             req.reply::<ReplyEmpty>().ok();
                             return Ok(());
                         } else {
