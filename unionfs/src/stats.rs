@@ -98,7 +98,15 @@ pub struct Timer<'a> {
 
 impl Drop for Timer<'_> {
     fn drop(&mut self) {
-        let ns = self.start.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+        // Up to the reply, when this thread sent one: what follows it (the woken caller
+        // running first on this CPU) is not the daemon's time.
+        let end = fuser::reply_sent_at()
+            .filter(|sent| *sent >= self.start)
+            .unwrap_or_else(Instant::now);
+        let ns = end
+            .saturating_duration_since(self.start)
+            .as_nanos()
+            .min(u64::MAX as u128) as u64;
         self.counter.nanos.fetch_add(ns, Ordering::Relaxed);
     }
 }
@@ -113,7 +121,8 @@ pub struct Row {
 }
 
 impl Stats {
-    /// Counts a request of type `op`; its time runs until the returned timer is dropped.
+    /// Counts a request of type `op`; its time runs until this thread replies (or, with no
+    /// reply from this thread, until the returned timer is dropped).
     pub fn start(&self, op: Op) -> Timer<'_> {
         let counter = &self.ops[op as usize];
         counter.count.fetch_add(1, Ordering::Relaxed);

@@ -103,8 +103,23 @@ impl Channel {
 #[derive(Clone, Debug)]
 pub(crate) struct ChannelSender(Arc<DevFuse>);
 
+thread_local! {
+    /// When this thread last began writing to the kernel (`reply_sent_at`).
+    static LAST_SEND: std::cell::Cell<Option<std::time::Instant>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// When the calling thread last began sending a reply (or a notification) to the kernel. A
+/// request's time measured up to here leaves out what the reply sets off: on the caller's CPU
+/// it often wakes the caller, which then runs before the replying thread does. (Patch of this
+/// project's vendored copy; see vendor/README.md.)
+pub fn reply_sent_at() -> Option<std::time::Instant> {
+    LAST_SEND.with(|t| t.get())
+}
+
 impl ChannelSender {
     pub(crate) fn send(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<()> {
+        LAST_SEND.with(|t| t.set(Some(std::time::Instant::now())));
         let rc = nix::sys::uio::writev(&self.0, bufs)?;
         // writev is atomic, so do not need to check how many bytes are written.
         // libfuse does not do it either
