@@ -11,8 +11,17 @@ use std::time::Duration;
 
 use common::*;
 
-/// The daemon's request workers (`fuser-N` threads) and the CPUs each may run on.
-fn workers(mnt: &Path) -> Vec<(String, String)> {
+/// One of the daemon's request workers (a `fuser-N` thread).
+#[derive(Debug)]
+struct Worker {
+    /// The CPUs it may run on (`Cpus_allowed_list`).
+    cpus: String,
+    /// Its scheduler state: `D` while it waits, unkillable, in the kernel (a frozen file system).
+    state: char,
+}
+
+/// The daemon's request workers, from /proc.
+fn workers(mnt: &Path) -> Vec<Worker> {
     let pid = unionfs::mount::daemon_pid(mnt).expect("the daemon serving the mount");
     let mut out = Vec::new();
     for task in fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
@@ -22,20 +31,25 @@ fn workers(mnt: &Path) -> Vec<(String, String)> {
             continue;
         }
         let status = fs::read_to_string(task.join("status")).unwrap();
-        let cpus = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .expect("Cpus_allowed_list in /proc/PID/task/TID/status")
-            .trim()
-            .to_string();
-        out.push((name.trim().to_string(), cpus));
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .unwrap_or_else(|| panic!("{key} in {}/status", task.display()))
+                .trim()
+                .to_string()
+        };
+        out.push(Worker {
+            cpus: field("Cpus_allowed_list:"),
+            state: field("State:").chars().next().unwrap_or('?'),
+        });
     }
     out
 }
 
 /// The workers once `want` holds of them (they start and pin themselves after `mount`
 /// returns), or as they are after 5 s.
-fn workers_when(mnt: &Path, want: impl Fn(&[(String, String)]) -> bool) -> Vec<(String, String)> {
+fn workers_when(mnt: &Path, want: impl Fn(&[Worker]) -> bool) -> Vec<Worker> {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         let w = workers(mnt);
@@ -47,11 +61,11 @@ fn workers_when(mnt: &Path, want: impl Fn(&[(String, String)]) -> bool) -> Vec<(
 }
 
 /// How many workers are pinned to one CPU each, distinct CPUs.
-fn pinned_cpus(w: &[(String, String)]) -> usize {
+fn pinned_cpus(w: &[Worker]) -> usize {
     let mut pinned: Vec<&str> = w
         .iter()
-        .filter(|(_, c)| is_one_cpu(c))
-        .map(|(_, c)| c.as_str())
+        .filter(|w| is_one_cpu(&w.cpus))
+        .map(|w| w.cpus.as_str())
         .collect();
     pinned.sort();
     pinned.dedup();
@@ -111,7 +125,7 @@ fn one_poller_is_pinned_to_each_cpu_and_nocpu_affine_leaves_them_out() {
     assert_eq!(w.len(), 3, "nocpu_affine: the 3 workers alone: {w:?}");
     if allowed_cpus() > 1 {
         assert!(
-            w.iter().all(|(_, c)| !is_one_cpu(c)),
+            w.iter().all(|w| !is_one_cpu(&w.cpus)),
             "nocpu_affine pins nothing: {w:?}"
         );
     }
@@ -212,19 +226,38 @@ fn requests_are_answered_while_every_poller_is_held_up() {
     }));
     // One blocked create more than there are pollers, each in a directory of its own so no
     // request waits for another's directory lock instead of for the frozen filesystem.
-    let blocked = pollers + 1;
-    for i in 0..blocked {
+    // Creates that block in the frozen file system, one more at a time, each in a directory of
+    // its own (so none waits for another's directory lock instead), until every poller holds
+    // one. A standby worker once called in may take a request before a free poller does, so
+    // how many that takes is not fixed; `threads=4` leaves at least one standby worker free.
+    let most = pollers + 3;
+    for i in 0..most {
         fs::create_dir(m.path(&format!("d{i}"))).unwrap();
     }
     upper.freeze();
-    let creators: Vec<_> = (0..blocked)
-        .map(|i| {
-            let p = m.path(&format!("d{i}/blocked"));
-            std::thread::spawn(move || fs::write(p, "written after the thaw"))
-        })
-        .collect();
-    // Give the creates time to reach the daemon and block there.
-    std::thread::sleep(Duration::from_millis(500));
+    let stuck = |w: &[Worker]| w.iter().filter(|w| w.state == 'D').count();
+    let mut creators = Vec::new();
+    loop {
+        let w = workers(&m.mnt);
+        if w.iter()
+            .filter(|w| is_one_cpu(&w.cpus))
+            .all(|w| w.state == 'D')
+        {
+            break;
+        }
+        assert!(
+            creators.len() < most,
+            "{most} creates held and a poller still free: {w:?}"
+        );
+        let p = m.path(&format!("d{}/blocked", creators.len()));
+        creators.push(std::thread::spawn(move || {
+            fs::write(p, "written after the thaw")
+        }));
+        let held = creators.len();
+        let w = workers_when(&m.mnt, |w| stuck(w) == held);
+        assert_eq!(stuck(&w), held, "each create held by one worker: {w:?}");
+    }
+    let blocked = creators.len();
 
     let (tx, rx) = mpsc::channel();
     let probe = m.path("probe/lower-file");

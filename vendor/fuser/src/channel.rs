@@ -49,12 +49,20 @@ impl Channel {
 
     /// Receives one request from a non-blocking descriptor: a `read(2)` first (a burst of
     /// requests is served without sleeping), `poll(2)` when none is queued. Every poller is
-    /// woken for a request; those that lose the race get `EAGAIN` and poll again.
-    pub(crate) fn receive_polling(&self, buffer: &mut [u8]) -> nix::Result<usize> {
+    /// woken for a request; those that lose the race get `EAGAIN` and poll again. Before each
+    /// read `wanted` is asked; `None` when it says no (a standby worker whose pollers are free).
+    pub(crate) fn receive_polling(
+        &self,
+        buffer: &mut [u8],
+        wanted: impl Fn() -> bool,
+    ) -> nix::Result<Option<usize>> {
         use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
         loop {
+            if !wanted() {
+                return Ok(None);
+            }
             match self.receive(buffer) {
-                Ok(size) => return Ok(size),
+                Ok(size) => return Ok(Some(size)),
                 Err(Errno::EAGAIN) => {
                     let mut fds = [PollFd::new(self.0.as_fd(), PollFlags::POLLIN)];
                     match poll(&mut fds, PollTimeout::NONE) {

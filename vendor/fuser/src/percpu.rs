@@ -9,7 +9,8 @@
 //! caller again on the same CPU. The others find nothing (`EAGAIN`) and poll again.
 //!
 //! The `n_threads` workers stand by behind the pollers and read only while every poller is
-//! busy (a slow `fsync`, a long copy-up), so concurrency stays what it was. A poller serving a
+//! busy (a slow `fsync`, a long copy-up), so concurrency stays what it was. They poll too,
+//! and leave a request to a poller that is free again rather than take it on another CPU. A poller serving a
 //! release or a forget does not count as busy: those are over in a moment, and calling a
 //! standby worker in for them cost a futex wake-up each and let it take the next request on
 //! another CPU.
@@ -82,10 +83,15 @@ impl Gate {
         self.needed.notify_one();
     }
 
+    /// True while no poller is free.
+    pub(crate) fn all_pollers_busy(&self) -> bool {
+        self.idle_pollers.load(Ordering::Acquire) == 0
+    }
+
     /// Waits until every poller is busy; false once the session has ended.
     pub(crate) fn wait_until_needed(&self) -> bool {
         let mut guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        while self.idle_pollers.load(Ordering::Acquire) > 0 && !self.closed.load(Ordering::Acquire) {
+        while !self.all_pollers_busy() && !self.closed.load(Ordering::Acquire) {
             guard = self.needed.wait(guard).unwrap_or_else(|e| e.into_inner());
         }
         !self.closed.load(Ordering::Acquire)
@@ -123,16 +129,19 @@ pub(crate) fn allowed_cpus() -> Vec<usize> {
         .collect()
 }
 
-/// Pins the calling thread to `cpu` and makes `ch` non-blocking. False on any failure: the
-/// worker then reads as a plain blocking worker.
-pub(crate) fn pin_nonblocking(ch: &Channel, cpu: usize) -> bool {
-    // SAFETY: a zeroed cpu_set_t is a valid empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `cpu` comes from allowed_cpus, below CPU_SETSIZE.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is a valid cpu_set_t of the size passed; 0 is this thread.
-    if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
-        return false;
+/// Pins the calling thread to `cpu` (a poller; standby workers are not pinned) and makes `ch`
+/// non-blocking. False on any failure: the worker then reads as a plain blocking worker.
+pub(crate) fn pin_nonblocking(ch: &Channel, cpu: Option<usize>) -> bool {
+    if let Some(cpu) = cpu {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `cpu` comes from allowed_cpus, below CPU_SETSIZE.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+        // SAFETY: `set` is a valid cpu_set_t of the size passed; 0 is this thread.
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        if unsafe { libc::sched_setaffinity(0, size, &set) } != 0 {
+            return false;
+        }
     }
     let fd = ch.as_fd().as_raw_fd();
     // SAFETY: fcntl on a descriptor the channel owns (this worker's own clone).

@@ -560,17 +560,27 @@ impl<FS: Filesystem> SessionEventLoop<FS> {
         let mut buf = FuseReadBuf::new();
         let buf = buf.as_mut();
         let polling = match self.role {
-            percpu::Role::Poller(cpu) => percpu::pin_nonblocking(&self.ch, cpu),
-            _ => false,
+            percpu::Role::Poller(cpu) => percpu::pin_nonblocking(&self.ch, Some(cpu)),
+            percpu::Role::Standby => percpu::pin_nonblocking(&self.ch, None),
+            percpu::Role::Plain => false,
         };
+        let standby = self.role == percpu::Role::Standby;
         loop {
-            if self.role == percpu::Role::Standby && !self.gate.wait_until_needed() {
+            if standby && !self.gate.wait_until_needed() {
                 return Ok(());
             }
             // Read the next request from the given channel to kernel driver
             // The kernel driver makes sure that we get exactly one request per read
             let received = if polling {
-                self.ch.receive_polling(buf)
+                // A standby worker leaves a request to a poller that is free again.
+                match self
+                    .ch
+                    .receive_polling(buf, || !standby || self.gate.all_pollers_busy())
+                {
+                    Ok(None) => continue,
+                    Ok(Some(size)) => Ok(size),
+                    Err(e) => Err(e),
+                }
             } else {
                 self.ch.receive_retrying(buf)
             };
