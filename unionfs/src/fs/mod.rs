@@ -807,15 +807,7 @@ impl Union {
             return false;
         };
         let base = whiteout_base_name();
-        let link = || {
-            nix::unistd::linkat(
-                work,
-                base.as_os_str(),
-                dir,
-                wh,
-                nix::fcntl::AtFlags::empty(),
-            )
-        };
+        let link = || nix::unistd::linkat(work, base, dir, wh, nix::fcntl::AtFlags::empty());
         for _ in 0..3 {
             match link() {
                 // An existing whiteout is fine, as it was for the create.
@@ -832,13 +824,13 @@ impl Union {
                         }
                         let _ = nix::unistd::unlinkat(
                             work,
-                            base.as_os_str(),
+                            base,
                             nix::unistd::UnlinkatFlags::NoRemoveDir,
                         );
                     }
                     match nix::fcntl::openat(
                         work,
-                        base.as_os_str(),
+                        base,
                         OFlag::O_CREAT
                             | OFlag::O_EXCL
                             | OFlag::O_WRONLY
@@ -866,16 +858,18 @@ impl Union {
 }
 
 /// The name of a branch's shared whiteout file in its work directory: `tmp.*`, so that a mount
-/// removes one an earlier daemon left behind.
-fn whiteout_base_name() -> std::ffi::OsString {
-    format!("tmp.whiteout.{}", std::process::id()).into()
+/// removes one an earlier daemon left behind. Made once: every removal of a lower name uses it.
+fn whiteout_base_name() -> &'static OsStr {
+    static NAME: std::sync::LazyLock<std::ffi::OsString> =
+        std::sync::LazyLock::new(|| format!("tmp.whiteout.{}", std::process::id()).into());
+    NAME.as_os_str()
 }
 
 /// Removes the shared whiteout file from a work directory (the whiteouts linked to it stay).
 fn remove_whiteout_base(work: &OwnedFd) {
     let _ = nix::unistd::unlinkat(
         work.as_fd(),
-        whiteout_base_name().as_os_str(),
+        whiteout_base_name(),
         nix::unistd::UnlinkatFlags::NoRemoveDir,
     );
 }
