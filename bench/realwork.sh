@@ -178,7 +178,8 @@ unmount_all() {
     while mountpoint -q "$1" 2>/dev/null; do umount "$1" 2>/dev/null || umount -l "$1"; done
 }
 # writes_up DIR...: a fresh, empty file system for this measurement's writes (see the top),
-# mounted at each DIR (the first mount, then bind mounts); writes_down undoes it.
+# mounted at $W (where the runc peers' upper and work and chroot's copy go) and bound onto
+# each DIR (runner's containers directory) from a directory of its own; writes_down undoes it.
 writes_up() {
     mkdir -p "$W" "$@"
     if [ "$write_fs" = fresh ]; then
