@@ -54,16 +54,19 @@ fn owned_dir(p: &Path, uid: u32) -> bool {
 
 /// The user's runtime directory for runner, made 0700 if absent, checked if present.
 pub fn choose(env: &Env) -> Result<PathBuf> {
-    let xdg = env.xdg_runtime_dir.as_ref().map(PathBuf::from);
-    if let Some(d) = xdg.as_ref().filter(|d| !owned_dir(d, env.uid)) {
-        // As after `su`: the variable names another user's directory.
-        tracing::warn!(
-            "XDG_RUNTIME_DIR {} is not a directory of yours (uid {}); not using it",
-            d.display(),
-            env.uid
-        );
-    }
-    let xdg = xdg.filter(|d| owned_dir(d, env.uid));
+    let xdg = match env.xdg_runtime_dir.as_ref().map(PathBuf::from) {
+        Some(d) if owned_dir(&d, env.uid) => Some(d),
+        Some(d) => {
+            // As after `su`: the variable names another user's directory.
+            tracing::warn!(
+                "XDG_RUNTIME_DIR {} is not a directory of yours (uid {}); not using it",
+                d.display(),
+                env.uid
+            );
+            None
+        }
+        None => None,
+    };
     let run_user = Some(env.run_user.join(env.uid.to_string())).filter(|d| owned_dir(d, env.uid));
     let dir = match xdg.or(run_user) {
         Some(base) => base.join("runner"),

@@ -16,10 +16,10 @@ use super::{keyed_value, write_file, Limits};
 
 /// The caller's own group directory under `root`, from the `0::PATH` line of `/proc/self/cgroup`.
 pub fn own_cgroup_dir(root: &Path, proc_cgroup: &str) -> Result<PathBuf> {
-    let Some(path) = proc_cgroup.lines().find_map(|l| l.strip_prefix("0::")) else {
+    let Some(path) = super::delegated::own_path(proc_cgroup) else {
         bail!("no cgroup2 (0::) line in /proc/self/cgroup");
     };
-    Ok(root.join(path.trim_start_matches('/')))
+    Ok(root.join(path.strip_prefix("/").unwrap_or(&path)))
 }
 
 /// Convert a blkio weight (10..=1000) to an `io.weight` (1..=10000) as runc does.
