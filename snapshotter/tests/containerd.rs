@@ -237,6 +237,13 @@ fn ctr_run_on_a_unionfs_root_with_the_snapshotter_restarted_between_steps() {
     // Removed through containerd: the snapshots and their directories go.
     ctd.ctr_ok(&["snapshots", "--snapshotter", "unionfs", "rm", "c2-root"]);
     ctd.ctr_ok(&["snapshots", "--snapshotter", "unionfs", "rm", "c1-layer"]);
+    // containerd removes them from the snapshotter in its next collection, but its scheduler
+    // drops a deletion that lands while the previous collection is still removing from the
+    // snapshotter (here c1-layer's, during c2-root's): the event is older than that
+    // collection's end. Then nothing collects until the next deletion. A synchronous
+    // collection (deleting a lease with --sync) is what ctr offers to ask for one now.
+    ctd.ctr_ok(&["leases", "create", "--id", "collect-now"]);
+    ctd.ctr_ok(&["leases", "rm", "--sync", "collect-now"]);
     wait_for(
         "c1-layer and c2-root to leave the snapshotter",
         Duration::from_secs(30),
