@@ -21,6 +21,7 @@ use crate::error::Error;
 use crate::fs::attr::{SetAttr, SetTime};
 use crate::fs::{Attr, Caller, Entry, Union};
 use crate::iomode::{Choice, IoModes};
+use crate::listing_advisor::ListingAdvisor;
 use crate::stats::{Op, Stats};
 
 /// How long the kernel may cache entries and attributes when a read-only branch may change
@@ -39,6 +40,8 @@ pub struct UnionFuse {
     io: IoModes<BackingId>,
     /// Requests served, per type (read out by `unionfs stats`).
     stats: Arc<Stats>,
+    /// Whether a listing's first chunk carries attributes.
+    listing: ListingAdvisor,
 }
 
 impl UnionFuse {
@@ -54,7 +57,35 @@ impl UnionFuse {
             passthrough: AtomicBool::new(false),
             io: IoModes::default(),
             stats,
+            listing: ListingAdvisor::default(),
         }
+    }
+
+    /// A listing's first chunk without attributes (see [`crate::listing_advisor`]): what a
+    /// plain READDIR would send, in READDIRPLUS's format. Nothing is stat'ed or registered;
+    /// the kernel looks up what it needs.
+    fn names_only(
+        &self,
+        dir: u64,
+        entries: &[crate::handle::DirEntry],
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let mut non_dirs = 0;
+        for (i, e) in entries.iter().enumerate() {
+            if reply.add_name_only(
+                INodeNo(e.ino),
+                (i + 1) as u64,
+                kind_of_dtype(e.dtype),
+                &e.name,
+            ) {
+                break;
+            }
+            if e.dtype != libc::DT_DIR {
+                non_dirs += 1;
+            }
+        }
+        self.listing.gave_names_only(dir, non_dirs);
+        reply.ok();
     }
 
     /// Chooses how handle `fh` is served (see [`crate::iomode`]): None means through the
@@ -288,7 +319,12 @@ impl Filesystem for UnionFuse {
                 self.stats.error(Op::Lookup);
                 reply.entry_with_ttls(&Duration::ZERO, &self.ttl, &absent(), Generation(0));
             }
-            r => reply_entry(&self.stats, reply, &self.ttl, Op::Lookup, r),
+            r => {
+                if matches!(&r, Ok(e) if e.attr.st.st_mode & libc::S_IFMT != libc::S_IFDIR) {
+                    self.listing.looked_up(parent.0);
+                }
+                reply_entry(&self.stats, reply, &self.ttl, Op::Lookup, r)
+            }
         }
     }
 
@@ -616,6 +652,14 @@ impl Filesystem for UnionFuse {
             Ok(e) => e,
             Err(e) => return reply.error(errno(&self.stats, Op::Readdirplus, &e)),
         };
+        // A branch that does not report entry types (DT_UNKNOWN) needs the stats to tell a
+        // directory from a file.
+        if offset == 0
+            && !entries.iter().any(|e| e.dtype == libc::DT_UNKNOWN)
+            && !self.listing.attributes_for_first_chunk()
+        {
+            return self.names_only(ino.0, &entries, reply);
+        }
         // A reply holds what fits the kernel's buffer (a getdents-sized one: about 50 entries
         // with their attributes in 8 KiB). Stat in batches, so that few stats are made for
         // entries that no longer fit (the next request, at their offset, stats them again).

@@ -15,6 +15,7 @@ pub mod handle;
 pub mod inode;
 pub mod iomode;
 pub mod linkgroup;
+pub mod listing_advisor;
 pub mod mount;
 pub mod pathlock;
 pub mod privilege;

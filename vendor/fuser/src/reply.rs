@@ -10,6 +10,7 @@ use std::convert::AsRef;
 use std::ffi::OsStr;
 use std::io::IoSlice;
 use std::os::fd::BorrowedFd;
+use std::path::Path;
 use std::time::Duration;
 #[cfg(target_os = "macos")]
 use std::time::SystemTime;
@@ -779,6 +780,24 @@ impl ReplyDirectoryPlus {
             attr.into(),
             *ttl,
         ))
+    }
+
+    /// Add an entry without attributes or a lookup reference (node id 0): the kernel lists
+    /// `name` with `ino` as its `d_ino` and `kind` as its type, and looks it up when someone
+    /// needs more, as after a plain READDIR. Returns true if the buffer is full.
+    pub fn add_name_only<T: AsRef<OsStr>>(
+        &mut self,
+        ino: INodeNo,
+        offset: u64,
+        kind: FileType,
+        name: T,
+    ) -> bool {
+        self.buf.push_name_only(
+            ino,
+            DirEntOffset(offset),
+            kind,
+            Path::new(name.as_ref()),
+        )
     }
 
     /// Reply to a request with the filled directory buffer
