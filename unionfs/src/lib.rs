@@ -22,6 +22,7 @@ pub mod privilege;
 pub mod shutdown;
 pub mod stats;
 pub mod sys;
+pub mod trash;
 pub mod whiteout;
 
 /// Logs through `tracing`, filtered by `RUST_LOG` (default: warnings), to stderr.

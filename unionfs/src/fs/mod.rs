@@ -106,7 +106,7 @@ pub struct Union {
     root_view: Arc<DirView>,
     read_only: bool,
     /// Per branch: the copy-up work directory of a writable branch.
-    pub(crate) work: Vec<Option<OwnedFd>>,
+    pub(crate) work: Vec<Option<Arc<OwnedFd>>>,
     /// `workdir=` was given (it serves the first writable branch).
     workdir_given: bool,
     /// Bumped whenever a name appears or goes anywhere in the union; cached link counts of
@@ -122,6 +122,8 @@ pub struct Union {
     tmp_seq: AtomicU64,
     /// Serialises making a branch's shared whiteout file (see `link_whiteout`).
     whiteout_lock: parking_lot::Mutex<()>,
+    /// Removed directories still being emptied (see `crate::trash`).
+    pub(crate) trash: Arc<crate::trash::Trash>,
 }
 
 impl Union {
@@ -148,7 +150,7 @@ impl Union {
                     (Some(w), true) => open_workdir_at(w)?,
                     _ => open_work_in_branch(b)?,
                 };
-                work.push(Some(fd));
+                work.push(Some(Arc::new(fd)));
             } else {
                 work.push(None);
             }
@@ -173,12 +175,14 @@ impl Union {
             names_gen: AtomicU64::new(0),
             tmp_seq: AtomicU64::new(0),
             whiteout_lock: Default::default(),
+            trash: Default::default(),
         })
     }
 
     /// At unmount: removes the `.wh..wh.work` directories this union made in its branches when
     /// they are empty, so a branch left behind holds only the user's changes.
     pub fn cleanup(&self) {
+        self.trash.drain();
         for work in self.work.iter().flatten() {
             remove_whiteout_base(work);
         }
@@ -195,14 +199,11 @@ impl Union {
             .into_iter()
             .filter_map(|r| r.try_clone().ok())
             .collect();
-        let works: Vec<OwnedFd> = self
-            .work
-            .iter()
-            .flatten()
-            .filter_map(|w| w.try_clone().ok())
-            .collect();
+        let works: Vec<Arc<OwnedFd>> = self.work.iter().flatten().cloned().collect();
+        let trash = Arc::clone(&self.trash);
         move || {
-            works.iter().for_each(remove_whiteout_base);
+            trash.drain();
+            works.iter().for_each(|w| remove_whiteout_base(w));
             roots.iter().for_each(remove_work_dir)
         }
     }
@@ -782,7 +783,7 @@ impl Union {
             .ok_or_else(|| Error::errno(libc::EROFS))
     }
 
-    pub(crate) fn work_dir(&self, branch: usize) -> Result<&OwnedFd> {
+    pub(crate) fn work_dir(&self, branch: usize) -> Result<&Arc<OwnedFd>> {
         self.work[branch].as_ref().ok_or_else(|| {
             Error::new(
                 libc::EROFS,

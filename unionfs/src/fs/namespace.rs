@@ -174,9 +174,10 @@ impl Union {
             // A name already in `t` is not copied anywhere, and the kernel holds the
             // directory's lock against other changes of it.
             if want_dir {
-                clear_markers(&dir, name).ctx(|| format!("clear whiteouts in {rel:?}"))?;
+                self.remove_branch_dir(t, &dir, name, &rel)?;
+            } else {
+                nix::unistd::unlinkat(&dir, name, flag).ctx(|| format!("remove {rel:?}"))?;
             }
-            nix::unistd::unlinkat(&dir, name, flag).ctx(|| format!("remove {rel:?}"))?;
             if want_dir {
                 self.dir_changed(self.inodes.child(parent, name));
             }
@@ -186,9 +187,10 @@ impl Union {
             // finished while we waited for the lock: then that copy goes too.
             if stat_at(&dir, name)?.is_some() {
                 if want_dir {
-                    clear_markers(&dir, name).ctx(|| format!("clear whiteouts in {rel:?}"))?;
+                    self.remove_branch_dir(t, &dir, name, &rel)?;
+                } else {
+                    nix::unistd::unlinkat(&dir, name, flag).ctx(|| format!("remove {rel:?}"))?;
                 }
-                nix::unistd::unlinkat(&dir, name, flag).ctx(|| format!("remove {rel:?}"))?;
             }
             if want_dir {
                 self.dir_changed(self.inodes.child(parent, name));
@@ -202,6 +204,27 @@ impl Union {
         self.names_changed();
         self.inodes.remove_name(parent, name);
         Ok(())
+    }
+
+    /// Removes directory `name` of `dir` in branch `t`, which the union shows empty: it holds
+    /// nothing or only whiteouts and markers. One that holds some is moved into the branch's
+    /// work directory and emptied there in the background (`crate::trash`), so the caller does
+    /// not wait for an unlink per whiteout; without a work directory on the same file system,
+    /// the whiteouts are removed here.
+    fn remove_branch_dir(&self, t: usize, dir: &OwnedFd, name: &OsStr, rel: &Path) -> Result<()> {
+        match nix::unistd::unlinkat(dir, name, UnlinkatFlags::RemoveDir) {
+            Err(nix::errno::Errno::ENOTEMPTY | nix::errno::Errno::EEXIST) => {}
+            r => return r.ctx(|| format!("remove {rel:?}")),
+        }
+        if let Ok(work) = self.work_dir(t) {
+            let tmp = self.tmp_name().into_os_string();
+            if nix::fcntl::renameat(dir, name, work.as_ref(), tmp.as_os_str()).is_ok() {
+                self.trash.discard(Arc::clone(work), tmp);
+                return Ok(());
+            }
+        }
+        clear_markers(dir, name).ctx(|| format!("clear whiteouts in {rel:?}"))?;
+        nix::unistd::unlinkat(dir, name, UnlinkatFlags::RemoveDir).ctx(|| format!("remove {rel:?}"))
     }
 
     pub fn symlink(
