@@ -2,7 +2,7 @@
 //!
 //! Removing a directory that shows lower files means removing, first, the whiteouts that hid
 //! them one by one: an `rm -rf` of a 50-file lower directory made its RMDIR wait for 52
-//! unlinks (about 460 us). Instead the directory is renamed into the branch's work directory
+//! unlinks (bench/README.md, session 6). Instead the directory is renamed into the branch's work directory
 //! under a `tmp.*` name, which takes one rename, and a thread of its own deletes it there. The
 //! name is gone from the branch at once; what is left in the work directory is removed at
 //! unmount (which waits for the thread) or, after a crash, at the next mount (which empties the
