@@ -33,6 +33,11 @@ struct Node {
     view: Option<(u64, Arc<DirView>, Arc<PathBuf>)>,
     /// The file has no extended attributes (known from a listxattr; cleared by setxattr).
     no_xattrs: bool,
+    /// The FUSE generation of this node id: bumped when the id comes back for a new file.
+    generation: u64,
+    /// Its file was removed (its last link, or the directory): the next lookup of this id is a
+    /// new file that reuses the branch inode number, and gets the next generation.
+    unlinked: bool,
 }
 
 #[derive(Debug, Default)]
@@ -188,6 +193,10 @@ impl InodeTable {
         }
         let node = t.nodes.entry(id).or_default();
         node.lookups += 1;
+        if node.unlinked {
+            node.unlinked = false;
+            node.generation += 1;
+        }
         let mut dropped = None;
         let moved_dir = node.view.is_some() && node.aliases.first().is_some_and(|a| *a != key);
         if !node.aliases.contains(&key) {
@@ -232,6 +241,31 @@ impl InodeTable {
         }
         drop(t);
         drop(view);
+    }
+
+    /// Node `id`'s file is gone from its branch (its last link removed, or the directory).
+    ///
+    /// Node ids are branch inode numbers, and ext4 gives a freed number to the next new inode
+    /// at once, while the kernel may still hold the old inode (a process that ran the file and
+    /// whose last reference is being dropped, an open descriptor). The kernel finds an inode by
+    /// node id and generation: with the same pair, the new file would get the old inode, and
+    /// with it state that is not its own (`pjdfstest open::etxtbsy` saw the exec'd file's
+    /// write denial undone by the old process's exit). So the next lookup of this id gets the
+    /// next generation, and the kernel retires the old inode (`fuse_stale_inode`).
+    pub fn mark_unlinked(&self, id: u64) {
+        if let Some(n) = self.inner.lock().nodes.get_mut(&id) {
+            n.unlinked = true;
+        }
+    }
+
+    /// The generation node `id` is known by; for an entry about to be sent (readdirplus, before
+    /// [`InodeTable::lookup`] registers it), the one that registration will give it.
+    pub fn generation(&self, id: u64) -> u64 {
+        self.inner
+            .lock()
+            .nodes
+            .get(&id)
+            .map_or(0, |n| n.generation + u64::from(n.unlinked))
     }
 
     /// `parent/name` no longer exists (unlink, rmdir, or the source of a rename).
@@ -342,6 +376,11 @@ impl InoMap {
     pub fn record_copy(&self, dev: u64, ino: u64, union_ino: u64) {
         self.origin.insert((dev, ino), union_ino);
     }
+
+    /// The branch file `(dev, ino)` is gone: a new file given its inode number is no copy.
+    pub fn forget_copy(&self, dev: u64, ino: u64) {
+        self.origin.remove(&(dev, ino));
+    }
 }
 
 #[cfg(test)]
@@ -371,6 +410,25 @@ mod tests {
         t.forget(5, 1);
         assert!(t.path(5).is_none());
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn a_node_id_back_for_a_new_file_gets_the_next_generation() {
+        let t = InodeTable::new();
+        let _ = t.lookup(ROOT_ID, OsStr::new("a"), 7);
+        assert_eq!(t.generation(7), 0);
+        t.remove_name(ROOT_ID, OsStr::new("a"));
+        t.mark_unlinked(7);
+        // The kernel still holds the old inode (no forget yet); a new file gets number 7.
+        assert_eq!(
+            t.generation(7),
+            1,
+            "what a listing of the new file must send"
+        );
+        let _ = t.lookup(ROOT_ID, OsStr::new("b"), 7);
+        assert_eq!(t.generation(7), 1);
+        let _ = t.lookup(ROOT_ID, OsStr::new("b"), 7);
+        assert_eq!(t.generation(7), 1, "later lookups keep it");
     }
 
     #[test]

@@ -172,13 +172,15 @@ impl Union {
                 self.count_visible_links(&mut found)?;
             }
             // As a lookup would send it: the kernel retires an inode whose generation differs.
-            let generation = if crate::fs::is_symlink(&found.st) && self.changes_only_through_us() {
+            let target = if crate::fs::is_symlink(&found.st) && self.changes_only_through_us() {
                 self.generation_of(&fds[&branch], &e.name, &found.st)
             } else {
                 0
             };
+            let attr = self.attr_of(&found.st);
+            let generation = target.wrapping_add(self.inodes.generation(attr.ino));
             out.push(Some(Listed {
-                attr: self.attr_of(&found.st),
+                attr,
                 settled,
                 generation,
             }));

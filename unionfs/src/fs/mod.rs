@@ -643,7 +643,7 @@ impl Union {
     /// Registers a kernel lookup of `parent/name` and returns its entry.
     pub fn entry_for(&self, parent: u64, name: &OsStr, found: &Found) -> Entry {
         let attr = self.attr_of(&found.st);
-        let generation = if is_symlink(&found.st) && self.changes_only_through_us() {
+        let target = if is_symlink(&found.st) && self.changes_only_through_us() {
             self.dir_view(parent)
                 .and_then(|(ppath, view)| {
                     self.branch_dir(&view, &ppath, found.top())
@@ -659,7 +659,7 @@ impl Union {
         Entry {
             node: attr.ino,
             attr,
-            generation,
+            generation: target.wrapping_add(self.inodes.generation(attr.ino)),
         }
     }
 

@@ -178,6 +178,7 @@ impl Union {
             } else {
                 nix::unistd::unlinkat(&dir, name, flag).ctx(|| format!("remove {rel:?}"))?;
             }
+            self.file_goes(&found);
             if want_dir {
                 self.dir_changed(self.inodes.child(parent, name));
             }
@@ -204,6 +205,18 @@ impl Union {
         self.names_changed();
         self.inodes.remove_name(parent, name);
         Ok(())
+    }
+
+    /// `found`, about to be removed from its top branch (unlink, rmdir, replaced by a rename):
+    /// when that frees its branch inode (a directory, or a file's last link), a new file may
+    /// get the same inode number and so the same node id. See [`InodeTable::mark_unlinked`].
+    ///
+    /// [`InodeTable::mark_unlinked`]: crate::inode::InodeTable::mark_unlinked
+    fn file_goes(&self, found: &Found) {
+        if found.is_dir() || found.st.st_nlink <= 1 {
+            self.inodes.mark_unlinked(self.attr_of(&found.st).ino);
+            self.inos.forget_copy(found.st.st_dev, found.st.st_ino);
+        }
     }
 
     /// Removes directory `name` of `dir` in branch `t`, which the union shows empty: it holds
@@ -415,6 +428,9 @@ impl Union {
         })?;
         if src.is_dir() || dst.as_ref().is_some_and(|d| d.is_dir()) {
             self.layers_changed();
+        }
+        if let Some(d) = dst.as_ref().filter(|d| !exchange && d.top() == t) {
+            self.file_goes(d);
         }
         if !exchange {
             remove_whiteout(&ddir, newname)?;
