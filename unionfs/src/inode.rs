@@ -46,6 +46,17 @@ struct Tables {
     by_name: HashMap<(u64, OsString), u64>,
 }
 
+/// What [`InodeTable::lookup`] found on registering a lookup.
+#[derive(Debug, Clone, Copy)]
+#[must_use]
+pub struct Registered {
+    /// A directory is now known by another first name (moved behind the daemon's back):
+    /// cached directory paths below it are then stale.
+    pub moved_dir: bool,
+    /// The node's FUSE generation, as the reply must carry it.
+    pub generation: u64,
+}
+
 /// Nodes and the names that reach them. One lock, held only for map updates (never during
 /// I/O), so the two maps stay consistent with each other.
 #[derive(Debug)]
@@ -177,10 +188,8 @@ impl InodeTable {
     }
 
     /// Records one kernel lookup of `parent/name` that resolved to node `id`. The kernel will
-    /// `forget` it once per lookup. True when a directory is now known by another first name
-    /// (moved behind the daemon's back): cached directory paths below it are then stale.
-    #[must_use]
-    pub fn lookup(&self, parent: u64, name: &OsStr, id: u64) -> bool {
+    /// `forget` it once per lookup.
+    pub fn lookup(&self, parent: u64, name: &OsStr, id: u64) -> Registered {
         let mut t = self.inner.lock();
         let key = (parent, name.to_os_string());
         // A name that reached another node now reaches this one.
@@ -197,6 +206,7 @@ impl InodeTable {
             node.unlinked = false;
             node.generation += 1;
         }
+        let generation = node.generation;
         let mut dropped = None;
         let moved_dir = node.view.is_some() && node.aliases.first().is_some_and(|a| *a != key);
         if !node.aliases.contains(&key) {
@@ -209,7 +219,10 @@ impl InodeTable {
             t.by_name.remove(&d);
         }
         t.by_name.insert(key, id);
-        moved_dir
+        Registered {
+            moved_dir,
+            generation,
+        }
     }
 
     /// The kernel dropped `n` references; the node goes when none are left.

@@ -190,7 +190,7 @@ impl Union {
 
     /// The kernel now knows `dir/name` as node `ino` (readdirplus sent it).
     pub fn remember(&self, dir: u64, name: &OsStr, ino: u64) {
-        if self.inodes.lookup(dir, name, ino) {
+        if self.inodes.lookup(dir, name, ino).moved_dir {
             self.layers_changed();
         }
     }

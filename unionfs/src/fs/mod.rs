@@ -653,13 +653,14 @@ impl Union {
         } else {
             0
         };
-        if self.inodes.lookup(parent, name, attr.ino) {
+        let registered = self.inodes.lookup(parent, name, attr.ino);
+        if registered.moved_dir {
             self.layers_changed();
         }
         Entry {
             node: attr.ino,
             attr,
-            generation: target.wrapping_add(self.inodes.generation(attr.ino)),
+            generation: target.wrapping_add(registered.generation),
         }
     }
 
